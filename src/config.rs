@@ -1,0 +1,535 @@
+//! Settings come from the environment, in two phases: [`Env`] holds the raw `(name, value)`
+//! pairs (from any iterator, so tests never touch the process environment), and the `parse_*`
+//! functions turn them into validated, typed sections. Each command asks only for the sections
+//! it uses (`prune` needs no etcd settings), and every problem is reported at once.
+//!
+//! [`VARS`] is the one table of variables: the parser, `--help` and the README's table all come
+//! from it. The names the seed's script and etcdctl use are aliases of ours.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use url::Url;
+
+use crate::compress::Codec;
+use crate::retention::Policy;
+
+/// One environment variable we read.
+pub struct Var {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+    /// Its value is never printed.
+    pub secret: bool,
+}
+
+const fn var(name: &'static str, aliases: &'static [&'static str], default: Option<&'static str>, doc: &'static str) -> Var {
+    Var { name, aliases, default, doc, secret: false }
+}
+
+pub const VARS: &[Var] = &[
+    var("ETCD_ENDPOINTS", &["ETCD_ENDPOINT", "ETCDCTL_ENDPOINTS"], Some("https://127.0.0.1:2379"), "Comma-separated etcd client URLs, tried in order."),
+    var("ETCD_CACERT", &["ETCDCTL_CACERT"], None, "CA certificate (PEM) that signed etcd's server certificate; required for https."),
+    var("ETCD_CERT", &["ETCDCTL_CERT"], None, "Client certificate (PEM) for mTLS; needs ETCD_KEY."),
+    var("ETCD_KEY", &["ETCDCTL_KEY"], None, "Client private key (PEM) for mTLS; needs ETCD_CERT."),
+    var("ETCD_DIAL_TIMEOUT", &["ETCDCTL_DIAL_TIMEOUT"], Some("5s"), "Time to connect to one endpoint and read its status."),
+    var("ETCD_SNAPSHOT_TIMEOUT", &[], Some("30m"), "Time allowed for the whole snapshot stream."),
+    var("BACKUP_BUCKET", &[], None, "Bucket to store backups in (required by backup, prune)."),
+    var("BACKUP_PREFIX", &[], Some("etcd/"), "Key prefix of our objects: empty, or ending with '/'."),
+    var("BACKUP_STORAGE_CLASS", &[], None, "Storage class of uploaded objects, e.g. STANDARD_IA."),
+    var("BACKUP_COMPRESSION", &[], Some("gzip"), "gzip, zstd or none."),
+    var("BACKUP_COMPRESSION_LEVEL", &[], None, "gzip 1-9 (default 6), zstd 1-19 (default 3)."),
+    var("BACKUP_RETENTION", &[], Some("30d"), "Delete backups older than this (after keeping BACKUP_KEEP_LAST)."),
+    var("BACKUP_KEEP_LAST", &[], Some("3"), "Always keep this many newest backups (at least 1)."),
+    var("BACKUP_TMP_DIR", &[], None, "Scratch directory for the spooled snapshot (default: the system temp dir)."),
+    var("BACKUP_UPLOAD_PART_SIZE", &[], Some("8MiB"), "Multipart part size, 5MiB-5GiB. Upload memory is part size x (concurrency + 1)."),
+    var("BACKUP_UPLOAD_CONCURRENCY", &[], Some("4"), "Parts uploaded at once, 1-64."),
+    var("BACKUP_LOG_FORMAT", &[], Some("text"), "text or json (one object a line, on stderr)."),
+    var("AWS_ENDPOINT_URL", &["AWS_ENDPOINT"], None, "S3-compatible endpoint (MinIO, Hetzner, GCS interop); path-style addressing."),
+    var("AWS_REGION", &["AWS_DEFAULT_REGION"], Some("us-east-1"), "Region of the bucket."),
+    var("AWS_ACCESS_KEY_ID", &[], None, "Static credentials; otherwise web identity, pod identity or instance profile."),
+    Var { secret: true, ..var("AWS_SECRET_ACCESS_KEY", &[], None, "Secret for AWS_ACCESS_KEY_ID.") },
+    Var { secret: true, ..var("AWS_SESSION_TOKEN", &[], None, "Session token for temporary credentials.") },
+    var("AWS_WEB_IDENTITY_TOKEN_FILE", &[], None, "Web identity token (IRSA); with AWS_ROLE_ARN."),
+    var("AWS_ROLE_ARN", &[], None, "Role to assume with the web identity token."),
+    var("AWS_SERVER_SIDE_ENCRYPTION", &[], None, "AES256, aws:kms or aws:kms:dsse."),
+    var("AWS_SSE_KMS_KEY_ID", &[], None, "KMS key for aws:kms encryption."),
+];
+
+/// A value whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+/// Phase one: the raw variables, as given.
+#[derive(Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.vars.keys().map(|k| (k, "…"))).finish()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Env { vars: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    }
+}
+
+/// One configuration problem: which variable, what it was set to, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub var: String,
+    /// The value as given; `None` when unset, or when the variable is a secret.
+    pub value: Option<String>,
+    pub expected: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={:?}: {}", self.var, v, self.expected),
+            None => write!(f, "{}: {}", self.var, self.expected),
+        }
+    }
+}
+
+/// Every problem found, one a line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for p in &self.0 {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn spec(name: &str) -> &'static Var {
+    VARS.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("{name} is not in VARS"))
+}
+
+/// Phase two's helper: reads variables, resolving aliases, and collects problems.
+struct Reader<'e> {
+    env: &'e Env,
+    problems: Vec<Problem>,
+}
+
+impl<'e> Reader<'e> {
+    /// The (name used, value) of `name` or its aliases; empty values count as unset, as in a
+    /// shell. Two names with different values are a problem, since we cannot know which one
+    /// the operator meant.
+    fn raw(&mut self, name: &str) -> Option<(&'static str, &'e str)> {
+        let var = spec(name);
+        let mut set = std::iter::once(var.name)
+            .chain(var.aliases.iter().copied())
+            .filter_map(|n| self.env.vars.get(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v.as_str())));
+        let first = set.next()?;
+        if let Some(other) = set.find(|(_, v)| v.trim() != first.1.trim()) {
+            let shown = if var.secret { "**redacted**".to_string() } else { format!("{:?}", other.1) };
+            self.problems.push(Problem {
+                var: first.0.into(),
+                value: (!var.secret).then(|| first.1.to_string()),
+                expected: format!("conflicts with {}={shown}: set one of them", other.0),
+            });
+        }
+        Some((first.0, first.1.trim()))
+    }
+
+    /// The value, or the table's default.
+    fn get(&mut self, name: &str) -> Option<(&'static str, &'e str)> {
+        self.raw(name).or_else(|| spec(name).default.map(|d| (spec(name).name, d)))
+    }
+
+    fn problem(&mut self, var: &str, value: Option<&str>, expected: impl Into<String>) {
+        let value = if spec_of(var).is_some_and(|v| v.secret) { None } else { value.map(str::to_string) };
+        self.problems.push(Problem { var: var.into(), value, expected: expected.into() });
+    }
+
+    /// Parses a variable with `parse`, recording `expected` when it fails.
+    fn parse<T>(&mut self, name: &str, expected: &str, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+        let (used, value) = self.get(name)?;
+        let parsed = parse(value);
+        if parsed.is_none() {
+            self.problem(used, Some(value), expected);
+        }
+        parsed
+    }
+
+    fn duration(&mut self, name: &str) -> Option<Duration> {
+        self.parse(name, "expected a duration such as 90s, 30m, 30d or 720h, greater than zero", |v| {
+            humantime::parse_duration(v).ok().filter(|d| !d.is_zero())
+        })
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, Problems> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(Problems(self.problems))
+        }
+    }
+}
+
+fn spec_of(name: &str) -> Option<&'static Var> {
+    VARS.iter().find(|v| v.name == name || v.aliases.contains(&name))
+}
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<Url>,
+    pub ca: Option<Pem>,
+    pub identity: Option<Identity>,
+    pub dial_timeout: Duration,
+    pub snapshot_timeout: Duration,
+}
+
+/// A PEM file's path and contents, read and checked at start-up.
+#[derive(Debug, Clone)]
+pub struct Pem {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+/// The client certificate and key for mTLS.
+#[derive(Clone)]
+pub struct Identity {
+    pub cert: Pem,
+    pub key_path: PathBuf,
+    pub key: Secret,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity").field("cert", &self.cert.path).field("key", &self.key_path).finish()
+    }
+}
+
+/// Where backups are stored.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub bucket: String,
+    pub prefix: String,
+    pub storage_class: Option<String>,
+    pub endpoint: Option<Url>,
+    pub region: String,
+    /// Every `AWS_*` variable given, passed to the S3 client (credentials chain, SSE, ...).
+    pub aws: Vec<(String, Secret)>,
+}
+
+/// How a snapshot is processed.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub codec: Codec,
+    pub level: u32,
+    pub tmp_dir: PathBuf,
+    pub part_size: usize,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What `backup` needs.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub etcd: EtcdConfig,
+    pub store: StoreConfig,
+    pub pipeline: PipelineConfig,
+    pub policy: Policy,
+}
+
+/// What `prune` needs.
+#[derive(Debug, Clone)]
+pub struct PruneConfig {
+    pub store: StoreConfig,
+    pub policy: Policy,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect()
+    }
+
+    /// Names in our own namespace that we do not know: most likely typos.
+    fn unknown(&self, r: &mut Reader<'_>) {
+        for name in self.vars.keys().filter(|k| k.starts_with("BACKUP_")) {
+            if spec_of(name).is_none() {
+                let near = VARS.iter().map(|v| v.name).min_by_key(|v| distance(v, name)).filter(|v| distance(v, name) <= 3);
+                let expected = match near {
+                    Some(n) => format!("unknown variable; did you mean {n}?"),
+                    None => "unknown variable (see --help for the list)".to_string(),
+                };
+                r.problems.push(Problem { var: name.clone(), value: None, expected });
+            }
+        }
+    }
+
+    pub fn log_format(&self) -> Result<LogFormat, Problems> {
+        let mut r = Reader { env: self, problems: vec![] };
+        let f = r.parse("BACKUP_LOG_FORMAT", "expected text or json", |v| match v {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        });
+        r.finish(f.unwrap_or(LogFormat::Text))
+    }
+
+    pub fn backup(&self) -> Result<BackupConfig, Problems> {
+        let mut r = Reader { env: self, problems: vec![] };
+        self.unknown(&mut r);
+        let etcd = etcd(&mut r);
+        let store = store(&mut r);
+        let pipeline = pipeline(&mut r);
+        let policy = policy(&mut r);
+        let _ = r.get("BACKUP_LOG_FORMAT");
+        match (etcd, store, pipeline, policy) {
+            (Some(etcd), Some(store), Some(pipeline), Some(policy)) => r.finish(BackupConfig { etcd, store, pipeline, policy }),
+            _ => Err(Problems(r.problems)),
+        }
+    }
+
+    pub fn prune(&self) -> Result<PruneConfig, Problems> {
+        let mut r = Reader { env: self, problems: vec![] };
+        self.unknown(&mut r);
+        let store = store(&mut r);
+        let policy = policy(&mut r);
+        match (store, policy) {
+            (Some(store), Some(policy)) => r.finish(PruneConfig { store, policy }),
+            _ => Err(Problems(r.problems)),
+        }
+    }
+
+    /// The scratch directory alone (for `verify` of compressed files).
+    pub fn tmp_dir(&self) -> PathBuf {
+        let mut r = Reader { env: self, problems: vec![] };
+        r.get("BACKUP_TMP_DIR").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(std::env::temp_dir)
+    }
+}
+
+fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
+    let before = r.problems.len();
+    let (used, list) = r.get("ETCD_ENDPOINTS").expect("has a default");
+    let mut endpoints = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match Url::parse(item) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && u.query().is_none() => {
+                endpoints.push(u)
+            }
+            _ => r.problem(used, Some(list), format!("{item:?} is not an etcd URL: expected https://HOST:PORT, comma-separated")),
+        }
+    }
+    if endpoints.is_empty() && r.problems.len() == before {
+        r.problem(used, Some(list), "expected at least one URL such as https://127.0.0.1:2379");
+    }
+    let ca = read_pem(r, "ETCD_CACERT", PemKind::Cert);
+    let cert = read_pem(r, "ETCD_CERT", PemKind::Cert);
+    let key = read_pem(r, "ETCD_KEY", PemKind::Key);
+    let tls = endpoints.iter().any(|u| u.scheme() == "https");
+    if tls && ca.is_none() && r.raw("ETCD_CACERT").is_none() {
+        r.problem("ETCD_CACERT", None, "is not set: expected the path of the CA certificate (PEM) that signed etcd's server certificate, required for https endpoints (kubeadm: /etc/kubernetes/pki/etcd/ca.crt)");
+    }
+    let identity = match (cert, key, r.raw("ETCD_CERT").is_some(), r.raw("ETCD_KEY").is_some()) {
+        (Some((cert_path, cert)), Some((key_path, key)), _, _) => Some(Identity { cert: Pem { path: cert_path, pem: cert }, key_path, key: Secret(String::from_utf8_lossy(&key).into_owned()) }),
+        (_, _, true, false) => {
+            r.problem("ETCD_KEY", None, "is not set but ETCD_CERT is: expected the path of the client key (PEM) that goes with the certificate");
+            None
+        }
+        (_, _, false, true) => {
+            r.problem("ETCD_CERT", None, "is not set but ETCD_KEY is: expected the path of the client certificate (PEM) that goes with the key");
+            None
+        }
+        _ => None,
+    };
+    let dial_timeout = r.duration("ETCD_DIAL_TIMEOUT");
+    let snapshot_timeout = r.duration("ETCD_SNAPSHOT_TIMEOUT");
+    (r.problems.len() == before).then(|| EtcdConfig {
+        endpoints,
+        ca: ca.map(|(path, pem)| Pem { path, pem }),
+        identity,
+        dial_timeout: dial_timeout.expect("no problems"),
+        snapshot_timeout: snapshot_timeout.expect("no problems"),
+    })
+}
+
+#[derive(Clone, Copy)]
+enum PemKind {
+    Cert,
+    Key,
+}
+
+/// Reads a PEM file named by a variable; missing, unreadable and non-PEM files are problems.
+/// A key file's contents never reach a message.
+fn read_pem(r: &mut Reader<'_>, name: &str, kind: PemKind) -> Option<(PathBuf, Vec<u8>)> {
+    let (used, path) = r.raw(name)?;
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            r.problem(used, Some(path), format!("cannot read the file ({e}): expected a readable PEM file"));
+            return None;
+        }
+    };
+    let ok = match kind {
+        PemKind::Cert => {
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes).collect();
+            !certs.is_empty() && certs.iter().all(Result::is_ok)
+        }
+        PemKind::Key => PrivateKeyDer::from_pem_slice(&bytes).is_ok(),
+    };
+    if !ok {
+        let what = match kind {
+            PemKind::Cert => "a PEM certificate (-----BEGIN CERTIFICATE-----)",
+            PemKind::Key => "a PEM private key (-----BEGIN PRIVATE KEY----- or RSA/EC PRIVATE KEY)",
+        };
+        r.problem(used, Some(path), format!("the file is not {what}"));
+        return None;
+    }
+    Some((PathBuf::from(path), bytes))
+}
+
+fn store(r: &mut Reader<'_>) -> Option<StoreConfig> {
+    let before = r.problems.len();
+    let bucket = r.get("BACKUP_BUCKET").map(|(_, v)| v.to_string());
+    match &bucket {
+        None => r.problem("BACKUP_BUCKET", None, "is not set: expected the name of the bucket to store backups in"),
+        Some(b) if !valid_bucket(b) => {
+            r.problem("BACKUP_BUCKET", Some(b), "expected a bucket name: 3-63 lowercase letters, digits, '.', '-' or '_'")
+        }
+        _ => {}
+    }
+    let prefix = r
+        .parse("BACKUP_PREFIX", "expected a key prefix that is empty or ends with '/', without a leading '/' or '//' (e.g. etcd/ or clusters/prod/)", |p| {
+            (p.is_empty() || (p.ends_with('/') && !p.starts_with('/') && !p.contains("//"))).then(|| p.to_string())
+        })
+        .unwrap_or_default();
+    let storage_class = r.parse("BACKUP_STORAGE_CLASS", "expected a storage class name such as STANDARD or STANDARD_IA", |v| {
+        v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_').then(|| v.to_string())
+    });
+    let endpoint = r.parse("AWS_ENDPOINT_URL", "expected an http(s) URL such as http://127.0.0.1:9000 or https://fsn1.your-objectstorage.com", |v| {
+        Url::parse(v).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    });
+    let region = r.get("AWS_REGION").map(|(_, v)| v.to_string()).expect("has a default");
+    let aws = r
+        .env
+        .vars
+        .iter()
+        .filter(|(k, v)| k.starts_with("AWS_") && !v.is_empty())
+        .map(|(k, v)| (k.clone(), Secret(v.clone())))
+        .collect();
+    (r.problems.len() == before).then(|| StoreConfig { bucket: bucket.expect("checked"), prefix, storage_class, endpoint, region, aws })
+}
+
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len()) && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-_".contains(&c))
+}
+
+fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
+    let before = r.problems.len();
+    let codec = r.parse("BACKUP_COMPRESSION", "expected gzip, zstd or none", |v| v.parse::<Codec>().ok());
+    let level = codec.and_then(|c| {
+        let range = c.levels();
+        let expected = match c {
+            Codec::None => "expected no level with BACKUP_COMPRESSION=none".to_string(),
+            _ => format!("expected a {c} level from {} to {}", range.start(), range.end()),
+        };
+        r.parse("BACKUP_COMPRESSION_LEVEL", &expected, |v| v.parse::<u32>().ok().filter(|l| range.contains(l)))
+            .or(Some(c.default_level()))
+    });
+    let tmp_dir = r.get("BACKUP_TMP_DIR").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(std::env::temp_dir);
+    if !tmp_dir.is_dir() {
+        r.problem("BACKUP_TMP_DIR", tmp_dir.to_str(), "expected an existing directory for scratch files");
+    }
+    let part_size = r.parse("BACKUP_UPLOAD_PART_SIZE", "expected a size from 5MiB to 5GiB such as 8MiB or 64MiB", |v| {
+        parse_size(v).filter(|s| (5 << 20..=5 << 30).contains(s)).map(|s| s as usize)
+    });
+    let concurrency = r.parse("BACKUP_UPLOAD_CONCURRENCY", "expected a whole number from 1 to 64", |v| {
+        v.parse::<usize>().ok().filter(|n| (1..=64).contains(n))
+    });
+    (r.problems.len() == before).then(|| PipelineConfig {
+        codec: codec.expect("no problems"),
+        level: level.expect("no problems"),
+        tmp_dir,
+        part_size: part_size.expect("no problems"),
+        concurrency: concurrency.expect("no problems"),
+    })
+}
+
+fn policy(r: &mut Reader<'_>) -> Option<Policy> {
+    let max_age = r.duration("BACKUP_RETENTION");
+    let keep_last = r.parse("BACKUP_KEEP_LAST", "expected a whole number of at least 1 (the newest backups are never pruned)", |v| {
+        v.parse::<usize>().ok().filter(|n| *n >= 1)
+    });
+    Some(Policy { max_age: max_age?, keep_last: keep_last? })
+}
+
+/// `8MiB`, `64M`, `1GiB`, `5242880`: binary units, as part sizes are counted.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + (ca != *cb) as usize).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The variable table as text, for `--help` and the README.
+pub fn help_table() -> String {
+    let mut out = String::from("Environment variables (aliases in brackets):\n");
+    for v in VARS {
+        let aliases = if v.aliases.is_empty() { String::new() } else { format!(" [{}]", v.aliases.join(", ")) };
+        let default = v.default.map(|d| format!(" (default: {d})")).unwrap_or_default();
+        out.push_str(&format!("  {}{}\n      {}{}\n", v.name, aliases, v.doc, default));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! The etcd side: connect to one member over (m)TLS, read its status, stream its snapshot.
+//!
+//! Endpoints are tried one by one, not through the client's load balancer, because a snapshot
+//! is served by one member from its local database and the operator needs to know which one
+//! and why the others were passed over. A member is chosen if it answers `Status` within the
+//! dial timeout; a member that reports errors (an alarm) or is a learner is used only when no
+//! other member answers cleanly.
+
+use std::fmt;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use serde::Serialize;
+use url::Url;
+
+use crate::config::EtcdConfig;
+
+/// What one member says about itself (etcdctl's `endpoint status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    pub endpoint: String,
+    pub cluster_id: String,
+    pub member_id: String,
+    pub leader: String,
+    pub is_leader: bool,
+    pub is_learner: bool,
+    pub version: String,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub revision: i64,
+    pub db_size: u64,
+    pub db_size_in_use: u64,
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "member {} of cluster {} at {} (etcd {}, {}, raft index {}, term {}, revision {}, db {} bytes, {} in use)",
+            self.member_id,
+            self.cluster_id,
+            self.endpoint,
+            self.version,
+            if self.is_leader { "leader" } else if self.is_learner { "learner" } else { "follower" },
+            self.raft_index,
+            self.raft_term,
+            self.revision,
+            self.db_size,
+            self.db_size_in_use
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("no etcd endpoint answered:{}\ncheck ETCD_ENDPOINTS, that etcd is running and reachable, and that ETCD_CACERT, ETCD_CERT and ETCD_KEY belong to this cluster's PKI", list(.0))]
+    Unreachable(Vec<(String, String)>),
+    #[error("snapshot stream from {endpoint} failed after {bytes} bytes: {error}")]
+    Stream { endpoint: String, bytes: u64, error: String },
+    #[error("snapshot from {endpoint} did not finish within ETCD_SNAPSHOT_TIMEOUT={timeout:?} ({bytes} bytes received); raise ETCD_SNAPSHOT_TIMEOUT for a large database")]
+    Timeout { endpoint: String, bytes: u64, timeout: Duration },
+}
+
+fn list(attempts: &[(String, String)]) -> String {
+    attempts.iter().map(|(e, why)| format!("\n  {e}: {why}")).collect()
+}
+
+/// A connected member, ready to serve a snapshot.
+pub struct Member {
+    pub client: Client,
+    pub status: MemberStatus,
+}
+
+fn options(cfg: &EtcdConfig) -> ConnectOptions {
+    let mut opts = ConnectOptions::new().with_connect_timeout(cfg.dial_timeout).with_keep_alive(Duration::from_secs(10), cfg.dial_timeout);
+    if let Some(ca) = &cfg.ca {
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&ca.pem));
+        if let Some(id) = &cfg.identity {
+            tls = tls.identity(Identity::from_pem(&id.cert.pem, id.key.expose()));
+        }
+        opts = opts.with_tls(tls);
+    }
+    opts
+}
+
+fn hex_id(id: u64) -> String {
+    format!("{id:x}")
+}
+
+/// Describes an error with its sources: tonic hides the TLS cause two levels down.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+/// Connects to one endpoint and reads its status, within the dial timeout.
+pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
+    let ep = endpoint.as_str().trim_end_matches('/').to_string();
+    let attempt = async {
+        let mut client = Client::connect([ep.as_str()], Some(options(cfg))).await.map_err(|e| chain(&e))?;
+        let s = client.status().await.map_err(|e| chain(&e))?;
+        let header = s.header().ok_or("status response has no header")?;
+        let status = MemberStatus {
+            endpoint: ep.clone(),
+            cluster_id: hex_id(header.cluster_id()),
+            member_id: hex_id(header.member_id()),
+            leader: hex_id(s.leader()),
+            is_leader: s.leader() != 0 && s.leader() == header.member_id(),
+            is_learner: s.is_learner(),
+            version: s.version().to_string(),
+            raft_index: s.raft_index(),
+            raft_term: s.raft_term(),
+            revision: header.revision(),
+            db_size: s.db_size().max(0) as u64,
+            db_size_in_use: s.raft_used_db_size().max(0) as u64,
+            errors: s.errors().to_vec(),
+        };
+        Ok::<_, String>(Member { client, status })
+    };
+    match tokio::time::timeout(cfg.dial_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within ETCD_DIAL_TIMEOUT={}", humantime::format_duration(cfg.dial_timeout))),
+    }
+}
+
+/// Picks the member to take the snapshot from: the first endpoint that answers cleanly, else
+/// the first that answers at all (with a warning saying why it is second best).
+pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
+    let mut failures = Vec::new();
+    let mut fallback: Option<(Member, String)> = None;
+    for endpoint in &cfg.endpoints {
+        match probe(cfg, endpoint).await {
+            Ok(m) if m.status.errors.is_empty() && !m.status.is_learner => return Ok(m),
+            Ok(m) => {
+                let why = if m.status.is_learner { "is a learner".to_string() } else { format!("reports errors: {}", m.status.errors.join("; ")) };
+                tracing::warn!(endpoint = %endpoint, "member {} {why}; trying the next endpoint", m.status.member_id);
+                fallback = fallback.or(Some((m, why)));
+            }
+            Err(why) => {
+                tracing::warn!(endpoint = %endpoint, "endpoint unusable: {why}");
+                failures.push((endpoint.to_string(), why));
+            }
+        }
+    }
+    match fallback {
+        Some((m, why)) => {
+            tracing::warn!("no member answered cleanly; using {} although it {why}", m.status.endpoint);
+            Ok(m)
+        }
+        None => Err(EtcdError::Unreachable(failures)),
+    }
+}
+
+/// The snapshot stream of one member, as chunks of bytes. It ends when etcd closes the stream,
+/// which is after the message carrying the SHA-256 trailer (stopping at `remaining_bytes == 0`
+/// would drop it).
+pub struct Snapshot {
+    endpoint: String,
+    stream: etcd_client::SnapshotStreaming,
+    bytes: u64,
+}
+
+impl Snapshot {
+    pub async fn start(member: &mut Member) -> Result<Snapshot, EtcdError> {
+        let endpoint = member.status.endpoint.clone();
+        let stream = member.client.snapshot().await.map_err(|e| EtcdError::Stream { endpoint: endpoint.clone(), bytes: 0, error: chain(&e) })?;
+        Ok(Snapshot { endpoint, stream, bytes: 0 })
+    }
+
+    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, EtcdError> {
+        match self.stream.message().await {
+            Ok(Some(m)) => {
+                self.bytes += m.blob().len() as u64;
+                Ok(Some(bytes::Bytes::copy_from_slice(m.blob())))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(EtcdError::Stream { endpoint: self.endpoint.clone(), bytes: self.bytes, error: chain(&e) }),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}

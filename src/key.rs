@@ -1,0 +1,113 @@
+//! The object name format: `{prefix}{UTC %Y%m%d-%H%M%S}.db{.gz|.zst}`.
+//!
+//! This is exactly the naming of the seed's shell CronJob, so buckets it filled are listed and
+//! pruned by us. One type prints and parses it; listing skips every key that does not parse,
+//! which is how prune guarantees it never touches an object we did not name.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::compress::Codec;
+
+const TIME_FORMAT: &str = "%Y%m%d-%H%M%S";
+/// `20260529-060000`: the length of the formatted time, which has no variable-width fields.
+const TIME_LEN: usize = 15;
+
+/// The name of one backup, relative to the configured prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupKey {
+    /// When the backup was taken, to the second (UTC).
+    pub time: DateTime<Utc>,
+    /// The codec the stored object is encoded with, as its extension says.
+    pub codec: Codec,
+}
+
+impl BackupKey {
+    /// The key of a backup taken at `time`, truncated to the second as the name is.
+    pub fn new(time: DateTime<Utc>, codec: Codec) -> Self {
+        let time = DateTime::from_timestamp(time.timestamp(), 0).expect("in range");
+        BackupKey { time, codec }
+    }
+}
+
+impl fmt::Display for BackupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.time.format(TIME_FORMAT), self.codec.extension())
+    }
+}
+
+/// Why a name is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a backup name of the form 20260529-060000.db.gz (.db.zst, .db)")]
+pub struct NotOurs {
+    pub name: String,
+}
+
+impl FromStr for BackupKey {
+    type Err = NotOurs;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let not_ours = || NotOurs { name: name.to_string() };
+        let (time, ext) = name.split_at_checked(TIME_LEN).ok_or_else(not_ours)?;
+        // chrono accepts some variations (signs, fewer digits); insist on the exact shape so the
+        // name round-trips and nothing that merely looks similar is ever pruned.
+        if !time.bytes().enumerate().all(|(i, b)| if i == 8 { b == b'-' } else { b.is_ascii_digit() }) {
+            return Err(not_ours());
+        }
+        let codec = Codec::ALL.into_iter().find(|c| c.extension() == ext).ok_or_else(not_ours)?;
+        let time = NaiveDateTime::parse_from_str(time, TIME_FORMAT).map_err(|_| not_ours())?;
+        Ok(BackupKey { time: time.and_utc(), codec })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn prints_the_seed_naming() {
+        let t = Utc.with_ymd_and_hms(2026, 5, 29, 6, 0, 0).unwrap();
+        assert_eq!(BackupKey::new(t, Codec::Gzip).to_string(), "20260529-060000.db.gz");
+        assert_eq!(BackupKey::new(t, Codec::Zstd).to_string(), "20260529-060000.db.zst");
+        assert_eq!(BackupKey::new(t, Codec::None).to_string(), "20260529-060000.db");
+    }
+
+    #[test]
+    fn round_trips() {
+        for name in ["20260529-060000.db.gz", "19991231-235959.db.zst", "20000101-000000.db"] {
+            let key: BackupKey = name.parse().unwrap();
+            assert_eq!(key.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn truncates_to_the_second() {
+        let t = Utc.timestamp_opt(1_780_000_000, 999_000_000).unwrap();
+        let key = BackupKey::new(t, Codec::Gzip);
+        assert_eq!(key.to_string().parse::<BackupKey>().unwrap(), key);
+    }
+
+    #[test]
+    fn rejects_what_we_did_not_write() {
+        for name in [
+            "",
+            "20260529-060000.db.gz.tmp",
+            "20260529-060000.db.bz2",
+            "20260529-060000.tar.gz",
+            "20261329-060000.db.gz",
+            "20260529-250000.db.gz",
+            "2026052-0060000.db.gz",
+            "+2026052-060000.db.gz",
+            "20260529_060000.db.gz",
+            "20260529-060000",
+            "latest.db.gz",
+            "sub/20260529-060000.db.gz",
+            "20260529-06000é.db.gz",
+        ] {
+            assert!(name.parse::<BackupKey>().is_err(), "{name:?} parsed");
+        }
+    }
+}

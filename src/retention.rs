@@ -1,0 +1,179 @@
+//! Which backups to keep and which to delete: a pure function of the listing, the policy and
+//! `now`, so that the decision can be printed (`prune --dry-run`), tested against a fixed
+//! clock, and applied as a separate step.
+//!
+//! The rules, in order: a backup this run just uploaded is kept; the newest `keep_last` are
+//! kept whatever their age; a backup no older than `max_age` is kept; the rest are deleted.
+//! A time in the future (clock skew) counts as young, so it is kept.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::key::BackupKey;
+
+/// The retention settings. Both are validated by config: `keep_last >= 1` and `max_age > 0`,
+/// so a policy can never delete every backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub max_age: Duration,
+    pub keep_last: usize,
+}
+
+/// Why a backup is kept or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    JustUploaded,
+    Newest { rank: usize, keep_last: usize },
+    Young { age: Duration, max_age: Duration },
+    Old { age: Duration, max_age: Duration },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = |d: &Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
+        match self {
+            Reason::JustUploaded => write!(f, "uploaded by this run"),
+            Reason::Newest { rank, keep_last } => write!(f, "newest {rank} of {keep_last} kept by count"),
+            Reason::Young { age, max_age } => write!(f, "age {} is within retention {}", h(age), h(max_age)),
+            Reason::Old { age, max_age } => write!(f, "age {} is past retention {}", h(age), h(max_age)),
+        }
+    }
+}
+
+/// The decision for one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub key: BackupKey,
+    pub keep: bool,
+    pub reason: Reason,
+}
+
+/// Every backup of the listing, newest first, each with its decision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub decisions: Vec<Decision>,
+}
+
+impl Plan {
+    pub fn to_delete(&self) -> impl Iterator<Item = &BackupKey> {
+        self.decisions.iter().filter(|d| !d.keep).map(|d| &d.key)
+    }
+
+    pub fn delete_count(&self) -> usize {
+        self.to_delete().count()
+    }
+}
+
+impl fmt::Display for Plan {
+    /// One line a backup: `keep` or `delete`, the name, the reason.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.decisions {
+            writeln!(f, "{:<6} {}  {}", if d.keep { "keep" } else { "delete" }, d.key, d.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decides what to keep. `protect` is the backup this run uploaded, if any: it is never deleted,
+/// even when the clock makes it look old.
+pub fn plan(backups: &[BackupKey], policy: &Policy, now: DateTime<Utc>, protect: Option<&BackupKey>) -> Plan {
+    let mut sorted = backups.to_vec();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    let decisions = sorted
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let age = (now - key.time).to_std().unwrap_or(Duration::ZERO);
+            let (keep, reason) = if protect == Some(&key) {
+                (true, Reason::JustUploaded)
+            } else if i < policy.keep_last {
+                (true, Reason::Newest { rank: i + 1, keep_last: policy.keep_last })
+            } else if age <= policy.max_age {
+                (true, Reason::Young { age, max_age: policy.max_age })
+            } else {
+                (false, Reason::Old { age, max_age: policy.max_age })
+            };
+            Decision { key, keep, reason }
+        })
+        .collect();
+    Plan { decisions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Codec;
+
+    const DAY: u64 = 86_400;
+
+    fn key(name: &str) -> BackupKey {
+        name.parse().unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        key("20260601-000000.db").time
+    }
+
+    fn policy(days: u64, keep_last: usize) -> Policy {
+        Policy { max_age: Duration::from_secs(days * DAY), keep_last }
+    }
+
+    #[test]
+    fn golden_plan() {
+        let backups = [
+            key("20260410-000000.db.gz"),
+            key("20260531-180000.db.gz"),
+            key("20260502-000000.db.gz"),
+            key("20260501-235959.db.zst"),
+            key("20260602-000000.db.gz"), // a clock ahead of ours
+            key("20260301-000000.db"),
+        ];
+        let got = plan(&backups, &policy(30, 2), now(), None).to_string();
+        let want = "\
+keep   20260602-000000.db.gz  newest 1 of 2 kept by count
+keep   20260531-180000.db.gz  newest 2 of 2 kept by count
+keep   20260502-000000.db.gz  age 30days is within retention 30days
+delete 20260501-235959.db.zst  age 30days 1s is past retention 30days
+delete 20260410-000000.db.gz  age 1month 21h 30m 36s is past retention 30days
+delete 20260301-000000.db  age 3months 4h 2m 12s is past retention 30days
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn keeps_the_newest_even_when_all_are_old() {
+        let backups: Vec<_> = (1..=5).map(|m| key(&format!("2025010{m}-000000.db.gz"))).collect();
+        let p = plan(&backups, &policy(30, 3), now(), None);
+        let kept: Vec<_> = p.decisions.iter().filter(|d| d.keep).map(|d| d.key.to_string()).collect();
+        assert_eq!(kept, ["20250105-000000.db.gz", "20250104-000000.db.gz", "20250103-000000.db.gz"]);
+        assert_eq!(p.delete_count(), 2);
+    }
+
+    #[test]
+    fn never_deletes_the_protected_backup() {
+        // The protected backup is old by this clock (the machine's clock jumped forward).
+        let old = key("20250101-000000.db.gz");
+        let backups = [key("20250301-000000.db.gz"), key("20250201-000000.db.gz"), old];
+        let p = plan(&backups, &policy(1, 1), now(), Some(&old));
+        let d = p.decisions.iter().find(|d| d.key == old).unwrap();
+        assert!(d.keep);
+        assert_eq!(d.reason, Reason::JustUploaded);
+        assert_eq!(p.delete_count(), 1);
+    }
+
+    #[test]
+    fn empty_listing_empty_plan() {
+        assert_eq!(plan(&[], &policy(30, 3), now(), None), Plan::default());
+    }
+
+    #[test]
+    fn a_backup_exactly_at_the_limit_is_kept() {
+        let backups = [key("20260601-000000.db"), key("20260502-000000.db")];
+        let p = plan(&backups, &policy(30, 1), now(), None);
+        assert_eq!(p.delete_count(), 0);
+        let _ = Codec::Gzip;
+    }
+}
