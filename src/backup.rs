@@ -53,11 +53,20 @@ fn scratch(dir: &Path, suffix: &str) -> anyhow::Result<NamedTempFile> {
         .prefix(".etcd-backup-")
         .suffix(suffix)
         .tempfile_in(dir)
-        .with_context(|| format!("creating a scratch file in {} (BACKUP_TMP_DIR)", dir.display()))
+        .with_context(|| {
+            format!(
+                "creating a scratch file in {} (BACKUP_TMP_DIR)",
+                dir.display()
+            )
+        })
 }
 
 /// Streams `source` to scratch files: raw (for the walk) and encoded (for the upload).
-pub async fn spool<S, E>(source: S, cfg: &PipelineConfig, timeout: Duration) -> anyhow::Result<Spooled>
+pub async fn spool<S, E>(
+    source: S,
+    cfg: &PipelineConfig,
+    timeout: Duration,
+) -> anyhow::Result<Spooled>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<anyhow::Error>,
@@ -72,33 +81,45 @@ where
     let (codec, level, dir) = (cfg.codec, cfg.level, cfg.tmp_dir.clone());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
 
-    let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<(TrailerCheck, u64, u64)> {
-        let disk = |e: std::io::Error| disk_error(e, &dir);
-        let mut trailer = TrailerCheck::default();
-        let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_out);
-        let mut enc = match stored_out {
-            Some(f) => Some(Encoder::new(codec, level, CountingWriter::new(BufWriter::with_capacity(SPOOL_BUFFER, f)))?),
-            None => None,
-        };
-        while let Some(chunk) = rx.blocking_recv() {
-            trailer.update(&chunk);
-            raw.write_all(&chunk).map_err(disk)?;
-            if let Some(enc) = enc.as_mut() {
-                enc.write_all(&chunk).map_err(disk)?;
+    let worker =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(TrailerCheck, u64, u64)> {
+            let disk = |e: std::io::Error| disk_error(e, &dir);
+            let mut trailer = TrailerCheck::default();
+            let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_out);
+            let mut enc = match stored_out {
+                Some(f) => Some(Encoder::new(
+                    codec,
+                    level,
+                    CountingWriter::new(BufWriter::with_capacity(SPOOL_BUFFER, f)),
+                )?),
+                None => None,
+            };
+            while let Some(chunk) = rx.blocking_recv() {
+                trailer.update(&chunk);
+                raw.write_all(&chunk).map_err(disk)?;
+                if let Some(enc) = enc.as_mut() {
+                    enc.write_all(&chunk).map_err(disk)?;
+                }
             }
-        }
-        raw.into_inner().map_err(|e| disk(e.into_error()))?.sync_data().map_err(disk)?;
-        let stored_len = match enc {
-            Some(enc) => {
-                let out = enc.finish().map_err(disk)?;
-                let n = out.count;
-                out.inner.into_inner().map_err(|e| disk(e.into_error()))?.sync_data().map_err(disk)?;
-                n
-            }
-            None => trailer.len(),
-        };
-        Ok((trailer.clone(), trailer.len(), stored_len))
-    });
+            raw.into_inner()
+                .map_err(|e| disk(e.into_error()))?
+                .sync_data()
+                .map_err(disk)?;
+            let stored_len = match enc {
+                Some(enc) => {
+                    let out = enc.finish().map_err(disk)?;
+                    let n = out.count;
+                    out.inner
+                        .into_inner()
+                        .map_err(|e| disk(e.into_error()))?
+                        .sync_data()
+                        .map_err(disk)?;
+                    n
+                }
+                None => trailer.len(),
+            };
+            Ok((trailer.clone(), trailer.len(), stored_len))
+        });
 
     let feed = async {
         futures::pin_mut!(source);
@@ -123,7 +144,13 @@ where
     // A source error comes first (the worker then saw a short stream), then the worker's own.
     fed?;
     let (trailer, raw_len, stored_len) = worked?;
-    Ok(Spooled { raw, stored, trailer, raw_len, stored_len })
+    Ok(Spooled {
+        raw,
+        stored,
+        trailer,
+        raw_len,
+        stored_len,
+    })
 }
 
 /// A disk error while spooling, named with the setting to change.
@@ -131,7 +158,10 @@ fn disk_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
     if e.raw_os_error() == Some(libc::ENOSPC) {
         anyhow!("the scratch directory {} (BACKUP_TMP_DIR) is full: {e}; give it at least twice the etcd database size", dir.display())
     } else {
-        anyhow!("writing scratch files in {} (BACKUP_TMP_DIR): {e}", dir.display())
+        anyhow!(
+            "writing scratch files in {} (BACKUP_TMP_DIR): {e}",
+            dir.display()
+        )
     }
 }
 
@@ -207,11 +237,19 @@ where
     E: Into<anyhow::Error>,
 {
     let t = Instant::now();
-    let spooled = spool(source, cfg, timeout).await.context("streaming the snapshot")?;
+    let spooled = spool(source, cfg, timeout)
+        .await
+        .context("streaming the snapshot")?;
     let snapshot_time = t.elapsed();
 
     let t = Instant::now();
-    let Spooled { raw, stored, trailer, raw_len, stored_len } = spooled;
+    let Spooled {
+        raw,
+        stored,
+        trailer,
+        raw_len,
+        stored_len,
+    } = spooled;
     let (raw, verified) = tokio::task::spawn_blocking(move || {
         let r = verify::check_spooled(raw.as_file(), trailer);
         (raw, r)
@@ -246,7 +284,16 @@ where
         .with_context(|| format!("uploading {}", store.url(&key)))?;
     let upload_time = t.elapsed();
     drop((raw, stored));
-    Ok(Published { key, url: store.url(&key), verified, raw_bytes: raw_len, stored_bytes: stored_len, snapshot_time, verify_time, upload_time })
+    Ok(Published {
+        key,
+        url: store.url(&key),
+        verified,
+        raw_bytes: raw_len,
+        stored_bytes: stored_len,
+        snapshot_time,
+        verify_time,
+        upload_time,
+    })
 }
 
 /// What prune did.
@@ -257,10 +304,19 @@ pub struct Pruned {
 }
 
 /// Lists, plans and (unless `dry_run`) deletes. Deletion stops at the first failure.
-pub async fn prune(store: &Store, policy: &Policy, now: DateTime<Utc>, protect: Option<&BackupKey>, dry_run: bool) -> anyhow::Result<Pruned> {
+pub async fn prune(
+    store: &Store,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    protect: Option<&BackupKey>,
+    dry_run: bool,
+) -> anyhow::Result<Pruned> {
     let listing = store.list().await?;
     if !listing.skipped.is_empty() {
-        tracing::info!(skipped = listing.skipped.len(), "objects under the prefix whose names are not ours were left alone");
+        tracing::info!(
+            skipped = listing.skipped.len(),
+            "objects under the prefix whose names are not ours were left alone"
+        );
     }
     let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
     let plan = retention::plan(&keys, policy, now, protect);
@@ -294,7 +350,8 @@ pub async fn run(cfg: &BackupConfig, now: DateTime<Utc>) -> anyhow::Result<Summa
 
     let need = space_needed(status.db_size, cfg.pipeline.codec);
     let dir: &PathBuf = &cfg.pipeline.tmp_dir;
-    let free = free_space(dir).with_context(|| format!("reading free space of {} (BACKUP_TMP_DIR)", dir.display()))?;
+    let free = free_space(dir)
+        .with_context(|| format!("reading free space of {} (BACKUP_TMP_DIR)", dir.display()))?;
     if free < need {
         bail!(
             "not enough scratch space in {} (BACKUP_TMP_DIR): {free} bytes free, {need} needed for a {}-byte database with BACKUP_COMPRESSION={}; give it more space or point BACKUP_TMP_DIR elsewhere",
@@ -317,7 +374,15 @@ pub async fn run(cfg: &BackupConfig, now: DateTime<Utc>) -> anyhow::Result<Summa
         ("etcd-cluster-id", status.cluster_id.clone()),
         ("etcd-member-id", status.member_id.clone()),
     ];
-    let published = publish(source, &store, key, &cfg.pipeline, cfg.etcd.snapshot_timeout, extra).await?;
+    let published = publish(
+        source,
+        &store,
+        key,
+        &cfg.pipeline,
+        cfg.etcd.snapshot_timeout,
+        extra,
+    )
+    .await?;
 
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();
@@ -328,5 +393,11 @@ pub async fn run(cfg: &BackupConfig, now: DateTime<Utc>) -> anyhow::Result<Summa
             (0, Some(format!("{e:#}")))
         }
     };
-    Ok(Summary { published, member: status, pruned, prune_time: t.elapsed(), prune_error })
+    Ok(Summary {
+        published,
+        member: status,
+        pruned,
+        prune_time: t.elapsed(),
+        prune_error,
+    })
 }

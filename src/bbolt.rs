@@ -42,10 +42,20 @@ const PAGE_SIZES: [u64; 5] = [4096, 8192, 16384, 32768, 65536];
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {
     #[error("meta page {page} (offset {offset}): {what}")]
-    Meta { page: u64, offset: u64, what: String },
+    Meta {
+        page: u64,
+        offset: u64,
+        what: String,
+    },
     #[error("page {page} (offset {offset}): {what}")]
-    Page { page: u64, offset: u64, what: String },
-    #[error("file is {len} bytes but its meta page says the database is {expected} bytes (truncated)")]
+    Page {
+        page: u64,
+        offset: u64,
+        what: String,
+    },
+    #[error(
+        "file is {len} bytes but its meta page says the database is {expected} bytes (truncated)"
+    )]
     Truncated { len: u64, expected: u64 },
     #[error("reading offset {offset}: {error}")]
     Io { offset: u64, error: String },
@@ -91,7 +101,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Parses and checks the meta page whose header starts at `buf[0]`.
@@ -104,24 +116,43 @@ fn parse_meta(buf: &[u8], page: u64, offset: u64) -> Result<Meta, Corruption> {
     let stored = u64_at(body, 56);
     let computed = fnv1a64(&body[..56]);
     if stored != computed {
-        return Err(bad(format!("checksum {stored:#018x} does not match contents ({computed:#018x})")));
+        return Err(bad(format!(
+            "checksum {stored:#018x} does not match contents ({computed:#018x})"
+        )));
     }
     if u32_at(body, 0) != MAGIC {
-        return Err(bad(format!("magic {:#010x} is not bbolt's {MAGIC:#010x}", u32_at(body, 0))));
+        return Err(bad(format!(
+            "magic {:#010x} is not bbolt's {MAGIC:#010x}",
+            u32_at(body, 0)
+        )));
     }
     if u32_at(body, 4) != VERSION {
         return Err(bad(format!("version {} is not {VERSION}", u32_at(body, 4))));
     }
     if u16_at(buf, 8) != META || u64_at(buf, 0) != page {
-        return Err(bad(format!("header says page {} with flags {:#x}", u64_at(buf, 0), u16_at(buf, 8))));
+        return Err(bad(format!(
+            "header says page {} with flags {:#x}",
+            u64_at(buf, 0),
+            u16_at(buf, 8)
+        )));
     }
     let page_size = u32_at(body, 8) as u64;
     if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-        return Err(bad(format!("page size {page_size} is not a power of two between 512 and 65536")));
+        return Err(bad(format!(
+            "page size {page_size} is not a power of two between 512 and 65536"
+        )));
     }
-    let meta = Meta { page_size, root: u64_at(body, 16), pgid: u64_at(body, 40), txid: u64_at(body, 48) };
+    let meta = Meta {
+        page_size,
+        root: u64_at(body, 16),
+        pgid: u64_at(body, 40),
+        txid: u64_at(body, 48),
+    };
     if meta.pgid < 3 || meta.root < 2 || meta.root >= meta.pgid {
-        return Err(bad(format!("root page {} and high-water page {} are out of range", meta.root, meta.pgid)));
+        return Err(bad(format!(
+            "root page {} and high-water page {} are out of range",
+            meta.root, meta.pgid
+        )));
     }
     Ok(meta)
 }
@@ -144,7 +175,10 @@ impl<'f> Db<'f> {
             let mut buf = vec![0; n];
             let avail = len.saturating_sub(offset).min(n as u64) as usize;
             file.read_exact_at(&mut buf[..avail], offset)
-                .map_err(|e| Corruption::Io { offset, error: e.to_string() })?;
+                .map_err(|e| Corruption::Io {
+                    offset,
+                    error: e.to_string(),
+                })?;
             buf.truncate(avail);
             Ok(buf)
         };
@@ -153,7 +187,11 @@ impl<'f> Db<'f> {
             Ok(m) => parse_meta(&read(m.page_size, PAGE_HEADER + META_BODY)?, 1, m.page_size),
             Err(_) => {
                 // Find meta 1 by trying the page sizes bbolt is built with.
-                let mut found = Err(Corruption::Meta { page: 1, offset: 4096, what: "not found".into() });
+                let mut found = Err(Corruption::Meta {
+                    page: 1,
+                    offset: 4096,
+                    what: "not found".into(),
+                });
                 for size in PAGE_SIZES {
                     found = parse_meta(&read(size, PAGE_HEADER + META_BODY)?, 1, size);
                     if found.is_ok() {
@@ -168,15 +206,26 @@ impl<'f> Db<'f> {
             return Err(Corruption::Meta {
                 page: 1,
                 offset: m0.page_size,
-                what: format!("page size {} differs from meta page 0's {}", m1.page_size, m0.page_size),
+                what: format!(
+                    "page size {} differs from meta page 0's {}",
+                    m1.page_size, m0.page_size
+                ),
             });
         }
         let meta = if m1.txid > m0.txid { m1 } else { m0 };
         if len < meta.db_size() {
-            return Err(Corruption::Truncated { len, expected: meta.db_size() });
+            return Err(Corruption::Truncated {
+                len,
+                expected: meta.db_size(),
+            });
         }
         let visited = vec![0; meta.pgid.div_ceil(64) as usize];
-        Ok(Db { file, len, meta, visited })
+        Ok(Db {
+            file,
+            len,
+            meta,
+            visited,
+        })
     }
 
     pub fn meta(&self) -> Meta {
@@ -191,7 +240,10 @@ impl<'f> Db<'f> {
         // bucket by bucket, as bbolt's cursor over the root does.
         self.walk_tree(root, 0, &mut |_, at, key, flags, value| {
             if flags & BUCKET_LEAF_FLAG == 0 {
-                return Err(at.err(format!("root bucket entry {:?} is not a bucket", String::from_utf8_lossy(key))));
+                return Err(at.err(format!(
+                    "root bucket entry {:?} is not a bucket",
+                    String::from_utf8_lossy(key)
+                )));
             }
             buckets.push((key.to_vec(), value.to_vec(), at));
             Ok(())
@@ -200,7 +252,13 @@ impl<'f> Db<'f> {
             visitor.bucket(&name);
             self.walk_bucket(&header, at, 1, &mut |db, at, key, flags, value| {
                 let nested = flags & BUCKET_LEAF_FLAG != 0;
-                visitor.entry(&name, Entry { key, value: (!nested).then_some(value) });
+                visitor.entry(
+                    &name,
+                    Entry {
+                        key,
+                        value: (!nested).then_some(value),
+                    },
+                );
                 if nested {
                     // etcdutl counts a nested bucket as one key and does not descend, but its
                     // pages are still part of the file and still checked.
@@ -212,9 +270,18 @@ impl<'f> Db<'f> {
         Ok(())
     }
 
-    fn walk_bucket(&mut self, header: &[u8], at: At, depth: usize, f: &mut LeafFn<'_, 'f>) -> Result<(), Corruption> {
+    fn walk_bucket(
+        &mut self,
+        header: &[u8],
+        at: At,
+        depth: usize,
+        f: &mut LeafFn<'_, 'f>,
+    ) -> Result<(), Corruption> {
         if header.len() < BUCKET_HEADER {
-            return Err(at.err(format!("bucket value is {} bytes, shorter than a bucket header", header.len())));
+            return Err(at.err(format!(
+                "bucket value is {} bytes, shorter than a bucket header",
+                header.len()
+            )));
         }
         let root = u64_at(header, 0);
         if root != 0 {
@@ -226,10 +293,17 @@ impl<'f> Db<'f> {
             return Err(at.err("inline bucket does not hold a leaf page".into()));
         }
         let mut last = None;
-        for_each_leaf(page, at, &mut last, &mut |at, k, fl, v| f(self, at, k, fl, v))
+        for_each_leaf(page, at, &mut last, &mut |at, k, fl, v| {
+            f(self, at, k, fl, v)
+        })
     }
 
-    fn walk_tree(&mut self, root: u64, depth: usize, f: &mut LeafFn<'_, 'f>) -> Result<(), Corruption> {
+    fn walk_tree(
+        &mut self,
+        root: u64,
+        depth: usize,
+        f: &mut LeafFn<'_, 'f>,
+    ) -> Result<(), Corruption> {
         let mut last: Option<Vec<u8>> = None;
         self.walk_page(root, depth, None, &mut last, f)
     }
@@ -263,8 +337,14 @@ impl<'f> Db<'f> {
                 let mut prev: Option<&[u8]> = None;
                 for i in 0..count {
                     let e = PAGE_HEADER + i * ELEMENT;
-                    let (pos, ksize, child) = (u32_at(&page, e) as usize, u32_at(&page, e + 4) as usize, u64_at(&page, e + 8));
-                    let key = slice(&page, e, pos, ksize).ok_or_else(|| at.err(format!("branch element {i} points outside the page")))?;
+                    let (pos, ksize, child) = (
+                        u32_at(&page, e) as usize,
+                        u32_at(&page, e + 4) as usize,
+                        u64_at(&page, e + 8),
+                    );
+                    let key = slice(&page, e, pos, ksize).ok_or_else(|| {
+                        at.err(format!("branch element {i} points outside the page"))
+                    })?;
                     if prev.is_some_and(|p| p >= key) || (i == 0 && low.is_some_and(|l| key < l)) {
                         return Err(at.err(format!("branch element {i}: keys out of order")));
                     }
@@ -303,16 +383,24 @@ impl<'f> Db<'f> {
         }
         let overflow = u32_at(&header, 12) as u64;
         if id + overflow >= self.meta.pgid {
-            return Err(at.err(format!("{overflow} overflow pages run past the last page {}", self.meta.pgid - 1)));
+            return Err(at.err(format!(
+                "{overflow} overflow pages run past the last page {}",
+                self.meta.pgid - 1
+            )));
         }
         let run = (1 + overflow) * ps;
         if run > MAX_RUN {
-            return Err(at.err(format!("{overflow} overflow pages ({run} bytes) exceed the {MAX_RUN}-byte limit")));
+            return Err(at.err(format!(
+                "{overflow} overflow pages ({run} bytes) exceed the {MAX_RUN}-byte limit"
+            )));
         }
         for o in 1..=overflow {
             let (w, b) = (((id + o) / 64) as usize, (id + o) % 64);
             if self.visited[w] & (1 << b) != 0 {
-                return Err(at.err(format!("overflow page {} is also reached elsewhere", id + o)));
+                return Err(at.err(format!(
+                    "overflow page {} is also reached elsewhere",
+                    id + o
+                )));
             }
             self.visited[w] |= 1 << b;
         }
@@ -323,9 +411,17 @@ impl<'f> Db<'f> {
 
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<(), Corruption> {
         if offset + buf.len() as u64 > self.len {
-            return Err(Corruption::Truncated { len: self.len, expected: offset + buf.len() as u64 });
+            return Err(Corruption::Truncated {
+                len: self.len,
+                expected: offset + buf.len() as u64,
+            });
         }
-        self.file.read_exact_at(buf, offset).map_err(|e| Corruption::Io { offset, error: e.to_string() })
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Corruption::Io {
+                offset,
+                error: e.to_string(),
+            })
     }
 }
 
@@ -338,7 +434,11 @@ struct At {
 
 impl At {
     fn err(self, what: String) -> Corruption {
-        Corruption::Page { page: self.page, offset: self.offset, what }
+        Corruption::Page {
+            page: self.page,
+            offset: self.offset,
+            what,
+        }
     }
 }
 
@@ -368,7 +468,12 @@ fn first_leaf_key(page: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let e = PAGE_HEADER;
-    slice(page, e, u32_at(page, e + 4) as usize, u32_at(page, e + 8) as usize)
+    slice(
+        page,
+        e,
+        u32_at(page, e + 4) as usize,
+        u32_at(page, e + 8) as usize,
+    )
 }
 
 /// Checks a leaf page's elements and passes each to `f`, in order; keys must increase strictly
@@ -383,9 +488,14 @@ fn for_each_leaf(
     check_elements(page, count, at)?;
     for i in 0..count {
         let e = PAGE_HEADER + i * ELEMENT;
-        let (flags, pos, ksize, vsize) =
-            (u32_at(page, e), u32_at(page, e + 4) as usize, u32_at(page, e + 8) as usize, u32_at(page, e + 12) as usize);
-        let kv = slice(page, e, pos, ksize + vsize).ok_or_else(|| at.err(format!("leaf element {i} points outside the page")))?;
+        let (flags, pos, ksize, vsize) = (
+            u32_at(page, e),
+            u32_at(page, e + 4) as usize,
+            u32_at(page, e + 8) as usize,
+            u32_at(page, e + 12) as usize,
+        );
+        let kv = slice(page, e, pos, ksize + vsize)
+            .ok_or_else(|| at.err(format!("leaf element {i} points outside the page")))?;
         let (key, value) = kv.split_at(ksize);
         if flags & !BUCKET_LEAF_FLAG != 0 {
             return Err(at.err(format!("leaf element {i} has unknown flags {flags:#x}")));

@@ -75,7 +75,10 @@ impl fmt::Display for Codec {
 impl FromStr for Codec {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        Codec::ALL.into_iter().find(|c| c.to_string() == s).ok_or(())
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.to_string() == s)
+            .ok_or(())
     }
 }
 
@@ -89,9 +92,10 @@ pub enum Encoder<W: Write> {
 impl<W: Write> Encoder<W> {
     pub fn new(codec: Codec, level: u32, inner: W) -> io::Result<Self> {
         Ok(match codec {
-            Codec::Gzip => {
-                Encoder::Gzip(flate2::write::GzEncoder::new(inner, flate2::Compression::new(level)))
-            }
+            Codec::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::new(level),
+            )),
             Codec::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, level as i32)?;
                 // The checksum lets `zstd -t` and our decoder catch corruption by themselves.
@@ -133,7 +137,9 @@ impl<W: Write> Write for Encoder<W> {
 ///
 /// Gzip is read as a sequence of members, as `gunzip` does, so concatenated and parallel
 /// (pigz-style) streams decode whole.
-pub fn decoder<'a, R: BufRead + Send + 'a>(mut inner: R) -> io::Result<(Codec, Box<dyn Read + Send + 'a>)> {
+pub fn decoder<'a, R: BufRead + Send + 'a>(
+    mut inner: R,
+) -> io::Result<(Codec, Box<dyn Read + Send + 'a>)> {
     let codec = Codec::sniff(inner.fill_buf()?);
     let reader: Box<dyn Read + Send> = match codec {
         Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(inner)),
@@ -148,7 +154,9 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect()
+        (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
     }
 
     #[test]

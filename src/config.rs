@@ -28,37 +28,184 @@ pub struct Var {
     pub secret: bool,
 }
 
-const fn var(name: &'static str, aliases: &'static [&'static str], default: Option<&'static str>, doc: &'static str) -> Var {
-    Var { name, aliases, default, doc, secret: false }
+const fn var(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> Var {
+    Var {
+        name,
+        aliases,
+        default,
+        doc,
+        secret: false,
+    }
 }
 
 pub const VARS: &[Var] = &[
-    var("ETCD_ENDPOINTS", &["ETCD_ENDPOINT", "ETCDCTL_ENDPOINTS"], Some("https://127.0.0.1:2379"), "Comma-separated etcd client URLs, tried in order."),
-    var("ETCD_CACERT", &["ETCDCTL_CACERT"], None, "CA certificate (PEM) that signed etcd's server certificate; required for https."),
-    var("ETCD_CERT", &["ETCDCTL_CERT"], None, "Client certificate (PEM) for mTLS; needs ETCD_KEY."),
-    var("ETCD_KEY", &["ETCDCTL_KEY"], None, "Client private key (PEM) for mTLS; needs ETCD_CERT."),
-    var("ETCD_DIAL_TIMEOUT", &["ETCDCTL_DIAL_TIMEOUT"], Some("5s"), "Time to connect to one endpoint and read its status."),
-    var("ETCD_SNAPSHOT_TIMEOUT", &[], Some("30m"), "Time allowed for the whole snapshot stream."),
-    var("BACKUP_BUCKET", &[], None, "Bucket to store backups in (required by backup, prune)."),
-    var("BACKUP_PREFIX", &[], Some("etcd/"), "Key prefix of our objects: empty, or ending with '/'."),
-    var("BACKUP_STORAGE_CLASS", &[], None, "Storage class of uploaded objects, e.g. STANDARD_IA."),
-    var("BACKUP_COMPRESSION", &[], Some("gzip"), "gzip, zstd or none."),
-    var("BACKUP_COMPRESSION_LEVEL", &[], None, "gzip 1-9 (default 6), zstd 1-19 (default 3)."),
-    var("BACKUP_RETENTION", &[], Some("30d"), "Delete backups older than this (after keeping BACKUP_KEEP_LAST)."),
-    var("BACKUP_KEEP_LAST", &[], Some("3"), "Always keep this many newest backups (at least 1)."),
-    var("BACKUP_TMP_DIR", &[], None, "Scratch directory for the spooled snapshot (default: the system temp dir)."),
-    var("BACKUP_UPLOAD_PART_SIZE", &[], Some("8MiB"), "Multipart part size, 5MiB-5GiB. Upload memory is part size x (concurrency + 1)."),
-    var("BACKUP_UPLOAD_CONCURRENCY", &[], Some("4"), "Parts uploaded at once, 1-64."),
-    var("BACKUP_LOG_FORMAT", &[], Some("text"), "text or json (one object a line, on stderr)."),
-    var("AWS_ENDPOINT_URL", &["AWS_ENDPOINT"], None, "S3-compatible endpoint (MinIO, Hetzner, GCS interop); path-style addressing."),
-    var("AWS_REGION", &["AWS_DEFAULT_REGION"], Some("us-east-1"), "Region of the bucket."),
-    var("AWS_ACCESS_KEY_ID", &[], None, "Static credentials; otherwise web identity, pod identity or instance profile."),
-    Var { secret: true, ..var("AWS_SECRET_ACCESS_KEY", &[], None, "Secret for AWS_ACCESS_KEY_ID.") },
-    Var { secret: true, ..var("AWS_SESSION_TOKEN", &[], None, "Session token for temporary credentials.") },
-    var("AWS_WEB_IDENTITY_TOKEN_FILE", &[], None, "Web identity token (IRSA); with AWS_ROLE_ARN."),
-    var("AWS_ROLE_ARN", &[], None, "Role to assume with the web identity token."),
-    var("AWS_SERVER_SIDE_ENCRYPTION", &[], None, "AES256, aws:kms or aws:kms:dsse."),
-    var("AWS_SSE_KMS_KEY_ID", &[], None, "KMS key for aws:kms encryption."),
+    var(
+        "ETCD_ENDPOINTS",
+        &["ETCD_ENDPOINT", "ETCDCTL_ENDPOINTS"],
+        Some("https://127.0.0.1:2379"),
+        "Comma-separated etcd client URLs, tried in order.",
+    ),
+    var(
+        "ETCD_CACERT",
+        &["ETCDCTL_CACERT"],
+        None,
+        "CA certificate (PEM) that signed etcd's server certificate; required for https.",
+    ),
+    var(
+        "ETCD_CERT",
+        &["ETCDCTL_CERT"],
+        None,
+        "Client certificate (PEM) for mTLS; needs ETCD_KEY.",
+    ),
+    var(
+        "ETCD_KEY",
+        &["ETCDCTL_KEY"],
+        None,
+        "Client private key (PEM) for mTLS; needs ETCD_CERT.",
+    ),
+    var(
+        "ETCD_DIAL_TIMEOUT",
+        &["ETCDCTL_DIAL_TIMEOUT"],
+        Some("5s"),
+        "Time to connect to one endpoint and read its status.",
+    ),
+    var(
+        "ETCD_SNAPSHOT_TIMEOUT",
+        &[],
+        Some("30m"),
+        "Time allowed for the whole snapshot stream.",
+    ),
+    var(
+        "BACKUP_BUCKET",
+        &[],
+        None,
+        "Bucket to store backups in (required by backup, prune).",
+    ),
+    var(
+        "BACKUP_PREFIX",
+        &[],
+        Some("etcd/"),
+        "Key prefix of our objects: empty, or ending with '/'.",
+    ),
+    var(
+        "BACKUP_STORAGE_CLASS",
+        &[],
+        None,
+        "Storage class of uploaded objects, e.g. STANDARD_IA.",
+    ),
+    var(
+        "BACKUP_COMPRESSION",
+        &[],
+        Some("gzip"),
+        "gzip, zstd or none.",
+    ),
+    var(
+        "BACKUP_COMPRESSION_LEVEL",
+        &[],
+        None,
+        "gzip 1-9 (default 6), zstd 1-19 (default 3).",
+    ),
+    var(
+        "BACKUP_RETENTION",
+        &[],
+        Some("30d"),
+        "Delete backups older than this (after keeping BACKUP_KEEP_LAST).",
+    ),
+    var(
+        "BACKUP_KEEP_LAST",
+        &[],
+        Some("3"),
+        "Always keep this many newest backups (at least 1).",
+    ),
+    var(
+        "BACKUP_TMP_DIR",
+        &[],
+        None,
+        "Scratch directory for the spooled snapshot (default: the system temp dir).",
+    ),
+    var(
+        "BACKUP_UPLOAD_PART_SIZE",
+        &[],
+        Some("8MiB"),
+        "Multipart part size, 5MiB-5GiB. Upload memory is part size x (concurrency + 1).",
+    ),
+    var(
+        "BACKUP_UPLOAD_CONCURRENCY",
+        &[],
+        Some("4"),
+        "Parts uploaded at once, 1-64.",
+    ),
+    var(
+        "BACKUP_LOG_FORMAT",
+        &[],
+        Some("text"),
+        "text or json (one object a line, on stderr).",
+    ),
+    var(
+        "AWS_ENDPOINT_URL",
+        &["AWS_ENDPOINT"],
+        None,
+        "S3-compatible endpoint (MinIO, Hetzner, GCS interop); path-style addressing.",
+    ),
+    var(
+        "AWS_REGION",
+        &["AWS_DEFAULT_REGION"],
+        Some("us-east-1"),
+        "Region of the bucket.",
+    ),
+    var(
+        "AWS_ACCESS_KEY_ID",
+        &[],
+        None,
+        "Static credentials; otherwise web identity, pod identity or instance profile.",
+    ),
+    Var {
+        secret: true,
+        ..var(
+            "AWS_SECRET_ACCESS_KEY",
+            &[],
+            None,
+            "Secret for AWS_ACCESS_KEY_ID.",
+        )
+    },
+    Var {
+        secret: true,
+        ..var(
+            "AWS_SESSION_TOKEN",
+            &[],
+            None,
+            "Session token for temporary credentials.",
+        )
+    },
+    var(
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        &[],
+        None,
+        "Web identity token (IRSA); with AWS_ROLE_ARN.",
+    ),
+    var(
+        "AWS_ROLE_ARN",
+        &[],
+        None,
+        "Role to assume with the web identity token.",
+    ),
+    var(
+        "AWS_SERVER_SIDE_ENCRYPTION",
+        &[],
+        None,
+        "AES256, aws:kms or aws:kms:dsse.",
+    ),
+    var(
+        "AWS_SSE_KMS_KEY_ID",
+        &[],
+        None,
+        "KMS key for aws:kms encryption.",
+    ),
 ];
 
 /// A value whose `Debug` and `Display` never show it.
@@ -85,13 +232,20 @@ pub struct Env {
 
 impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.vars.keys().map(|k| (k, "…"))).finish()
+        f.debug_map()
+            .entries(self.vars.keys().map(|k| (k, "…")))
+            .finish()
     }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Env { vars: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        Env {
+            vars: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
     }
 }
 
@@ -119,7 +273,12 @@ pub struct Problems(pub Vec<Problem>);
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
         for p in &self.0 {
             write!(f, "\n  {p}")?;
         }
@@ -128,7 +287,9 @@ impl fmt::Display for Problems {
 }
 
 fn spec(name: &str) -> &'static Var {
-    VARS.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("{name} is not in VARS"))
+    VARS.iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in VARS"))
 }
 
 /// Phase two's helper: reads variables, resolving aliases, and collects problems.
@@ -145,10 +306,20 @@ impl<'e> Reader<'e> {
         let var = spec(name);
         let mut set = std::iter::once(var.name)
             .chain(var.aliases.iter().copied())
-            .filter_map(|n| self.env.vars.get(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v.as_str())));
+            .filter_map(|n| {
+                self.env
+                    .vars
+                    .get(n)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (n, v.as_str()))
+            });
         let first = set.next()?;
         if let Some(other) = set.find(|(_, v)| v.trim() != first.1.trim()) {
-            let shown = if var.secret { "**redacted**".to_string() } else { format!("{:?}", other.1) };
+            let shown = if var.secret {
+                "**redacted**".to_string()
+            } else {
+                format!("{:?}", other.1)
+            };
             self.problems.push(Problem {
                 var: first.0.into(),
                 value: (!var.secret).then(|| first.1.to_string()),
@@ -160,16 +331,30 @@ impl<'e> Reader<'e> {
 
     /// The value, or the table's default.
     fn get(&mut self, name: &str) -> Option<(&'static str, &'e str)> {
-        self.raw(name).or_else(|| spec(name).default.map(|d| (spec(name).name, d)))
+        self.raw(name)
+            .or_else(|| spec(name).default.map(|d| (spec(name).name, d)))
     }
 
     fn problem(&mut self, var: &str, value: Option<&str>, expected: impl Into<String>) {
-        let value = if spec_of(var).is_some_and(|v| v.secret) { None } else { value.map(str::to_string) };
-        self.problems.push(Problem { var: var.into(), value, expected: expected.into() });
+        let value = if spec_of(var).is_some_and(|v| v.secret) {
+            None
+        } else {
+            value.map(str::to_string)
+        };
+        self.problems.push(Problem {
+            var: var.into(),
+            value,
+            expected: expected.into(),
+        });
     }
 
     /// Parses a variable with `parse`, recording `expected` when it fails.
-    fn parse<T>(&mut self, name: &str, expected: &str, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    fn parse<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
         let (used, value) = self.get(name)?;
         let parsed = parse(value);
         if parsed.is_none() {
@@ -179,9 +364,11 @@ impl<'e> Reader<'e> {
     }
 
     fn duration(&mut self, name: &str) -> Option<Duration> {
-        self.parse(name, "expected a duration such as 90s, 30m, 30d or 720h, greater than zero", |v| {
-            humantime::parse_duration(v).ok().filter(|d| !d.is_zero())
-        })
+        self.parse(
+            name,
+            "expected a duration such as 90s, 30m, 30d or 720h, greater than zero",
+            |v| humantime::parse_duration(v).ok().filter(|d| !d.is_zero()),
+        )
     }
 
     fn finish<T>(self, value: T) -> Result<T, Problems> {
@@ -194,7 +381,8 @@ impl<'e> Reader<'e> {
 }
 
 fn spec_of(name: &str) -> Option<&'static Var> {
-    VARS.iter().find(|v| v.name == name || v.aliases.contains(&name))
+    VARS.iter()
+        .find(|v| v.name == name || v.aliases.contains(&name))
 }
 
 /// How to reach etcd.
@@ -224,7 +412,10 @@ pub struct Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("cert", &self.cert.path).field("key", &self.key_path).finish()
+        f.debug_struct("Identity")
+            .field("cert", &self.cert.path)
+            .field("key", &self.key_path)
+            .finish()
     }
 }
 
@@ -283,18 +474,29 @@ impl Env {
     fn unknown(&self, r: &mut Reader<'_>) {
         for name in self.vars.keys().filter(|k| k.starts_with("BACKUP_")) {
             if spec_of(name).is_none() {
-                let near = VARS.iter().map(|v| v.name).min_by_key(|v| distance(v, name)).filter(|v| distance(v, name) <= 3);
+                let near = VARS
+                    .iter()
+                    .map(|v| v.name)
+                    .min_by_key(|v| distance(v, name))
+                    .filter(|v| distance(v, name) <= 3);
                 let expected = match near {
                     Some(n) => format!("unknown variable; did you mean {n}?"),
                     None => "unknown variable (see --help for the list)".to_string(),
                 };
-                r.problems.push(Problem { var: name.clone(), value: None, expected });
+                r.problems.push(Problem {
+                    var: name.clone(),
+                    value: None,
+                    expected,
+                });
             }
         }
     }
 
     pub fn log_format(&self) -> Result<LogFormat, Problems> {
-        let mut r = Reader { env: self, problems: vec![] };
+        let mut r = Reader {
+            env: self,
+            problems: vec![],
+        };
         let f = r.parse("BACKUP_LOG_FORMAT", "expected text or json", |v| match v {
             "text" => Some(LogFormat::Text),
             "json" => Some(LogFormat::Json),
@@ -304,7 +506,10 @@ impl Env {
     }
 
     pub fn backup(&self) -> Result<BackupConfig, Problems> {
-        let mut r = Reader { env: self, problems: vec![] };
+        let mut r = Reader {
+            env: self,
+            problems: vec![],
+        };
         self.unknown(&mut r);
         let etcd = etcd(&mut r);
         let store = store(&mut r);
@@ -312,13 +517,21 @@ impl Env {
         let policy = policy(&mut r);
         let _ = r.get("BACKUP_LOG_FORMAT");
         match (etcd, store, pipeline, policy) {
-            (Some(etcd), Some(store), Some(pipeline), Some(policy)) => r.finish(BackupConfig { etcd, store, pipeline, policy }),
+            (Some(etcd), Some(store), Some(pipeline), Some(policy)) => r.finish(BackupConfig {
+                etcd,
+                store,
+                pipeline,
+                policy,
+            }),
             _ => Err(Problems(r.problems)),
         }
     }
 
     pub fn prune(&self) -> Result<PruneConfig, Problems> {
-        let mut r = Reader { env: self, problems: vec![] };
+        let mut r = Reader {
+            env: self,
+            problems: vec![],
+        };
         self.unknown(&mut r);
         let store = store(&mut r);
         let policy = policy(&mut r);
@@ -330,8 +543,13 @@ impl Env {
 
     /// The scratch directory alone (for `verify` of compressed files).
     pub fn tmp_dir(&self) -> PathBuf {
-        let mut r = Reader { env: self, problems: vec![] };
-        r.get("BACKUP_TMP_DIR").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(std::env::temp_dir)
+        let mut r = Reader {
+            env: self,
+            problems: vec![],
+        };
+        r.get("BACKUP_TMP_DIR")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(std::env::temp_dir)
     }
 }
 
@@ -341,14 +559,27 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     let mut endpoints = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match Url::parse(item) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && u.query().is_none() => {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none() =>
+            {
                 endpoints.push(u)
             }
-            _ => r.problem(used, Some(list), format!("{item:?} is not an etcd URL: expected https://HOST:PORT, comma-separated")),
+            _ => r.problem(
+                used,
+                Some(list),
+                format!("{item:?} is not an etcd URL: expected https://HOST:PORT, comma-separated"),
+            ),
         }
     }
     if endpoints.is_empty() && r.problems.len() == before {
-        r.problem(used, Some(list), "expected at least one URL such as https://127.0.0.1:2379");
+        r.problem(
+            used,
+            Some(list),
+            "expected at least one URL such as https://127.0.0.1:2379",
+        );
     }
     let ca = read_pem(r, "ETCD_CACERT", PemKind::Cert);
     let cert = read_pem(r, "ETCD_CERT", PemKind::Cert);
@@ -357,8 +588,20 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     if tls && ca.is_none() && r.raw("ETCD_CACERT").is_none() {
         r.problem("ETCD_CACERT", None, "is not set: expected the path of the CA certificate (PEM) that signed etcd's server certificate, required for https endpoints (kubeadm: /etc/kubernetes/pki/etcd/ca.crt)");
     }
-    let identity = match (cert, key, r.raw("ETCD_CERT").is_some(), r.raw("ETCD_KEY").is_some()) {
-        (Some((cert_path, cert)), Some((key_path, key)), _, _) => Some(Identity { cert: Pem { path: cert_path, pem: cert }, key_path, key: Secret(String::from_utf8_lossy(&key).into_owned()) }),
+    let identity = match (
+        cert,
+        key,
+        r.raw("ETCD_CERT").is_some(),
+        r.raw("ETCD_KEY").is_some(),
+    ) {
+        (Some((cert_path, cert)), Some((key_path, key)), _, _) => Some(Identity {
+            cert: Pem {
+                path: cert_path,
+                pem: cert,
+            },
+            key_path,
+            key: Secret(String::from_utf8_lossy(&key).into_owned()),
+        }),
         (_, _, true, false) => {
             r.problem("ETCD_KEY", None, "is not set but ETCD_CERT is: expected the path of the client key (PEM) that goes with the certificate");
             None
@@ -393,7 +636,11 @@ fn read_pem(r: &mut Reader<'_>, name: &str, kind: PemKind) -> Option<(PathBuf, V
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            r.problem(used, Some(path), format!("cannot read the file ({e}): expected a readable PEM file"));
+            r.problem(
+                used,
+                Some(path),
+                format!("cannot read the file ({e}): expected a readable PEM file"),
+            );
             return None;
         }
     };
@@ -419,10 +666,16 @@ fn store(r: &mut Reader<'_>) -> Option<StoreConfig> {
     let before = r.problems.len();
     let bucket = r.get("BACKUP_BUCKET").map(|(_, v)| v.to_string());
     match &bucket {
-        None => r.problem("BACKUP_BUCKET", None, "is not set: expected the name of the bucket to store backups in"),
-        Some(b) if !valid_bucket(b) => {
-            r.problem("BACKUP_BUCKET", Some(b), "expected a bucket name: 3-63 lowercase letters, digits, '.', '-' or '_'")
-        }
+        None => r.problem(
+            "BACKUP_BUCKET",
+            None,
+            "is not set: expected the name of the bucket to store backups in",
+        ),
+        Some(b) if !valid_bucket(b) => r.problem(
+            "BACKUP_BUCKET",
+            Some(b),
+            "expected a bucket name: 3-63 lowercase letters, digits, '.', '-' or '_'",
+        ),
         _ => {}
     }
     let prefix = r
@@ -430,13 +683,22 @@ fn store(r: &mut Reader<'_>) -> Option<StoreConfig> {
             (p.is_empty() || (p.ends_with('/') && !p.starts_with('/') && !p.contains("//"))).then(|| p.to_string())
         })
         .unwrap_or_default();
-    let storage_class = r.parse("BACKUP_STORAGE_CLASS", "expected a storage class name such as STANDARD or STANDARD_IA", |v| {
-        v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_').then(|| v.to_string())
-    });
+    let storage_class = r.parse(
+        "BACKUP_STORAGE_CLASS",
+        "expected a storage class name such as STANDARD or STANDARD_IA",
+        |v| {
+            v.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                .then(|| v.to_string())
+        },
+    );
     let endpoint = r.parse("AWS_ENDPOINT_URL", "expected an http(s) URL such as http://127.0.0.1:9000 or https://fsn1.your-objectstorage.com", |v| {
         Url::parse(v).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
     });
-    let region = r.get("AWS_REGION").map(|(_, v)| v.to_string()).expect("has a default");
+    let region = r
+        .get("AWS_REGION")
+        .map(|(_, v)| v.to_string())
+        .expect("has a default");
     let aws = r
         .env
         .vars
@@ -444,35 +706,67 @@ fn store(r: &mut Reader<'_>) -> Option<StoreConfig> {
         .filter(|(k, v)| k.starts_with("AWS_") && !v.is_empty())
         .map(|(k, v)| (k.clone(), Secret(v.clone())))
         .collect();
-    (r.problems.len() == before).then(|| StoreConfig { bucket: bucket.expect("checked"), prefix, storage_class, endpoint, region, aws })
+    (r.problems.len() == before).then(|| StoreConfig {
+        bucket: bucket.expect("checked"),
+        prefix,
+        storage_class,
+        endpoint,
+        region,
+        aws,
+    })
 }
 
 fn valid_bucket(b: &str) -> bool {
-    (3..=63).contains(&b.len()) && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-_".contains(&c))
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-_".contains(&c))
 }
 
 fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
     let before = r.problems.len();
-    let codec = r.parse("BACKUP_COMPRESSION", "expected gzip, zstd or none", |v| v.parse::<Codec>().ok());
+    let codec = r.parse("BACKUP_COMPRESSION", "expected gzip, zstd or none", |v| {
+        v.parse::<Codec>().ok()
+    });
     let level = codec.and_then(|c| {
         let range = c.levels();
         let expected = match c {
             Codec::None => "expected no level with BACKUP_COMPRESSION=none".to_string(),
-            _ => format!("expected a {c} level from {} to {}", range.start(), range.end()),
+            _ => format!(
+                "expected a {c} level from {} to {}",
+                range.start(),
+                range.end()
+            ),
         };
-        r.parse("BACKUP_COMPRESSION_LEVEL", &expected, |v| v.parse::<u32>().ok().filter(|l| range.contains(l)))
-            .or(Some(c.default_level()))
+        r.parse("BACKUP_COMPRESSION_LEVEL", &expected, |v| {
+            v.parse::<u32>().ok().filter(|l| range.contains(l))
+        })
+        .or(Some(c.default_level()))
     });
-    let tmp_dir = r.get("BACKUP_TMP_DIR").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(std::env::temp_dir);
+    let tmp_dir = r
+        .get("BACKUP_TMP_DIR")
+        .map(|(_, v)| PathBuf::from(v))
+        .unwrap_or_else(std::env::temp_dir);
     if !tmp_dir.is_dir() {
-        r.problem("BACKUP_TMP_DIR", tmp_dir.to_str(), "expected an existing directory for scratch files");
+        r.problem(
+            "BACKUP_TMP_DIR",
+            tmp_dir.to_str(),
+            "expected an existing directory for scratch files",
+        );
     }
-    let part_size = r.parse("BACKUP_UPLOAD_PART_SIZE", "expected a size from 5MiB to 5GiB such as 8MiB or 64MiB", |v| {
-        parse_size(v).filter(|s| (5 << 20..=5 << 30).contains(s)).map(|s| s as usize)
-    });
-    let concurrency = r.parse("BACKUP_UPLOAD_CONCURRENCY", "expected a whole number from 1 to 64", |v| {
-        v.parse::<usize>().ok().filter(|n| (1..=64).contains(n))
-    });
+    let part_size = r.parse(
+        "BACKUP_UPLOAD_PART_SIZE",
+        "expected a size from 5MiB to 5GiB such as 8MiB or 64MiB",
+        |v| {
+            parse_size(v)
+                .filter(|s| (5 << 20..=5 << 30).contains(s))
+                .map(|s| s as usize)
+        },
+    );
+    let concurrency = r.parse(
+        "BACKUP_UPLOAD_CONCURRENCY",
+        "expected a whole number from 1 to 64",
+        |v| v.parse::<usize>().ok().filter(|n| (1..=64).contains(n)),
+    );
     (r.problems.len() == before).then(|| PipelineConfig {
         codec: codec.expect("no problems"),
         level: level.expect("no problems"),
@@ -484,10 +778,15 @@ fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
 
 fn policy(r: &mut Reader<'_>) -> Option<Policy> {
     let max_age = r.duration("BACKUP_RETENTION");
-    let keep_last = r.parse("BACKUP_KEEP_LAST", "expected a whole number of at least 1 (the newest backups are never pruned)", |v| {
-        v.parse::<usize>().ok().filter(|n| *n >= 1)
-    });
-    Some(Policy { max_age: max_age?, keep_last: keep_last? })
+    let keep_last = r.parse(
+        "BACKUP_KEEP_LAST",
+        "expected a whole number of at least 1 (the newest backups are never pruned)",
+        |v| v.parse::<usize>().ok().filter(|n| *n >= 1),
+    );
+    Some(Policy {
+        max_age: max_age?,
+        keep_last: keep_last?,
+    })
 }
 
 /// `8MiB`, `64M`, `1GiB`, `5242880`: binary units, as part sizes are counted.
@@ -524,9 +823,19 @@ fn distance(a: &str, b: &str) -> usize {
 pub fn help_table() -> String {
     let mut out = String::from("Environment variables (aliases in brackets):\n");
     for v in VARS {
-        let aliases = if v.aliases.is_empty() { String::new() } else { format!(" [{}]", v.aliases.join(", ")) };
-        let default = v.default.map(|d| format!(" (default: {d})")).unwrap_or_default();
-        out.push_str(&format!("  {}{}\n      {}{}\n", v.name, aliases, v.doc, default));
+        let aliases = if v.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", v.aliases.join(", "))
+        };
+        let default = v
+            .default
+            .map(|d| format!(" (default: {d})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {}{}\n      {}{}\n",
+            v.name, aliases, v.doc, default
+        ));
     }
     out
 }

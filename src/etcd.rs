@@ -14,6 +14,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::config::EtcdConfig;
+use crate::describe as chain;
 
 /// What one member says about itself (etcdctl's `endpoint status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,13 +58,24 @@ pub enum EtcdError {
     #[error("no etcd endpoint answered:{}\ncheck ETCD_ENDPOINTS, that etcd is running and reachable, and that ETCD_CACERT, ETCD_CERT and ETCD_KEY belong to this cluster's PKI", list(.0))]
     Unreachable(Vec<(String, String)>),
     #[error("snapshot stream from {endpoint} failed after {bytes} bytes: {error}")]
-    Stream { endpoint: String, bytes: u64, error: String },
+    Stream {
+        endpoint: String,
+        bytes: u64,
+        error: String,
+    },
     #[error("snapshot from {endpoint} did not finish within ETCD_SNAPSHOT_TIMEOUT={timeout:?} ({bytes} bytes received); raise ETCD_SNAPSHOT_TIMEOUT for a large database")]
-    Timeout { endpoint: String, bytes: u64, timeout: Duration },
+    Timeout {
+        endpoint: String,
+        bytes: u64,
+        timeout: Duration,
+    },
 }
 
 fn list(attempts: &[(String, String)]) -> String {
-    attempts.iter().map(|(e, why)| format!("\n  {e}: {why}")).collect()
+    attempts
+        .iter()
+        .map(|(e, why)| format!("\n  {e}: {why}"))
+        .collect()
 }
 
 /// A connected member, ready to serve a snapshot.
@@ -73,7 +85,9 @@ pub struct Member {
 }
 
 fn options(cfg: &EtcdConfig) -> ConnectOptions {
-    let mut opts = ConnectOptions::new().with_connect_timeout(cfg.dial_timeout).with_keep_alive(Duration::from_secs(10), cfg.dial_timeout);
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(cfg.dial_timeout)
+        .with_keep_alive(Duration::from_secs(10), cfg.dial_timeout);
     if let Some(ca) = &cfg.ca {
         let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&ca.pem));
         if let Some(id) = &cfg.identity {
@@ -88,26 +102,13 @@ fn hex_id(id: u64) -> String {
     format!("{id:x}")
 }
 
-/// Describes an error with its sources: tonic hides the TLS cause two levels down.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
-}
-
 /// Connects to one endpoint and reads its status, within the dial timeout.
 pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
     let ep = endpoint.as_str().trim_end_matches('/').to_string();
     let attempt = async {
-        let mut client = Client::connect([ep.as_str()], Some(options(cfg))).await.map_err(|e| chain(&e))?;
+        let mut client = Client::connect([ep.as_str()], Some(options(cfg)))
+            .await
+            .map_err(|e| chain(&e))?;
         let s = client.status().await.map_err(|e| chain(&e))?;
         let header = s.header().ok_or("status response has no header")?;
         let status = MemberStatus {
@@ -129,7 +130,10 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
     };
     match tokio::time::timeout(cfg.dial_timeout, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within ETCD_DIAL_TIMEOUT={}", humantime::format_duration(cfg.dial_timeout))),
+        Err(_) => Err(format!(
+            "no answer within ETCD_DIAL_TIMEOUT={}",
+            humantime::format_duration(cfg.dial_timeout)
+        )),
     }
 }
 
@@ -142,7 +146,11 @@ pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
         match probe(cfg, endpoint).await {
             Ok(m) if m.status.errors.is_empty() && !m.status.is_learner => return Ok(m),
             Ok(m) => {
-                let why = if m.status.is_learner { "is a learner".to_string() } else { format!("reports errors: {}", m.status.errors.join("; ")) };
+                let why = if m.status.is_learner {
+                    "is a learner".to_string()
+                } else {
+                    format!("reports errors: {}", m.status.errors.join("; "))
+                };
                 tracing::warn!(endpoint = %endpoint, "member {} {why}; trying the next endpoint", m.status.member_id);
                 fallback = fallback.or(Some((m, why)));
             }
@@ -154,7 +162,10 @@ pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
     }
     match fallback {
         Some((m, why)) => {
-            tracing::warn!("no member answered cleanly; using {} although it {why}", m.status.endpoint);
+            tracing::warn!(
+                "no member answered cleanly; using {} although it {why}",
+                m.status.endpoint
+            );
             Ok(m)
         }
         None => Err(EtcdError::Unreachable(failures)),
@@ -173,8 +184,20 @@ pub struct Snapshot {
 impl Snapshot {
     pub async fn start(member: &mut Member) -> Result<Snapshot, EtcdError> {
         let endpoint = member.status.endpoint.clone();
-        let stream = member.client.snapshot().await.map_err(|e| EtcdError::Stream { endpoint: endpoint.clone(), bytes: 0, error: chain(&e) })?;
-        Ok(Snapshot { endpoint, stream, bytes: 0 })
+        let stream = member
+            .client
+            .snapshot()
+            .await
+            .map_err(|e| EtcdError::Stream {
+                endpoint: endpoint.clone(),
+                bytes: 0,
+                error: chain(&e),
+            })?;
+        Ok(Snapshot {
+            endpoint,
+            stream,
+            bytes: 0,
+        })
     }
 
     pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, EtcdError> {
@@ -184,7 +207,11 @@ impl Snapshot {
                 Ok(Some(bytes::Bytes::copy_from_slice(m.blob())))
             }
             Ok(None) => Ok(None),
-            Err(e) => Err(EtcdError::Stream { endpoint: self.endpoint.clone(), bytes: self.bytes, error: chain(&e) }),
+            Err(e) => Err(EtcdError::Stream {
+                endpoint: self.endpoint.clone(),
+                bytes: self.bytes,
+                error: chain(&e),
+            }),
         }
     }
 

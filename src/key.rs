@@ -34,7 +34,12 @@ impl BackupKey {
 
 impl fmt::Display for BackupKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.time.format(TIME_FORMAT), self.codec.extension())
+        write!(
+            f,
+            "{}{}",
+            self.time.format(TIME_FORMAT),
+            self.codec.extension()
+        )
     }
 }
 
@@ -49,16 +54,30 @@ impl FromStr for BackupKey {
     type Err = NotOurs;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        let not_ours = || NotOurs { name: name.to_string() };
+        let not_ours = || NotOurs {
+            name: name.to_string(),
+        };
         let (time, ext) = name.split_at_checked(TIME_LEN).ok_or_else(not_ours)?;
         // chrono accepts some variations (signs, fewer digits); insist on the exact shape so the
         // name round-trips and nothing that merely looks similar is ever pruned.
-        if !time.bytes().enumerate().all(|(i, b)| if i == 8 { b == b'-' } else { b.is_ascii_digit() }) {
+        if !time.bytes().enumerate().all(|(i, b)| {
+            if i == 8 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        }) {
             return Err(not_ours());
         }
-        let codec = Codec::ALL.into_iter().find(|c| c.extension() == ext).ok_or_else(not_ours)?;
+        let codec = Codec::ALL
+            .into_iter()
+            .find(|c| c.extension() == ext)
+            .ok_or_else(not_ours)?;
         let time = NaiveDateTime::parse_from_str(time, TIME_FORMAT).map_err(|_| not_ours())?;
-        Ok(BackupKey { time: time.and_utc(), codec })
+        Ok(BackupKey {
+            time: time.and_utc(),
+            codec,
+        })
     }
 }
 
@@ -70,14 +89,27 @@ mod tests {
     #[test]
     fn prints_the_seed_naming() {
         let t = Utc.with_ymd_and_hms(2026, 5, 29, 6, 0, 0).unwrap();
-        assert_eq!(BackupKey::new(t, Codec::Gzip).to_string(), "20260529-060000.db.gz");
-        assert_eq!(BackupKey::new(t, Codec::Zstd).to_string(), "20260529-060000.db.zst");
-        assert_eq!(BackupKey::new(t, Codec::None).to_string(), "20260529-060000.db");
+        assert_eq!(
+            BackupKey::new(t, Codec::Gzip).to_string(),
+            "20260529-060000.db.gz"
+        );
+        assert_eq!(
+            BackupKey::new(t, Codec::Zstd).to_string(),
+            "20260529-060000.db.zst"
+        );
+        assert_eq!(
+            BackupKey::new(t, Codec::None).to_string(),
+            "20260529-060000.db"
+        );
     }
 
     #[test]
     fn round_trips() {
-        for name in ["20260529-060000.db.gz", "19991231-235959.db.zst", "20000101-000000.db"] {
+        for name in [
+            "20260529-060000.db.gz",
+            "19991231-235959.db.zst",
+            "20000101-000000.db",
+        ] {
             let key: BackupKey = name.parse().unwrap();
             assert_eq!(key.to_string(), name);
         }

@@ -23,3 +23,19 @@ pub mod key;
 pub mod retention;
 pub mod store;
 pub mod verify;
+
+/// An error and its sources on one line, each cause once: tonic hides the TLS cause two levels
+/// down, and object_store repeats its sources in its own message.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}

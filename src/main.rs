@@ -58,7 +58,10 @@ fn main() -> ExitCode {
     init_logging(format);
     // Two TLS stacks share rustls (tonic for etcd, reqwest for S3); name the provider once.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
     };
@@ -70,19 +73,27 @@ fn main() -> ExitCode {
 
 fn fail(e: &anyhow::Error) -> ExitCode {
     let usage = e.downcast_ref::<Problems>().is_some() || e.downcast_ref::<Usage>().is_some();
-    tracing::error!("{e:#}");
+    let text = etcd_backup::describe(e.as_ref());
+    tracing::error!("{text}");
     if !tracing::dispatcher::has_been_set() {
-        eprintln!("etcd-backup: {e:#}");
+        eprintln!("etcd-backup: {text}");
     }
     ExitCode::from(if usage { 2 } else { 1 })
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BACKUP_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BACKUP_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 
@@ -117,12 +128,18 @@ async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
             let store = Store::s3(&cfg.store)?;
             let pruned = backup::prune(&store, &cfg.policy, now, None, dry_run).await?;
             print!("{}", pruned.plan);
-            tracing::info!(deleted = pruned.deleted.len(), planned = pruned.plan.delete_count(), dry_run, "prune complete");
+            tracing::info!(
+                deleted = pruned.deleted.len(),
+                planned = pruned.plan.delete_count(),
+                dry_run,
+                "prune complete"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { path, output } => {
             let tmp = env.tmp_dir();
-            let (codec, result) = tokio::task::spawn_blocking(move || verify_path(&path, &tmp)).await??;
+            let (codec, result) =
+                tokio::task::spawn_blocking(move || verify_path(&path, &tmp)).await??;
             match result {
                 Ok(v) => {
                     print_status(&v, codec, output)?;
@@ -139,8 +156,12 @@ async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
 
 /// Opens `path`, decoding it into a scratch file first when it is compressed (the walk needs
 /// random access), and checks it. The outer error is an I/O problem; the inner, the verdict.
-fn verify_path(path: &std::path::Path, tmp: &std::path::Path) -> anyhow::Result<(compress::Codec, Result<verify::Verified, verify::Invalid>)> {
-    let file = std::fs::File::open(path).map_err(|e| Usage(format!("cannot open {}: {e}", path.display())))?;
+fn verify_path(
+    path: &std::path::Path,
+    tmp: &std::path::Path,
+) -> anyhow::Result<(compress::Codec, Result<verify::Verified, verify::Invalid>)> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Usage(format!("cannot open {}: {e}", path.display())))?;
     let (codec, mut reader) = compress::decoder(std::io::BufReader::new(file))?;
     if codec == compress::Codec::None {
         let mut f = std::fs::File::open(path)?;
@@ -149,20 +170,34 @@ fn verify_path(path: &std::path::Path, tmp: &std::path::Path) -> anyhow::Result<
     let scratch = tempfile::Builder::new()
         .prefix(".etcd-backup-verify-")
         .tempfile_in(tmp)
-        .with_context(|| format!("creating a scratch file in {} (BACKUP_TMP_DIR)", tmp.display()))?;
+        .with_context(|| {
+            format!(
+                "creating a scratch file in {} (BACKUP_TMP_DIR)",
+                tmp.display()
+            )
+        })?;
     let mut trailer = verify::TrailerCheck::default();
     let mut out = std::io::BufWriter::new(scratch.reopen()?);
     let mut buf = vec![0; 1 << 20];
     loop {
         let n = match reader.read(&mut buf) {
             Ok(n) => n,
-            Err(e) => return Ok((codec, Err(verify::Invalid::Io(std::io::Error::new(e.kind(), format!("decoding {codec}: {e}")))))),
+            Err(e) => {
+                return Ok((
+                    codec,
+                    Err(verify::Invalid::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("decoding {codec}: {e}"),
+                    ))),
+                ))
+            }
         };
         if n == 0 {
             break;
         }
         trailer.update(&buf[..n]);
-        out.write_all(&buf[..n]).with_context(|| format!("writing to {} (BACKUP_TMP_DIR)", tmp.display()))?;
+        out.write_all(&buf[..n])
+            .with_context(|| format!("writing to {} (BACKUP_TMP_DIR)", tmp.display()))?;
     }
     out.flush()?;
     Ok((codec, verify::check_spooled(scratch.as_file(), trailer)))
@@ -170,7 +205,11 @@ fn verify_path(path: &std::path::Path, tmp: &std::path::Path) -> anyhow::Result<
 
 use std::io::Read;
 
-fn print_status(v: &verify::Verified, codec: compress::Codec, output: Output) -> anyhow::Result<()> {
+fn print_status(
+    v: &verify::Verified,
+    codec: compress::Codec,
+    output: Output,
+) -> anyhow::Result<()> {
     let s = &v.status;
     let mut out = std::io::stdout().lock();
     match output {
@@ -188,9 +227,17 @@ fn print_status(v: &verify::Verified, codec: compress::Codec, output: Output) ->
                 ("total size", s.total_size.to_string()),
                 ("sha256", verify::hex(&v.sha256)),
                 ("compression", codec.to_string()),
-                ("consistent index", s.consistent_index.map(|c| c.to_string()).unwrap_or("-".into())),
+                (
+                    "consistent index",
+                    s.consistent_index
+                        .map(|c| c.to_string())
+                        .unwrap_or("-".into()),
+                ),
                 ("term", s.term.map(|c| c.to_string()).unwrap_or("-".into())),
-                ("storage version", s.storage_version.clone().unwrap_or("-".into())),
+                (
+                    "storage version",
+                    s.storage_version.clone().unwrap_or("-".into()),
+                ),
             ];
             for (k, v) in rows {
                 writeln!(out, "{k:<17} {v}")?;

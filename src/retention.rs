@@ -32,13 +32,40 @@ pub enum Reason {
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = |d: &Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
+        let h = |d: &Duration| human(*d);
         match self {
             Reason::JustUploaded => write!(f, "uploaded by this run"),
-            Reason::Newest { rank, keep_last } => write!(f, "newest {rank} of {keep_last} kept by count"),
-            Reason::Young { age, max_age } => write!(f, "age {} is within retention {}", h(age), h(max_age)),
-            Reason::Old { age, max_age } => write!(f, "age {} is past retention {}", h(age), h(max_age)),
+            Reason::Newest { rank, keep_last } => {
+                write!(f, "newest {rank} of {keep_last} kept by count")
+            }
+            Reason::Young { age, max_age } => {
+                write!(f, "age {} is within retention {}", h(age), h(max_age))
+            }
+            Reason::Old { age, max_age } => {
+                write!(f, "age {} is past retention {}", h(age), h(max_age))
+            }
         }
+    }
+}
+
+/// `51d 3h 5m 2s`: days at most, since backups are kept for days, not months.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    let parts = [
+        (s / 86_400, "d"),
+        (s / 3600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if text.is_empty() {
+        "0s".into()
+    } else {
+        text.join(" ")
     }
 }
 
@@ -70,7 +97,13 @@ impl fmt::Display for Plan {
     /// One line a backup: `keep` or `delete`, the name, the reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.decisions {
-            writeln!(f, "{:<6} {}  {}", if d.keep { "keep" } else { "delete" }, d.key, d.reason)?;
+            writeln!(
+                f,
+                "{:<6} {}  {}",
+                if d.keep { "keep" } else { "delete" },
+                d.key,
+                d.reason
+            )?;
         }
         Ok(())
     }
@@ -78,7 +111,12 @@ impl fmt::Display for Plan {
 
 /// Decides what to keep. `protect` is the backup this run uploaded, if any: it is never deleted,
 /// even when the clock makes it look old.
-pub fn plan(backups: &[BackupKey], policy: &Policy, now: DateTime<Utc>, protect: Option<&BackupKey>) -> Plan {
+pub fn plan(
+    backups: &[BackupKey],
+    policy: &Policy,
+    now: DateTime<Utc>,
+    protect: Option<&BackupKey>,
+) -> Plan {
     let mut sorted = backups.to_vec();
     sorted.sort_by(|a, b| b.cmp(a));
     sorted.dedup();
@@ -90,11 +128,29 @@ pub fn plan(backups: &[BackupKey], policy: &Policy, now: DateTime<Utc>, protect:
             let (keep, reason) = if protect == Some(&key) {
                 (true, Reason::JustUploaded)
             } else if i < policy.keep_last {
-                (true, Reason::Newest { rank: i + 1, keep_last: policy.keep_last })
+                (
+                    true,
+                    Reason::Newest {
+                        rank: i + 1,
+                        keep_last: policy.keep_last,
+                    },
+                )
             } else if age <= policy.max_age {
-                (true, Reason::Young { age, max_age: policy.max_age })
+                (
+                    true,
+                    Reason::Young {
+                        age,
+                        max_age: policy.max_age,
+                    },
+                )
             } else {
-                (false, Reason::Old { age, max_age: policy.max_age })
+                (
+                    false,
+                    Reason::Old {
+                        age,
+                        max_age: policy.max_age,
+                    },
+                )
             };
             Decision { key, keep, reason }
         })
@@ -118,7 +174,10 @@ mod tests {
     }
 
     fn policy(days: u64, keep_last: usize) -> Policy {
-        Policy { max_age: Duration::from_secs(days * DAY), keep_last }
+        Policy {
+            max_age: Duration::from_secs(days * DAY),
+            keep_last,
+        }
     }
 
     #[test]
@@ -135,20 +194,34 @@ mod tests {
         let want = "\
 keep   20260602-000000.db.gz  newest 1 of 2 kept by count
 keep   20260531-180000.db.gz  newest 2 of 2 kept by count
-keep   20260502-000000.db.gz  age 30days is within retention 30days
-delete 20260501-235959.db.zst  age 30days 1s is past retention 30days
-delete 20260410-000000.db.gz  age 1month 21h 30m 36s is past retention 30days
-delete 20260301-000000.db  age 3months 4h 2m 12s is past retention 30days
+keep   20260502-000000.db.gz  age 30d is within retention 30d
+delete 20260501-235959.db.zst  age 30d 1s is past retention 30d
+delete 20260410-000000.db.gz  age 52d is past retention 30d
+delete 20260301-000000.db  age 92d is past retention 30d
 ";
         assert_eq!(got, want);
     }
 
     #[test]
     fn keeps_the_newest_even_when_all_are_old() {
-        let backups: Vec<_> = (1..=5).map(|m| key(&format!("2025010{m}-000000.db.gz"))).collect();
+        let backups: Vec<_> = (1..=5)
+            .map(|m| key(&format!("2025010{m}-000000.db.gz")))
+            .collect();
         let p = plan(&backups, &policy(30, 3), now(), None);
-        let kept: Vec<_> = p.decisions.iter().filter(|d| d.keep).map(|d| d.key.to_string()).collect();
-        assert_eq!(kept, ["20250105-000000.db.gz", "20250104-000000.db.gz", "20250103-000000.db.gz"]);
+        let kept: Vec<_> = p
+            .decisions
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.key.to_string())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "20250105-000000.db.gz",
+                "20250104-000000.db.gz",
+                "20250103-000000.db.gz"
+            ]
+        );
         assert_eq!(p.delete_count(), 2);
     }
 
@@ -156,7 +229,11 @@ delete 20260301-000000.db  age 3months 4h 2m 12s is past retention 30days
     fn never_deletes_the_protected_backup() {
         // The protected backup is old by this clock (the machine's clock jumped forward).
         let old = key("20250101-000000.db.gz");
-        let backups = [key("20250301-000000.db.gz"), key("20250201-000000.db.gz"), old];
+        let backups = [
+            key("20250301-000000.db.gz"),
+            key("20250201-000000.db.gz"),
+            old,
+        ];
         let p = plan(&backups, &policy(1, 1), now(), Some(&old));
         let d = p.decisions.iter().find(|d| d.key == old).unwrap();
         assert!(d.keep);

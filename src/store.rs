@@ -19,8 +19,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutPayload, RetryConfig,
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutPayload, RetryConfig,
 };
 use tokio::io::AsyncReadExt;
 
@@ -101,22 +101,50 @@ impl Store {
                 b = b.with_config(key, value.expose());
             }
         }
-        b = b.with_bucket_name(&cfg.bucket).with_region(&cfg.region).with_virtual_hosted_style_request(false);
+        // Client options first: `with_allow_http` below writes into them.
+        let client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(300));
+        let retry = RetryConfig {
+            max_retries: 5,
+            retry_timeout: Duration::from_secs(120),
+            backoff: BackoffConfig::default(),
+        };
+        b = b.with_client_options(client).with_retry(retry);
+        b = b
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_virtual_hosted_style_request(false);
         if let Some(ep) = &cfg.endpoint {
-            b = b.with_endpoint(ep.as_str().trim_end_matches('/')).with_allow_http(ep.scheme() == "http");
+            b = b
+                .with_endpoint(ep.as_str().trim_end_matches('/'))
+                .with_allow_http(ep.scheme() == "http");
         }
-        let retry = RetryConfig { max_retries: 5, retry_timeout: Duration::from_secs(120), backoff: BackoffConfig::default() };
-        let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(10)).with_timeout(Duration::from_secs(300));
-        let inner = b.with_retry(retry).with_client_options(client).build().map_err(|source| StoreError {
+        let inner = b.build().map_err(|source| StoreError {
             doing: "configuring the S3 client for",
             location: format!("s3://{}", cfg.bucket),
             source,
         })?;
-        Ok(Store::new(Arc::new(inner), &format!("s3://{}", cfg.bucket), &cfg.prefix, cfg.storage_class.clone()))
+        Ok(Store::new(
+            Arc::new(inner),
+            &format!("s3://{}", cfg.bucket),
+            &cfg.prefix,
+            cfg.storage_class.clone(),
+        ))
     }
 
-    pub fn new(inner: Arc<dyn ObjectStore>, base_url: &str, prefix: &str, storage_class: Option<String>) -> Store {
-        Store { inner, prefix: prefix.to_string(), storage_class, url: format!("{base_url}/{prefix}") }
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        base_url: &str,
+        prefix: &str,
+        storage_class: Option<String>,
+    ) -> Store {
+        Store {
+            inner,
+            prefix: prefix.to_string(),
+            storage_class,
+            url: format!("{base_url}/{prefix}"),
+        }
     }
 
     pub fn path(&self, key: &BackupKey) -> Path {
@@ -128,8 +156,16 @@ impl Store {
         format!("{}{key}", self.url)
     }
 
-    fn err(&self, doing: &'static str, location: String) -> impl FnOnce(object_store::Error) -> StoreError {
-        move |source| StoreError { doing, location, source }
+    fn err(
+        &self,
+        doing: &'static str,
+        location: String,
+    ) -> impl FnOnce(object_store::Error) -> StoreError {
+        move |source| StoreError {
+            doing,
+            location,
+            source,
+        }
     }
 
     /// Our backups under the prefix, newest first. Objects whose names we did not write are
@@ -137,12 +173,21 @@ impl Store {
     pub async fn list(&self) -> Result<Listing, StoreError> {
         let prefix = self.prefix.trim_end_matches('/');
         let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
-        let objects: Vec<_> = self.inner.list(prefix.as_ref()).try_collect().await.map_err(self.err("listing", self.url.clone()))?;
+        let objects: Vec<_> = self
+            .inner
+            .list(prefix.as_ref())
+            .try_collect()
+            .await
+            .map_err(self.err("listing", self.url.clone()))?;
         let mut listing = Listing::default();
         for o in objects {
             let name = o.location.as_ref();
             match name.strip_prefix(&self.prefix).map(str::parse::<BackupKey>) {
-                Some(Ok(key)) => listing.backups.push(Listed { key, size: o.size, last_modified: o.last_modified }),
+                Some(Ok(key)) => listing.backups.push(Listed {
+                    key,
+                    size: o.size,
+                    last_modified: o.last_modified,
+                }),
                 _ => listing.skipped.push(name.to_string()),
             }
         }
@@ -160,8 +205,15 @@ impl Store {
 
     /// The user metadata stored with a backup.
     pub async fn metadata(&self, key: &BackupKey) -> Result<Vec<(String, String)>, StoreError> {
-        let opts = GetOptions { head: true, ..Default::default() };
-        let r = self.inner.get_opts(&self.path(key), opts).await.map_err(self.err("reading metadata of", self.url(key)))?;
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let r = self
+            .inner
+            .get_opts(&self.path(key), opts)
+            .await
+            .map_err(self.err("reading metadata of", self.url(key)))?;
         Ok(r.attributes
             .iter()
             .filter_map(|(k, v)| match k {
@@ -172,13 +224,23 @@ impl Store {
     }
 
     /// The stored bytes of a backup, as a stream.
-    pub async fn get(&self, key: &BackupKey) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, StoreError> {
-        let r = self.inner.get(&self.path(key)).await.map_err(self.err("downloading", self.url(key)))?;
+    pub async fn get(
+        &self,
+        key: &BackupKey,
+    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, StoreError> {
+        let r = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(self.err("downloading", self.url(key)))?;
         Ok(r.into_stream())
     }
 
     pub async fn delete(&self, key: &BackupKey) -> Result<(), StoreError> {
-        self.inner.delete(&self.path(key)).await.map_err(self.err("deleting", self.url(key)))
+        self.inner
+            .delete(&self.path(key))
+            .await
+            .map_err(self.err("deleting", self.url(key)))
     }
 
     /// Uploads `file` as `key`. The object exists afterwards only if this returns `Ok`; on any
@@ -196,27 +258,47 @@ impl Store {
             return Err(PutError::Exists(url));
         }
         let mut attributes = Attributes::new();
-        attributes.insert(Attribute::ContentType, AttributeValue::from("application/octet-stream"));
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/octet-stream"),
+        );
         if let Some(class) = &self.storage_class {
             attributes.insert(Attribute::StorageClass, AttributeValue::from(class.clone()));
         }
         for (k, v) in metadata {
-            attributes.insert(Attribute::Metadata(Cow::Borrowed(k)), AttributeValue::from(v));
+            attributes.insert(
+                Attribute::Metadata(Cow::Borrowed(k)),
+                AttributeValue::from(v),
+            );
         }
         let path = self.path(key);
-        let opts = PutMultipartOptions { attributes, ..Default::default() };
-        let mut upload = self.inner.put_multipart_opts(&path, opts).await.map_err(self.err("starting the upload of", url.clone()))?;
+        let opts = PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
+        let mut upload = self
+            .inner
+            .put_multipart_opts(&path, opts)
+            .await
+            .map_err(self.err("starting the upload of", url.clone()))?;
         let result = async {
-            let sent = upload_parts(upload.as_mut(), file, part_size, concurrency).await.map_err(|e| match e {
-                PartError::Read(e) => PutError::Read(e),
-                PartError::Store(e) => PutError::Store(self.err("uploading a part of", url.clone())(e)),
-            })?;
+            let sent = upload_parts(upload.as_mut(), file, part_size, concurrency)
+                .await
+                .map_err(|e| match e {
+                    PartError::Read(e) => PutError::Read(e),
+                    PartError::Store(e) => {
+                        PutError::Store(self.err("uploading a part of", url.clone())(e))
+                    }
+                })?;
             // Checked again just before publishing: the window for a same-second race is the
             // length of one request, and concurrencyPolicy: Forbid closes it in Kubernetes.
             if self.exists(key).await? {
                 return Err(PutError::Exists(url.clone()));
             }
-            upload.complete().await.map_err(self.err("completing the upload of", url.clone()))?;
+            upload
+                .complete()
+                .await
+                .map_err(self.err("completing the upload of", url.clone()))?;
             Ok(sent)
         }
         .await;
@@ -246,7 +328,11 @@ async fn upload_parts(
     loop {
         let mut part = Vec::with_capacity(part_size);
         // `take` + `read_to_end` fills the part unless the file ends first.
-        (&mut file).take(part_size as u64).read_to_end(&mut part).await.map_err(PartError::Read)?;
+        (&mut file)
+            .take(part_size as u64)
+            .read_to_end(&mut part)
+            .await
+            .map_err(PartError::Read)?;
         if part.is_empty() && sent > 0 {
             break;
         }
@@ -254,7 +340,11 @@ async fn upload_parts(
         sent += part.len() as u64;
         in_flight.push(upload.put_part(PutPayload::from(Bytes::from(part))));
         while in_flight.len() >= concurrency {
-            in_flight.next().await.expect("not empty").map_err(PartError::Store)?;
+            in_flight
+                .next()
+                .await
+                .expect("not empty")
+                .map_err(PartError::Store)?;
         }
         if last {
             break;

@@ -33,7 +33,12 @@ pub struct TrailerCheck {
 
 /// The trailer did not match, or the stream was too short to hold one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SHA-256 trailer mismatch: the last 32 bytes are {} but the {} bytes before them hash to {}", hex(stored), data_len, hex(computed))]
+#[error(
+    "SHA-256 trailer mismatch: the last 32 bytes are {} but the {} bytes before them hash to {}",
+    hex(stored),
+    data_len,
+    hex(computed)
+)]
 pub struct TrailerMismatch {
     pub stored: Vec<u8>,
     pub computed: [u8; 32],
@@ -77,7 +82,11 @@ impl TrailerCheck {
         if self.held.len() == TRAILER_LEN && self.held[..] == computed[..] {
             Ok(computed)
         } else {
-            Err(TrailerMismatch { stored: self.held, computed, data_len: self.len.saturating_sub(TRAILER_LEN as u64) })
+            Err(TrailerMismatch {
+                stored: self.held,
+                computed,
+                data_len: self.len.saturating_sub(TRAILER_LEN as u64),
+            })
         }
     }
 }
@@ -123,16 +132,23 @@ impl Visitor for StatusVisitor {
         self.status.total_key += 1;
         match bucket {
             b"key" => match e.key.get(..8) {
-                Some(main) => self.status.revision = i64::from_be_bytes(main.try_into().expect("8 bytes")),
+                Some(main) => {
+                    self.status.revision = i64::from_be_bytes(main.try_into().expect("8 bytes"))
+                }
                 None => self.short_revision = Some(e.key.to_vec()),
             },
             b"meta" => {
-                let u64_value = || e.value.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes);
+                let u64_value = || {
+                    e.value
+                        .and_then(|v| v.try_into().ok())
+                        .map(u64::from_be_bytes)
+                };
                 match e.key {
                     b"consistent_index" => self.status.consistent_index = u64_value(),
                     b"term" => self.status.term = u64_value(),
                     b"storageVersion" => {
-                        self.status.storage_version = e.value.map(|v| String::from_utf8_lossy(v).into_owned())
+                        self.status.storage_version =
+                            e.value.map(|v| String::from_utf8_lossy(v).into_owned())
                     }
                     _ => {}
                 }
@@ -152,10 +168,19 @@ pub fn walk(file: &File, db_len: u64) -> Result<Status, Corruption> {
         return Err(Corruption::Page {
             page: 0,
             offset: 0,
-            what: format!("key bucket holds a {}-byte key; revisions are at least 8 bytes", key.len()),
+            what: format!(
+                "key bucket holds a {}-byte key; revisions are at least 8 bytes",
+                key.len()
+            ),
         });
     }
-    Ok(Status { hash: v.crc, total_size: meta.db_size(), page_size: meta.page_size, txid: meta.txid, ..v.status })
+    Ok(Status {
+        hash: v.crc,
+        total_size: meta.db_size(),
+        page_size: meta.page_size,
+        txid: meta.txid,
+        ..v.status
+    })
 }
 
 /// Why a snapshot file failed its check.
@@ -183,7 +208,10 @@ pub struct Verified {
 pub fn check_spooled(file: &File, trailer: TrailerCheck) -> Result<Verified, Invalid> {
     let total = trailer.len();
     match trailer.finish() {
-        Ok(sha256) => Ok(Verified { sha256, status: walk(file, total - TRAILER_LEN as u64)? }),
+        Ok(sha256) => Ok(Verified {
+            sha256,
+            status: walk(file, total - TRAILER_LEN as u64)?,
+        }),
         Err(mismatch) => {
             // Tell a stripped trailer from damage: a whole database with nothing after it.
             if let Ok(db) = bbolt::Db::open(file, total) {

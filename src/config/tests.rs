@@ -1,0 +1,301 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    pairs.iter().copied().collect()
+}
+
+/// A directory with a CA certificate, a client certificate and key, and a non-PEM file.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("client.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("client.key"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("junk.txt"), "not a certificate").unwrap();
+        Pki { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+fn problems(r: Result<impl std::fmt::Debug, Problems>) -> Vec<String> {
+    r.unwrap_err().0.iter().map(|p| p.to_string()).collect()
+}
+
+#[test]
+fn defaults_for_backup() {
+    let pki = Pki::new();
+    let cfg = env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_CACERT", &pki.path("ca.crt")),
+    ])
+    .backup()
+    .unwrap();
+    assert_eq!(cfg.etcd.endpoints[0].as_str(), "https://127.0.0.1:2379/");
+    assert_eq!(cfg.etcd.dial_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.etcd.snapshot_timeout, Duration::from_secs(1800));
+    assert!(cfg.etcd.identity.is_none());
+    assert_eq!(cfg.store.prefix, "etcd/");
+    assert_eq!(cfg.store.region, "us-east-1");
+    assert_eq!(cfg.pipeline.codec, Codec::Gzip);
+    assert_eq!(cfg.pipeline.level, 6);
+    assert_eq!(cfg.pipeline.part_size, 8 << 20);
+    assert_eq!(cfg.pipeline.concurrency, 4);
+    assert_eq!(
+        cfg.policy,
+        Policy {
+            max_age: Duration::from_secs(30 * 86400),
+            keep_last: 3
+        }
+    );
+}
+
+#[test]
+fn seed_and_etcdctl_names_are_aliases() {
+    let pki = Pki::new();
+    let cfg = env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_ENDPOINT", "https://10.0.1.10:2379"),
+        ("ETCDCTL_CACERT", &pki.path("ca.crt")),
+        ("ETCDCTL_CERT", &pki.path("client.crt")),
+        ("ETCDCTL_KEY", &pki.path("client.key")),
+        ("ETCDCTL_DIAL_TIMEOUT", "2s"),
+    ])
+    .backup()
+    .unwrap();
+    assert_eq!(cfg.etcd.endpoints.len(), 1);
+    assert_eq!(cfg.etcd.endpoints[0].host_str(), Some("10.0.1.10"));
+    assert!(cfg.etcd.identity.is_some());
+    assert_eq!(cfg.etcd.dial_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn endpoints_are_a_comma_separated_list() {
+    let pki = Pki::new();
+    let cfg = env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_CACERT", &pki.path("ca.crt")),
+        (
+            "ETCDCTL_ENDPOINTS",
+            "https://a:2379, https://b:2379,https://c:2379",
+        ),
+    ])
+    .backup()
+    .unwrap();
+    let hosts: Vec<_> = cfg
+        .etcd
+        .endpoints
+        .iter()
+        .map(|u| u.host_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hosts, ["a", "b", "c"]);
+}
+
+#[test]
+fn every_problem_at_once_with_variable_value_and_form() {
+    let pki = Pki::new();
+    let got = problems(
+        env(&[
+            ("ETCD_ENDPOINTS", "127.0.0.1:2379"),
+            ("ETCD_CACERT", "/nonexistent/ca.crt"),
+            ("ETCD_CERT", &pki.path("junk.txt")),
+            ("ETCD_DIAL_TIMEOUT", "soon"),
+            ("BACKUP_COMPRESSION", "bzip2"),
+            ("BACKUP_RETENTION", "thirty days"),
+            ("BACKUP_KEEP_LAST", "0"),
+            ("BACKUP_UPLOAD_PART_SIZE", "1MiB"),
+            ("BACKUP_PREFIX", "/etcd"),
+            ("BACKUP_RETENTON", "7d"),
+        ])
+        .backup(),
+    );
+    let want = [
+        "BACKUP_RETENTON: unknown variable; did you mean BACKUP_RETENTION?".to_string(),
+        "ETCD_ENDPOINTS=\"127.0.0.1:2379\": \"127.0.0.1:2379\" is not an etcd URL: expected https://HOST:PORT, comma-separated".into(),
+        "ETCD_CACERT=\"/nonexistent/ca.crt\": cannot read the file (No such file or directory (os error 2)): expected a readable PEM file".into(),
+        format!("ETCD_CERT={:?}: the file is not a PEM certificate (-----BEGIN CERTIFICATE-----)", pki.path("junk.txt")),
+        "ETCD_KEY: is not set but ETCD_CERT is: expected the path of the client key (PEM) that goes with the certificate".into(),
+        "ETCD_DIAL_TIMEOUT=\"soon\": expected a duration such as 90s, 30m, 30d or 720h, greater than zero".into(),
+        "BACKUP_BUCKET: is not set: expected the name of the bucket to store backups in".into(),
+        "BACKUP_PREFIX=\"/etcd\": expected a key prefix that is empty or ends with '/', without a leading '/' or '//' (e.g. etcd/ or clusters/prod/)".into(),
+        "BACKUP_COMPRESSION=\"bzip2\": expected gzip, zstd or none".into(),
+        "BACKUP_UPLOAD_PART_SIZE=\"1MiB\": expected a size from 5MiB to 5GiB such as 8MiB or 64MiB".into(),
+        "BACKUP_RETENTION=\"thirty days\": expected a duration such as 90s, 30m, 30d or 720h, greater than zero".into(),
+        "BACKUP_KEEP_LAST=\"0\": expected a whole number of at least 1 (the newest backups are never pruned)".into(),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn https_needs_a_ca() {
+    let got = problems(env(&[("BACKUP_BUCKET", "backups")]).backup());
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("ETCD_CACERT: is not set: expected the path of the CA certificate"),
+        "{got:?}"
+    );
+    // Plain http needs none.
+    assert!(env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_ENDPOINTS", "http://127.0.0.1:2379")
+    ])
+    .backup()
+    .is_ok());
+}
+
+#[test]
+fn key_without_cert_and_bad_key() {
+    let pki = Pki::new();
+    let got = problems(
+        env(&[
+            ("BACKUP_BUCKET", "backups"),
+            ("ETCD_CACERT", &pki.path("ca.crt")),
+            ("ETCD_KEY", &pki.path("client.key")),
+        ])
+        .backup(),
+    );
+    assert_eq!(got, ["ETCD_CERT: is not set but ETCD_KEY is: expected the path of the client certificate (PEM) that goes with the key"]);
+    let got = problems(
+        env(&[
+            ("BACKUP_BUCKET", "backups"),
+            ("ETCD_CACERT", &pki.path("ca.crt")),
+            ("ETCD_CERT", &pki.path("client.crt")),
+            ("ETCD_KEY", &pki.path("client.crt")),
+        ])
+        .backup(),
+    );
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].contains("ETCD_KEY=") && got[0].contains("is not a PEM private key"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn conflicting_aliases_are_a_problem_and_equal_ones_are_not() {
+    let base = [("BACKUP_BUCKET", "backups")];
+    let got = problems(
+        env(&[
+            base[0],
+            ("ETCD_ENDPOINTS", "http://a:2379"),
+            ("ETCD_ENDPOINT", "http://b:2379"),
+        ])
+        .backup(),
+    );
+    assert_eq!(got, ["ETCD_ENDPOINTS=\"http://a:2379\": conflicts with ETCD_ENDPOINT=\"http://b:2379\": set one of them"]);
+    assert!(env(&[
+        base[0],
+        ("ETCD_ENDPOINTS", "http://a:2379"),
+        ("ETCD_ENDPOINT", "http://a:2379")
+    ])
+    .backup()
+    .is_ok());
+}
+
+#[test]
+fn compression_levels_follow_the_codec() {
+    let base = [
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_ENDPOINTS", "http://e:2379"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| env(&[&base[..], extra].concat()).backup();
+    assert_eq!(
+        with(&[("BACKUP_COMPRESSION", "zstd")])
+            .unwrap()
+            .pipeline
+            .level,
+        3
+    );
+    assert_eq!(
+        with(&[
+            ("BACKUP_COMPRESSION", "zstd"),
+            ("BACKUP_COMPRESSION_LEVEL", "19")
+        ])
+        .unwrap()
+        .pipeline
+        .level,
+        19
+    );
+    assert_eq!(
+        problems(with(&[("BACKUP_COMPRESSION_LEVEL", "12")])),
+        ["BACKUP_COMPRESSION_LEVEL=\"12\": expected a gzip level from 1 to 9"]
+    );
+}
+
+#[test]
+fn prune_needs_no_etcd_settings() {
+    let cfg = env(&[("BACKUP_BUCKET", "backups"), ("ETCD_ENDPOINTS", "nonsense")])
+        .prune()
+        .unwrap();
+    assert_eq!(cfg.store.bucket, "backups");
+    assert_eq!(
+        problems(env(&[]).prune()),
+        ["BACKUP_BUCKET: is not set: expected the name of the bucket to store backups in"]
+    );
+}
+
+#[test]
+fn secrets_never_show() {
+    let cfg = env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_ENDPOINTS", "http://e:2379"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "hunter2-very-secret"),
+    ])
+    .backup()
+    .unwrap();
+    let debug = format!("{cfg:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("**redacted**"));
+    // Nor in problems about them.
+    let got = problems(
+        env(&[
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("AWS_SECRET_ACCESS_KEY_X", "x"),
+        ])
+        .prune(),
+    );
+    assert!(got.iter().all(|p| !p.contains("hunter2")), "{got:?}");
+    let pki = Pki::new();
+    let cfg = env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_CACERT", &pki.path("ca.crt")),
+        ("ETCD_CERT", &pki.path("client.crt")),
+        ("ETCD_KEY", &pki.path("client.key")),
+    ])
+    .backup()
+    .unwrap();
+    assert!(!format!("{cfg:?}").contains("PRIVATE KEY"));
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("8MiB"), Some(8 << 20));
+    assert_eq!(parse_size("64M"), Some(64 << 20));
+    assert_eq!(parse_size("1GiB"), Some(1 << 30));
+    assert_eq!(parse_size("5242880"), Some(5 << 20));
+    assert_eq!(parse_size("8 MiB"), Some(8 << 20));
+    assert_eq!(parse_size("eight"), None);
+    assert_eq!(parse_size("8TB"), None);
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let help = help_table();
+    for v in VARS {
+        assert!(help.contains(v.name), "{}", v.name);
+        if let Some(d) = v.default {
+            assert!(help.contains(&format!("(default: {d})")), "{}", v.name);
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Whole-or-nothing publishing against the in-memory store, with a wrapper that fails a chosen
+//! part and counts aborts: the least powerful test that proves no partial object is left.
+
+use super::*;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::FutureExt;
+use object_store::memory::InMemory;
+use object_store::{
+    CopyOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutOptions, PutResult,
+    UploadPart,
+};
+
+use crate::compress::Codec;
+
+#[derive(Debug, Default)]
+struct Faulty {
+    inner: InMemory,
+    /// Fail the part with this index (0-based), if set.
+    fail_part: Option<usize>,
+    aborts: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Display for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Faulty")
+    }
+}
+
+#[derive(Debug)]
+struct FaultyUpload {
+    inner: Box<dyn MultipartUpload>,
+    parts: usize,
+    fail_part: Option<usize>,
+    aborts: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let n = self.parts;
+        self.parts += 1;
+        if Some(n) == self.fail_part {
+            return async move {
+                Err(object_store::Error::Generic {
+                    store: "Faulty",
+                    source: format!("part {n} failed").into(),
+                })
+            }
+            .boxed();
+        }
+        self.inner.put_part(data)
+    }
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.inner.complete().await
+    }
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.aborts.fetch_add(1, Ordering::SeqCst);
+        self.inner.abort().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(FaultyUpload {
+            inner,
+            parts: 0,
+            fail_part: self.fail_part,
+            aborts: self.aborts.clone(),
+        }))
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+const PART: usize = 5 << 20;
+
+fn file_of(len: usize) -> (tempfile::NamedTempFile, tokio::fs::File) {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    f.write_all(&data).unwrap();
+    let reader = tokio::fs::File::from_std(f.reopen().unwrap());
+    (f, reader)
+}
+
+fn key() -> BackupKey {
+    "20260529-060000.db.gz".parse().unwrap()
+}
+
+#[tokio::test]
+async fn uploads_whole_with_metadata_and_storage_class() {
+    let inner = Arc::new(Faulty::default());
+    let store = Store::new(
+        inner.clone(),
+        "mem://b",
+        "etcd/",
+        Some("STANDARD_IA".into()),
+    );
+    let (_f, file) = file_of(PART * 2 + 123);
+    let sent = store
+        .put_file(
+            &key(),
+            file,
+            vec![("snapshot-sha256", "abc".into())],
+            PART,
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent, (PART * 2 + 123) as u64);
+    let got = inner
+        .inner
+        .get(&Path::from("etcd/20260529-060000.db.gz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.attributes
+            .get(&Attribute::StorageClass)
+            .map(|v| v.as_ref()),
+        Some("STANDARD_IA")
+    );
+    assert_eq!(got.bytes().await.unwrap().len(), PART * 2 + 123);
+    assert_eq!(
+        store.metadata(&key()).await.unwrap(),
+        [("snapshot-sha256".to_string(), "abc".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_part_aborts_and_leaves_nothing() {
+    for fail_part in [0, 1, 2] {
+        let inner = Arc::new(Faulty {
+            fail_part: Some(fail_part),
+            ..Default::default()
+        });
+        let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+        let (_f, file) = file_of(PART * 3 - 1);
+        let err = store
+            .put_file(&key(), file, vec![], PART, 2)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("part {fail_part} failed")),
+            "{err}"
+        );
+        assert_eq!(inner.aborts.load(Ordering::SeqCst), 1);
+        assert!(store.list().await.unwrap().backups.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn never_overwrites() {
+    let inner = Arc::new(Faulty::default());
+    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+    inner
+        .inner
+        .put(&store.path(&key()), PutPayload::from_static(b"precious"))
+        .await
+        .unwrap();
+    let (_f, file) = file_of(10);
+    let err = store
+        .put_file(&key(), file, vec![], PART, 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PutError::Exists(_)), "{err}");
+    let kept = inner
+        .inner
+        .get(&store.path(&key()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&kept[..], b"precious");
+}
+
+#[tokio::test]
+async fn listing_returns_only_our_names_newest_first() {
+    let inner = Arc::new(InMemory::new());
+    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+    for name in [
+        "etcd/20260101-000000.db.gz",
+        "etcd/20260301-000000.db.zst",
+        "etcd/20260201-000000.db",
+        "etcd/notes.txt",
+        "etcd/sub/20260401-000000.db.gz",
+        "etcd/20260501-000000.db.gz.tmp",
+        "other/20260601-000000.db.gz",
+    ] {
+        inner
+            .put(&Path::from(name), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    let l = store.list().await.unwrap();
+    let names: Vec<_> = l.backups.iter().map(|b| b.key.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "20260301-000000.db.zst",
+            "20260201-000000.db",
+            "20260101-000000.db.gz"
+        ]
+    );
+    let mut skipped = l.skipped.clone();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        [
+            "etcd/20260501-000000.db.gz.tmp",
+            "etcd/notes.txt",
+            "etcd/sub/20260401-000000.db.gz"
+        ]
+    );
+    let _ = Codec::Gzip;
+}
+
+#[tokio::test]
+async fn an_empty_prefix_lists_the_bucket_root() {
+    let inner = Arc::new(InMemory::new());
+    let store = Store::new(inner.clone(), "mem://b", "", None);
+    inner
+        .put(
+            &Path::from("20260101-000000.db.gz"),
+            PutPayload::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    inner
+        .put(
+            &Path::from("etcd/20260101-000000.db.gz"),
+            PutPayload::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    let l = store.list().await.unwrap();
+    assert_eq!(l.backups.len(), 1);
+    assert_eq!(l.skipped, ["etcd/20260101-000000.db.gz"]);
+}
