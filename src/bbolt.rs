@@ -232,6 +232,11 @@ impl<'f> Db<'f> {
         self.meta
     }
 
+    /// Whether the walk so far read page `id` (as a page or as overflow of one).
+    pub fn reached(&self, id: u64) -> bool {
+        id < self.meta.pgid && self.visited[(id / 64) as usize] & (1 << (id % 64)) != 0
+    }
+
     /// Walks every bucket from the root, checking each page, and reports entries to `visitor`.
     pub fn walk(&mut self, visitor: &mut dyn Visitor) -> Result<(), Corruption> {
         let root = self.meta.root;

@@ -1,0 +1,144 @@
+//! The real binary: exit codes, messages, `--help`.
+
+use std::process::{Command, Output};
+
+use crate::common::data;
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_etcd-backup"));
+    c.env_clear()
+        .env("BACKUP_LOG_FORMAT", "text")
+        .env("NO_COLOR", "1");
+    c
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn help_lists_every_variable_and_default() {
+    let o = bin().arg("--help").output().unwrap();
+    assert!(o.status.success());
+    let out = text(&o);
+    for v in etcd_backup::config::VARS {
+        assert!(out.contains(v.name), "--help lacks {}", v.name);
+    }
+    assert!(out.contains("(default: https://127.0.0.1:2379)"));
+    let o = bin().arg("--version").output().unwrap();
+    assert!(text(&o).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn configuration_errors_exit_2_listing_every_problem() {
+    let o = bin()
+        .args(["backup"])
+        .env("ETCD_ENDPOINTS", "not a url")
+        .env("BACKUP_COMPRESSION", "lz4")
+        .env("BACKUP_RETENTION", "thirty days")
+        .env("AWS_SECRET_ACCESS_KEY", "hunter2")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = text(&o);
+    for want in [
+        "ETCD_ENDPOINTS=\"not a url\"",
+        "BACKUP_BUCKET: is not set",
+        "BACKUP_COMPRESSION=\"lz4\": expected gzip, zstd or none",
+        "BACKUP_RETENTION=\"thirty days\": expected a duration",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("hunter2"));
+}
+
+#[test]
+fn no_subcommand_means_backup() {
+    let o = bin().output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("BACKUP_BUCKET: is not set"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = bin().arg("frobnicate").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = bin()
+        .args(["verify", "/nonexistent/file.db"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("/nonexistent/file.db"));
+}
+
+#[test]
+fn prune_needs_no_etcd_settings_but_a_bucket() {
+    let o = bin()
+        .args(["prune", "--dry-run"])
+        .env("ETCD_ENDPOINTS", "garbage")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let out = text(&o);
+    assert!(out.contains("BACKUP_BUCKET"), "{out}");
+    assert!(!out.contains("ETCD_ENDPOINTS"), "{out}");
+}
+
+#[test]
+fn verify_prints_etcdutl_fields_and_exits_1_on_damage() {
+    let o = bin()
+        .args(["verify", "-o", "json"])
+        .arg(data("medium.db"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let theirs = crate::common::golden_status("medium");
+    for f in ["hash", "revision", "totalKey", "totalSize"] {
+        assert_eq!(ours[f], theirs[f], "{f}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = std::fs::read(data("medium.db")).unwrap();
+    bad[2 * 4096 + 100] ^= 0x40;
+    let path = dir.path().join("bad.db");
+    std::fs::write(&path, &bad).unwrap();
+    let o = bin().arg("verify").arg(&path).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("SHA-256 trailer mismatch"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn verify_reads_gzip_and_zstd_by_magic_not_name() {
+    use std::io::Write;
+    let raw = std::fs::read(data("small.db")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for codec in [
+        etcd_backup::compress::Codec::Gzip,
+        etcd_backup::compress::Codec::Zstd,
+    ] {
+        let mut enc =
+            etcd_backup::compress::Encoder::new(codec, codec.default_level(), Vec::new()).unwrap();
+        enc.write_all(&raw).unwrap();
+        let path = dir.path().join("renamed.bin");
+        std::fs::write(&path, enc.finish().unwrap()).unwrap();
+        let o = bin()
+            .args(["verify", "-o", "json"])
+            .arg(&path)
+            .env("BACKUP_TMP_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["compression"], codec.to_string());
+        assert_eq!(v["hash"], crate::common::golden_status("small")["hash"]);
+    }
+}

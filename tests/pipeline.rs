@@ -1,0 +1,230 @@
+//! The pipeline in-process: a fabricated snapshot stream into the in-memory store. A bad stream
+//! must leave nothing behind; a good one must land whole, with its metadata.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_backup::backup::{self, publish};
+use etcd_backup::compress::{self, Codec};
+use etcd_backup::config::PipelineConfig;
+use etcd_backup::key::BackupKey;
+use etcd_backup::store::Store;
+use object_store::memory::InMemory;
+use object_store::ObjectStoreExt;
+use sha2::{Digest, Sha256};
+
+use crate::common::{golden_status, read_data};
+
+fn cfg(codec: Codec, tmp: &std::path::Path) -> PipelineConfig {
+    PipelineConfig {
+        codec,
+        level: codec.default_level(),
+        tmp_dir: tmp.to_path_buf(),
+        part_size: 5 << 20,
+        concurrency: 2,
+    }
+}
+
+fn chunks(
+    data: Vec<u8>,
+    size: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let v: Vec<_> = data
+        .chunks(size)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(v)
+}
+
+fn key(codec: Codec) -> BackupKey {
+    BackupKey::new(
+        chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap(),
+        codec,
+    )
+}
+
+fn scratch_is_empty(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).unwrap().next().is_none()
+}
+
+#[tokio::test]
+async fn publishes_every_codec_whole_with_metadata() {
+    let snapshot = read_data("medium.db");
+    let golden = golden_status("medium");
+    for codec in Codec::ALL {
+        let tmp = tempfile::tempdir().unwrap();
+        let mem = Arc::new(InMemory::new());
+        let store = Store::new(mem.clone(), "mem://b", "etcd/", None);
+        let p = publish(
+            chunks(snapshot.clone(), 32 * 1024 + 5),
+            &store,
+            key(codec),
+            &cfg(codec, tmp.path()),
+            Duration::from_secs(60),
+            vec![],
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.raw_bytes, snapshot.len() as u64);
+        let stored = mem
+            .get(&store.path(&key(codec)))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(stored.len() as u64, p.stored_bytes);
+        let (found, mut dec) = compress::decoder(std::io::Cursor::new(stored.to_vec())).unwrap();
+        assert_eq!(found, codec);
+        let mut raw = Vec::new();
+        dec.read_to_end(&mut raw).unwrap();
+        assert_eq!(
+            raw, snapshot,
+            "{codec}: the stored object decodes to the snapshot, trailer included"
+        );
+
+        let meta: std::collections::HashMap<_, _> = store
+            .metadata(&key(codec))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        let db = &snapshot[..snapshot.len() - 32];
+        assert_eq!(
+            meta["snapshot-sha256"],
+            etcd_backup::verify::hex(&Sha256::digest(db))
+        );
+        assert_eq!(meta["etcd-revision"], golden["revision"].to_string());
+        assert_eq!(meta["etcd-hash"], golden["hash"].to_string());
+        assert_eq!(meta["etcd-total-keys"], golden["totalKey"].to_string());
+        assert_eq!(meta["compression"], codec.to_string());
+        assert!(scratch_is_empty(tmp.path()), "scratch files left behind");
+    }
+}
+
+async fn assert_nothing_published(
+    stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>>,
+    want: &str,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem = Arc::new(InMemory::new());
+    let store = Store::new(mem.clone(), "mem://b", "etcd/", None);
+    let err = publish(
+        stream,
+        &store,
+        key(Codec::Gzip),
+        &cfg(Codec::Gzip, tmp.path()),
+        Duration::from_secs(60),
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains(want), "{text}");
+    assert!(store.list().await.unwrap().backups.is_empty());
+    assert!(scratch_is_empty(tmp.path()), "scratch files left behind");
+}
+
+#[tokio::test]
+async fn a_corrupt_trailer_publishes_nothing() {
+    let mut s = read_data("small.db");
+    let n = s.len();
+    s[n - 1] ^= 1;
+    assert_nothing_published(chunks(s, 4096), "SHA-256 trailer mismatch").await;
+}
+
+#[tokio::test]
+async fn a_missing_trailer_publishes_nothing() {
+    let mut s = read_data("small.db");
+    s.truncate(s.len() - 32);
+    assert_nothing_published(chunks(s, 4096), "no SHA-256 trailer").await;
+}
+
+#[tokio::test]
+async fn a_stream_error_midway_publishes_nothing() {
+    let s = read_data("medium.db");
+    let mut items: Vec<Result<Bytes, std::io::Error>> = s[..1 << 20]
+        .chunks(65536)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    items.push(Err(std::io::Error::other("connection reset by peer")));
+    assert_nothing_published(futures::stream::iter(items), "connection reset by peer").await;
+}
+
+#[tokio::test]
+async fn a_damaged_database_with_a_valid_trailer_publishes_nothing() {
+    let s = read_data("medium.db");
+    let mut body = s[..s.len() - 32].to_vec();
+    body[3 * 4096..4 * 4096].fill(0);
+    let digest = Sha256::digest(&body);
+    body.extend_from_slice(&digest);
+    assert_nothing_published(chunks(body, 65536), "bbolt check failed").await;
+}
+
+#[tokio::test]
+async fn a_stalled_stream_times_out_and_publishes_nothing() {
+    let s = read_data("small.db");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(InMemory::new()), "mem://b", "etcd/", None);
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(s))])
+        .chain(futures::stream::pending());
+    let err = publish(
+        stream,
+        &store,
+        key(Codec::Gzip),
+        &cfg(Codec::Gzip, tmp.path()),
+        Duration::from_millis(300),
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("ETCD_SNAPSHOT_TIMEOUT"),
+        "{err:#}"
+    );
+    assert!(store.list().await.unwrap().backups.is_empty());
+    assert!(scratch_is_empty(tmp.path()));
+}
+
+#[tokio::test]
+async fn prune_deletes_only_what_the_plan_says() {
+    let mem = Arc::new(InMemory::new());
+    let store = Store::new(mem.clone(), "mem://b", "etcd/", None);
+    for name in [
+        "etcd/20260101-000000.db.gz",
+        "etcd/20260102-000000.db.gz",
+        "etcd/20260530-000000.db.gz",
+        "etcd/20250101-000000.db.gz.keep",
+        "etcd/x",
+    ] {
+        mem.put(
+            &object_store::path::Path::from(name),
+            object_store::PutPayload::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    }
+    let now = "20260601-000000.db".parse::<BackupKey>().unwrap().time;
+    let policy = etcd_backup::retention::Policy {
+        max_age: Duration::from_secs(30 * 86400),
+        keep_last: 1,
+    };
+    let dry = backup::prune(&store, &policy, now, None, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.plan.delete_count(), 2);
+    assert!(dry.deleted.is_empty());
+    assert_eq!(store.list().await.unwrap().backups.len(), 3);
+    let done = backup::prune(&store, &policy, now, None, false)
+        .await
+        .unwrap();
+    let deleted: Vec<_> = done.deleted.iter().map(|k| k.to_string()).collect();
+    assert_eq!(deleted, ["20260102-000000.db.gz", "20260101-000000.db.gz"]);
+    let left = store.list().await.unwrap();
+    assert_eq!(left.backups.len(), 1);
+    assert_eq!(left.skipped.len(), 2, "names that are not ours stay");
+}
+
+use futures::StreamExt;
