@@ -344,6 +344,7 @@ pub struct Summary {
 /// The `backup` command. `now` names the object and anchors retention.
 pub async fn run(cfg: &BackupConfig, now: DateTime<Utc>) -> anyhow::Result<Summary> {
     let store = Store::s3(&cfg.store)?;
+    store.check().await?;
     let mut member = etcd::connect(&cfg.etcd).await?;
     let status = member.status.clone();
     tracing::info!("using {status}");

@@ -102,6 +102,20 @@ fn hex_id(id: u64) -> String {
     format!("{id:x}")
 }
 
+/// What an operator should check for a failed connection, from the words of the TLS and
+/// transport errors (tonic gives no typed cause).
+fn hint(why: &str) -> &'static str {
+    if why.contains("invalid peer certificate") || why.contains("UnknownIssuer") || why.contains("BadSignature") {
+        " (etcd's server certificate is not signed by ETCD_CACERT, or does not name this host: check ETCD_CACERT and the endpoint's host)"
+    } else if why.contains("BadCertificate") || why.contains("CertificateRequired") || why.contains("UnknownCA") {
+        " (etcd rejected our client certificate: check that ETCD_CERT and ETCD_KEY are signed by etcd's --trusted-ca-file)"
+    } else if why.contains("Connection refused") {
+        " (nothing listens there: check the host and port in ETCD_ENDPOINTS)"
+    } else {
+        ""
+    }
+}
+
 /// Connects to one endpoint and reads its status, within the dial timeout.
 pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
     let ep = endpoint.as_str().trim_end_matches('/').to_string();
@@ -155,6 +169,7 @@ pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
                 fallback = fallback.or(Some((m, why)));
             }
             Err(why) => {
+                let why = format!("{why}{}", hint(&why));
                 tracing::warn!(endpoint = %endpoint, "endpoint unusable: {why}");
                 failures.push((endpoint.to_string(), why));
             }

@@ -195,6 +195,15 @@ impl Store {
         Ok(listing)
     }
 
+    /// One cheap listing request, to find a missing bucket or wrong credentials before any
+    /// snapshot is taken (some S3-compatible servers would create a missing bucket on upload).
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let prefix = self.prefix.trim_end_matches('/');
+        let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
+        self.inner.list_with_delimiter(prefix.as_ref()).await.map_err(self.err("listing", self.url.clone()))?;
+        Ok(())
+    }
+
     pub async fn exists(&self, key: &BackupKey) -> Result<bool, StoreError> {
         match self.inner.head(&self.path(key)).await {
             Ok(_) => Ok(true),

@@ -1,0 +1,278 @@
+//! The container rig: a PKI made in the test, etcd with `--client-cert-auth`, SeaweedFS's S3
+//! gateway, and small clients to inspect them. Images come from `ETCD_IMAGE` and `S3_IMAGE`,
+//! which default to the upstream names; `tests/images/build.sh` builds local images under
+//! those names where no registry is reachable.
+
+use std::io::Write;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use testcontainers::core::wait::ExitWaitStrategy;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const ACCESS: &str = "etcdbackuptest";
+pub const SECRET: &str = "s3-test-secret-value";
+
+fn image(var: &str, default: &str) -> GenericImage {
+    let name = std::env::var(var).unwrap_or_else(|_| default.to_string());
+    let (repo, tag) = name.rsplit_once(':').unwrap_or((&name, "latest"));
+    GenericImage::new(repo, tag)
+}
+
+fn etcd_image() -> GenericImage {
+    image("ETCD_IMAGE", "quay.io/coreos/etcd:v3.5.1")
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as kubeadm
+/// lays them out (ca.crt, server.crt/key, client.crt/key).
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "etcd-ca");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let leaf = |names: Vec<String>, cn: &str, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(names).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.extended_key_usages = usages;
+            let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let (server, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "etcd-server", vec![ServerAuth, ClientAuth]);
+        let (client, client_key) = leaf(vec![], "kube-etcd-healthcheck-client", vec![ClientAuth]);
+        for (name, pem) in [
+            ("ca.crt", ca_cert.pem()),
+            ("server.crt", server),
+            ("server.key", server_key),
+            ("client.crt", client),
+            ("client.key", client_key),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+}
+
+pub struct Etcd {
+    _container: ContainerAsync<GenericImage>,
+    pub url: String,
+    client: etcd_client::Client,
+}
+
+impl Etcd {
+    pub async fn start(pki: &Pki) -> Etcd {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let container = etcd_image()
+            .with_entrypoint("/usr/local/bin/etcd")
+            .with_exposed_port(2379.tcp())
+            .with_wait_for(WaitFor::message_on_stderr("ready to serve client requests"))
+            .with_cmd([
+                "--name=test",
+                "--data-dir=/var/lib/etcd/data",
+                "--listen-client-urls=https://0.0.0.0:2379",
+                "--advertise-client-urls=https://127.0.0.1:2379",
+                "--listen-peer-urls=http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--initial-cluster=test=http://127.0.0.1:2380",
+                "--cert-file=/pki/server.crt",
+                "--key-file=/pki/server.key",
+                "--trusted-ca-file=/pki/ca.crt",
+                "--client-cert-auth",
+            ])
+            .with_copy_to("/pki/ca.crt", pki.read("ca.crt"))
+            .with_copy_to("/pki/server.crt", pki.read("server.crt"))
+            .with_copy_to("/pki/server.key", pki.read("server.key"))
+            .with_startup_timeout(Duration::from_secs(60))
+            .start()
+            .await
+            .expect("starting etcd (run tests/images/build.sh where no registry is reachable)");
+        let port = container.get_host_port_ipv4(2379).await.unwrap();
+        let url = format!("https://127.0.0.1:{port}");
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(pki.read("ca.crt")))
+            .identity(etcd_client::Identity::from_pem(pki.read("client.crt"), pki.read("client.key")));
+        let client = etcd_client::Client::connect([url.as_str()], Some(etcd_client::ConnectOptions::new().with_tls(tls))).await.unwrap();
+        Etcd { _container: container, url, client }
+    }
+
+    /// Writes `n` keys with 1 KiB values, overwrites a tenth of them and deletes a tenth, so
+    /// that revisions differ from key counts.
+    pub async fn load(&self, n: usize) {
+        let mut kv = self.client.kv_client();
+        for i in 0..n {
+            let value = format!("{{\"kind\":\"ConfigMap\",\"i\":{i},\"data\":\"{}\"}}", "x".repeat(1000));
+            kv.put(format!("/registry/configmaps/ns{}/cm{i:05}", i % 5), value, None).await.unwrap();
+        }
+        for i in (0..n).step_by(10) {
+            kv.put(format!("/registry/configmaps/ns{}/cm{i:05}", i % 5), "updated", None).await.unwrap();
+        }
+        for i in (5..n).step_by(10) {
+            kv.delete(format!("/registry/configmaps/ns{}/cm{i:05}", i % 5), None).await.unwrap();
+        }
+    }
+
+    /// A snapshot streamed directly, as `etcdctl snapshot save` does: to the end of the stream.
+    pub async fn snapshot(&self) -> Vec<u8> {
+        let mut client = self.client.clone();
+        let mut stream = client.snapshot().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = stream.message().await.unwrap() {
+            out.extend_from_slice(m.blob());
+        }
+        out
+    }
+}
+
+pub struct S3 {
+    _container: ContainerAsync<GenericImage>,
+    pub endpoint: String,
+    filer: u16,
+}
+
+impl S3 {
+    pub async fn start() -> S3 {
+        let container = image("S3_IMAGE", "chrislusf/seaweedfs:4.48")
+            .with_entrypoint("/usr/bin/weed")
+            .with_exposed_port(8333.tcp())
+            .with_exposed_port(8888.tcp())
+            .with_cmd(["mini", "-dir=/data", "-s3.port=8333", "-master.telemetry=false"])
+            .with_env_var("AWS_ACCESS_KEY_ID", ACCESS)
+            .with_env_var("AWS_SECRET_ACCESS_KEY", SECRET)
+            .start()
+            .await
+            .expect("starting SeaweedFS (run tests/images/build.sh where no registry is reachable)");
+        let endpoint = format!("http://127.0.0.1:{}", container.get_host_port_ipv4(8333).await.unwrap());
+        let filer = container.get_host_port_ipv4(8888).await.unwrap();
+        let s3 = S3 { _container: container, endpoint, filer };
+        // It takes a few seconds to start: wait until the filer and the S3 gateway both answer.
+        for _ in 0..120 {
+            if s3.http("GET", "/buckets/").await.is_some_and(|(status, _, _)| status == 200)
+                && s3.client("probe").list_with_delimiter(None).await.is_err_and(|e| e.to_string().contains("NoSuchBucket"))
+            {
+                return s3;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("SeaweedFS did not start");
+    }
+
+    pub fn client(&self, bucket: &str) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS)
+            .with_secret_access_key(SECRET)
+            .build()
+            .unwrap()
+    }
+
+    /// Buckets are directories under /buckets in SeaweedFS's filer.
+    pub async fn create_bucket(&self, name: &str) {
+        let (status, _, body) = self.http("POST", &format!("/buckets/{name}/")).await.unwrap();
+        assert_eq!(status, 201, "creating bucket {name}: {}", String::from_utf8_lossy(&body));
+    }
+
+    pub async fn put(&self, bucket: &str, key: &str, body: &'static [u8]) {
+        self.client(bucket).put(&key.into(), PutPayload::from_static(body)).await.unwrap();
+    }
+
+    pub async fn list(&self, bucket: &str) -> Vec<String> {
+        let c = self.client(bucket);
+        let objects: Vec<_> = c.list(None).try_collect().await.unwrap();
+        objects.into_iter().map(|o| o.location.to_string()).collect()
+    }
+
+    /// The object's bytes and its headers (lowercased names), as the S3 gateway stores them.
+    pub async fn get(&self, bucket: &str, key: &str) -> (Vec<u8>, Vec<(String, String)>) {
+        let (status, headers, body) = self.http("GET", &format!("/buckets/{bucket}/{key}")).await.unwrap();
+        assert_eq!(status, 200);
+        (body, headers)
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted: SeaweedFS keeps each as a
+    /// directory under the bucket's `.uploads`.
+    pub async fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        let (status, _, body) = self.http("GET", &format!("/buckets/{bucket}/.uploads/")).await.unwrap();
+        if status == 404 {
+            return vec![];
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["Entries"].as_array().map(|a| a.iter().map(|e| e["FullPath"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    }
+
+    /// A minimal HTTP/1.0 request to the filer (no chunking, the connection ends the body).
+    async fn http(&self, method: &str, path: &str) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.filer)).await.ok()?;
+        let req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.ok()?;
+        let split = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&resp[..split]).to_string();
+        let mut lines = head.lines();
+        let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+        Some((status, headers, resp[split + 4..].to_vec()))
+    }
+}
+
+/// The binary, set up to back up `endpoints` into `bucket` with the rig's PKI and credentials.
+pub fn backup_cmd(pki: &Pki, endpoints: &str, s3: &S3, bucket: &str) -> tokio::process::Command {
+    let mut c = crate::cli::bin();
+    c.arg("backup")
+        .env("ETCD_ENDPOINTS", endpoints)
+        .env("ETCD_CACERT", pki.path("ca.crt"))
+        .env("ETCD_CERT", pki.path("client.crt"))
+        .env("ETCD_KEY", pki.path("client.key"))
+        .env("ETCD_DIAL_TIMEOUT", "3s")
+        .env("BACKUP_BUCKET", bucket)
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("BACKUP_TMP_DIR", std::env::temp_dir());
+    tokio::process::Command::from(c)
+}
+
+pub fn temp_file(bytes: &[u8]) -> std::fs::File {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(bytes).unwrap();
+    f
+}
+
+/// Runs the real `etcdutl snapshot restore` on `snapshot` in a container of the etcd image,
+/// without `--skip-hash-check`: it must exit 0.
+pub async fn etcdutl_restore(snapshot: &[u8]) {
+    etcd_image()
+        .with_entrypoint("/usr/local/bin/etcdutl")
+        .with_wait_for(WaitFor::exit(ExitWaitStrategy::new().with_exit_code(0)))
+        .with_cmd(["snapshot", "restore", "/tmp/snapshot.db", "--data-dir", "/tmp/restored"])
+        .with_copy_to("/tmp/snapshot.db", snapshot.to_vec())
+        .start()
+        .await
+        .expect("etcdutl snapshot restore failed on the backup");
+}
