@@ -456,6 +456,9 @@ impl fmt::Display for At {
 /// Called for each leaf element: (db, where, key, element flags, value).
 type LeafFn<'v, 'f> = dyn FnMut(&mut Db<'f>, At, &[u8], u32, &[u8]) -> Result<(), Corruption> + 'v;
 
+/// Called for each leaf element of one page: (where, key, element flags, value).
+type ElementFn<'v> = dyn FnMut(At, &[u8], u32, &[u8]) -> Result<(), Corruption> + 'v;
+
 fn slice(page: &[u8], elem: usize, pos: usize, len: usize) -> Option<&[u8]> {
     let start = elem.checked_add(pos)?;
     page.get(start..start.checked_add(len)?)
@@ -487,7 +490,7 @@ fn for_each_leaf(
     page: &[u8],
     at: At,
     last: &mut Option<Vec<u8>>,
-    f: &mut dyn FnMut(At, &[u8], u32, &[u8]) -> Result<(), Corruption>,
+    f: &mut ElementFn<'_>,
 ) -> Result<(), Corruption> {
     let count = u16_at(page, 10) as usize;
     check_elements(page, count, at)?;

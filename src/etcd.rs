@@ -105,9 +105,15 @@ fn hex_id(id: u64) -> String {
 /// What an operator should check for a failed connection, from the words of the TLS and
 /// transport errors (tonic gives no typed cause).
 fn hint(why: &str) -> &'static str {
-    if why.contains("invalid peer certificate") || why.contains("UnknownIssuer") || why.contains("BadSignature") {
+    if why.contains("invalid peer certificate")
+        || why.contains("UnknownIssuer")
+        || why.contains("BadSignature")
+    {
         " (etcd's server certificate is not signed by ETCD_CACERT, or does not name this host: check ETCD_CACERT and the endpoint's host)"
-    } else if why.contains("BadCertificate") || why.contains("CertificateRequired") || why.contains("UnknownCA") {
+    } else if why.contains("BadCertificate")
+        || why.contains("CertificateRequired")
+        || why.contains("UnknownCA")
+    {
         " (etcd rejected our client certificate: check that ETCD_CERT and ETCD_KEY are signed by etcd's --trusted-ca-file)"
     } else if why.contains("Connection refused") {
         " (nothing listens there: check the host and port in ETCD_ENDPOINTS)"

@@ -191,7 +191,7 @@ impl Store {
                 _ => listing.skipped.push(name.to_string()),
             }
         }
-        listing.backups.sort_by(|a, b| b.key.cmp(&a.key));
+        listing.backups.sort_by_key(|b| std::cmp::Reverse(b.key));
         Ok(listing)
     }
 
@@ -200,7 +200,10 @@ impl Store {
     pub async fn check(&self) -> Result<(), StoreError> {
         let prefix = self.prefix.trim_end_matches('/');
         let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
-        self.inner.list_with_delimiter(prefix.as_ref()).await.map_err(self.err("listing", self.url.clone()))?;
+        self.inner
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(self.err("listing", self.url.clone()))?;
         Ok(())
     }
 

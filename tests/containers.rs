@@ -20,7 +20,12 @@ async fn backup_round_trip_restores_and_prunes() {
     etcd.load(300).await;
 
     // Backups named by the seed's script, and objects that are not ours, already in the bucket.
-    for name in ["etcd/20200101-000000.db.gz", "etcd/20200102-000000.db.gz", "etcd/notes.txt", "etcd/20200101-000000.db.gz.bak"] {
+    for name in [
+        "etcd/20200101-000000.db.gz",
+        "etcd/20200102-000000.db.gz",
+        "etcd/notes.txt",
+        "etcd/20200101-000000.db.gz.bak",
+    ] {
         s3.put("backups", name, b"old").await;
     }
 
@@ -37,7 +42,10 @@ async fn backup_round_trip_restores_and_prunes() {
     assert!(log.contains("pruned=2"), "{log}");
 
     let names = s3.list("backups").await;
-    let ours: Vec<_> = names.iter().filter(|n| n.ends_with(".db.gz") && !n.contains("2020")).collect();
+    let ours: Vec<_> = names
+        .iter()
+        .filter(|n| n.ends_with(".db.gz") && !n.contains("2020"))
+        .collect();
     assert_eq!(ours.len(), 1, "{names:?}");
     let key = ours[0].clone();
     // Prune removed the seed's old backups and nothing else.
@@ -52,19 +60,33 @@ async fn backup_round_trip_restores_and_prunes() {
     let mut raw = Vec::new();
     dec.read_to_end(&mut raw).unwrap();
     let direct = etcd.snapshot().await;
-    assert_eq!(Sha256::digest(&raw), Sha256::digest(&direct), "backup differs from a direct snapshot");
+    assert_eq!(
+        Sha256::digest(&raw),
+        Sha256::digest(&direct),
+        "backup differs from a direct snapshot"
+    );
     let (db, trailer) = raw.split_at(raw.len() - 32);
     assert_eq!(&Sha256::digest(db)[..], trailer);
 
     // Metadata and storage class.
     let h: HashMap<_, _> = headers.into_iter().collect();
-    assert_eq!(h.get("x-amz-storage-class").map(String::as_str), Some("STANDARD_IA"), "{h:?}");
-    assert_eq!(h["x-amz-meta-snapshot-sha256"], etcd_backup::verify::hex(&Sha256::digest(db)));
+    assert_eq!(
+        h.get("x-amz-storage-class").map(String::as_str),
+        Some("STANDARD_IA"),
+        "{h:?}"
+    );
+    assert_eq!(
+        h["x-amz-meta-snapshot-sha256"],
+        etcd_backup::verify::hex(&Sha256::digest(db))
+    );
     assert_eq!(h["x-amz-meta-compression"], "gzip");
     assert_eq!(h["x-amz-meta-etcd-version"], "3.5.1");
     let status = etcd_backup::verify::walk(&rig::temp_file(&raw), db.len() as u64).unwrap();
     assert_eq!(h["x-amz-meta-etcd-revision"], status.revision.to_string());
-    assert_eq!(h["x-amz-meta-etcd-total-keys"], status.total_key.to_string());
+    assert_eq!(
+        h["x-amz-meta-etcd-total-keys"],
+        status.total_key.to_string()
+    );
     assert!(status.revision > 300, "revision {}", status.revision);
 
     // etcdutl restores the decompressed object as is, hash check included.
@@ -79,16 +101,37 @@ async fn failures_leave_no_object_and_no_open_upload() {
     s3.create_bucket("backups").await;
     let other = Pki::new();
 
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
-        ("etcd unreachable", vec![("ETCD_ENDPOINTS", "https://127.0.0.1:1".into())], "nothing listens there"),
-        ("wrong CA", vec![("ETCD_CACERT", other.path("ca.crt"))], "is not signed by ETCD_CACERT"),
+    // (what, settings that differ, what the message must say)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "etcd unreachable",
+            vec![("ETCD_ENDPOINTS", "https://127.0.0.1:1".into())],
+            "nothing listens there",
+        ),
+        (
+            "wrong CA",
+            vec![("ETCD_CACERT", other.path("ca.crt"))],
+            "is not signed by ETCD_CACERT",
+        ),
         (
             "client cert from another CA",
-            vec![("ETCD_CERT", other.path("client.crt")), ("ETCD_KEY", other.path("client.key"))],
+            vec![
+                ("ETCD_CERT", other.path("client.crt")),
+                ("ETCD_KEY", other.path("client.key")),
+            ],
             "etcd rejected our client certificate",
         ),
-        ("wrong S3 secret", vec![("AWS_SECRET_ACCESS_KEY", "not-the-secret".into())], "check the credentials"),
-        ("missing bucket", vec![("BACKUP_BUCKET", "no-such-bucket".into())], "check that BACKUP_BUCKET names an existing bucket"),
+        (
+            "wrong S3 secret",
+            vec![("AWS_SECRET_ACCESS_KEY", "not-the-secret".into())],
+            "check the credentials",
+        ),
+        (
+            "missing bucket",
+            vec![("BACKUP_BUCKET", "no-such-bucket".into())],
+            "check that BACKUP_BUCKET names an existing bucket",
+        ),
     ];
     for (what, env, want) in cases {
         let mut cmd = rig::backup_cmd(&pki, &etcd.url, &s3, "backups");
@@ -99,9 +142,18 @@ async fn failures_leave_no_object_and_no_open_upload() {
         let log = text(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {log}");
         assert!(log.contains(want), "{what}: expected {want:?} in\n{log}");
-        assert!(!log.contains("not-the-secret") && !log.contains(rig::SECRET), "{what}: secret in output");
-        assert!(s3.list("backups").await.is_empty(), "{what}: an object was left");
-        assert!(s3.open_uploads("backups").await.is_empty(), "{what}: an upload was left open");
+        assert!(
+            !log.contains("not-the-secret") && !log.contains(rig::SECRET),
+            "{what}: secret in output"
+        );
+        assert!(
+            s3.list("backups").await.is_empty(),
+            "{what}: an object was left"
+        );
+        assert!(
+            s3.open_uploads("backups").await.is_empty(),
+            "{what}: an upload was left open"
+        );
     }
 }
 
@@ -111,10 +163,17 @@ async fn fails_over_to_the_next_endpoint() {
     let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
     s3.create_bucket("backups").await;
     let endpoints = format!("https://127.0.0.1:1,{}", etcd.url);
-    let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups").env("BACKUP_COMPRESSION", "zstd").output().await.unwrap();
+    let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups")
+        .env("BACKUP_COMPRESSION", "zstd")
+        .output()
+        .await
+        .unwrap();
     let log = text(&o);
     assert_eq!(o.status.code(), Some(0), "{log}");
-    assert!(log.contains("https://127.0.0.1:1/") && log.contains("endpoint unusable"), "{log}");
+    assert!(
+        log.contains("https://127.0.0.1:1/") && log.contains("endpoint unusable"),
+        "{log}"
+    );
     assert!(log.contains(&format!("at {}", etcd.url)), "{log}");
     let names = s3.list("backups").await;
     assert_eq!(names.len(), 1);

@@ -128,7 +128,8 @@ fn rehashed(body: &[u8]) -> Vec<u8> {
 fn the_walk_catches_structural_damage_behind_a_valid_trailer() {
     let db = read_data("medium.db");
     let body = &db[..db.len() - 32];
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage)> = vec![
         ("meta 0 magic", Box::new(|b| b[16] ^= 1)),
         ("meta 1 checksum", Box::new(|b| b[4096 + 16 + 56] ^= 1)),
         ("zeroed page 3", Box::new(|b| b[3 * 4096..4 * 4096].fill(0))),

@@ -9,7 +9,10 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 use testcontainers::core::wait::ExitWaitStrategy;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -42,7 +45,11 @@ impl Pki {
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, "etcd-ca");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let leaf = |names: Vec<String>, cn: &str, usages: Vec<ExtendedKeyUsagePurpose>| {
             let key = KeyPair::generate().unwrap();
@@ -53,7 +60,11 @@ impl Pki {
             (cert.pem(), key.serialize_pem())
         };
         use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-        let (server, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "etcd-server", vec![ServerAuth, ClientAuth]);
+        let (server, server_key) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            "etcd-server",
+            vec![ServerAuth, ClientAuth],
+        );
         let (client, client_key) = leaf(vec![], "kube-etcd-healthcheck-client", vec![ClientAuth]);
         for (name, pem) in [
             ("ca.crt", ca_cert.pem()),
@@ -113,9 +124,21 @@ impl Etcd {
         let url = format!("https://127.0.0.1:{port}");
         let tls = etcd_client::TlsOptions::new()
             .ca_certificate(etcd_client::Certificate::from_pem(pki.read("ca.crt")))
-            .identity(etcd_client::Identity::from_pem(pki.read("client.crt"), pki.read("client.key")));
-        let client = etcd_client::Client::connect([url.as_str()], Some(etcd_client::ConnectOptions::new().with_tls(tls))).await.unwrap();
-        Etcd { _container: container, url, client }
+            .identity(etcd_client::Identity::from_pem(
+                pki.read("client.crt"),
+                pki.read("client.key"),
+            ));
+        let client = etcd_client::Client::connect(
+            [url.as_str()],
+            Some(etcd_client::ConnectOptions::new().with_tls(tls)),
+        )
+        .await
+        .unwrap();
+        Etcd {
+            _container: container,
+            url,
+            client,
+        }
     }
 
     /// Writes `n` keys with 1 KiB values, overwrites a tenth of them and deletes a tenth, so
@@ -123,14 +146,31 @@ impl Etcd {
     pub async fn load(&self, n: usize) {
         let mut kv = self.client.kv_client();
         for i in 0..n {
-            let value = format!("{{\"kind\":\"ConfigMap\",\"i\":{i},\"data\":\"{}\"}}", "x".repeat(1000));
-            kv.put(format!("/registry/configmaps/ns{}/cm{i:05}", i % 5), value, None).await.unwrap();
+            let value = format!(
+                "{{\"kind\":\"ConfigMap\",\"i\":{i},\"data\":\"{}\"}}",
+                "x".repeat(1000)
+            );
+            kv.put(
+                format!("/registry/configmaps/ns{}/cm{i:05}", i % 5),
+                value,
+                None,
+            )
+            .await
+            .unwrap();
         }
         for i in (0..n).step_by(10) {
-            kv.put(format!("/registry/configmaps/ns{}/cm{i:05}", i % 5), "updated", None).await.unwrap();
+            kv.put(
+                format!("/registry/configmaps/ns{}/cm{i:05}", i % 5),
+                "updated",
+                None,
+            )
+            .await
+            .unwrap();
         }
         for i in (5..n).step_by(10) {
-            kv.delete(format!("/registry/configmaps/ns{}/cm{i:05}", i % 5), None).await.unwrap();
+            kv.delete(format!("/registry/configmaps/ns{}/cm{i:05}", i % 5), None)
+                .await
+                .unwrap();
         }
     }
 
@@ -158,19 +198,40 @@ impl S3 {
             .with_entrypoint("/usr/bin/weed")
             .with_exposed_port(8333.tcp())
             .with_exposed_port(8888.tcp())
-            .with_cmd(["mini", "-dir=/data", "-s3.port=8333", "-master.telemetry=false"])
+            .with_cmd([
+                "mini",
+                "-dir=/data",
+                "-s3.port=8333",
+                "-master.telemetry=false",
+            ])
             .with_env_var("AWS_ACCESS_KEY_ID", ACCESS)
             .with_env_var("AWS_SECRET_ACCESS_KEY", SECRET)
             .start()
             .await
-            .expect("starting SeaweedFS (run tests/images/build.sh where no registry is reachable)");
-        let endpoint = format!("http://127.0.0.1:{}", container.get_host_port_ipv4(8333).await.unwrap());
+            .expect(
+                "starting SeaweedFS (run tests/images/build.sh where no registry is reachable)",
+            );
+        let endpoint = format!(
+            "http://127.0.0.1:{}",
+            container.get_host_port_ipv4(8333).await.unwrap()
+        );
         let filer = container.get_host_port_ipv4(8888).await.unwrap();
-        let s3 = S3 { _container: container, endpoint, filer };
+        let s3 = S3 {
+            _container: container,
+            endpoint,
+            filer,
+        };
         // It takes a few seconds to start: wait until the filer and the S3 gateway both answer.
         for _ in 0..120 {
-            if s3.http("GET", "/buckets/").await.is_some_and(|(status, _, _)| status == 200)
-                && s3.client("probe").list_with_delimiter(None).await.is_err_and(|e| e.to_string().contains("NoSuchBucket"))
+            if s3
+                .http("GET", "/buckets/")
+                .await
+                .is_some_and(|(status, _, _)| status == 200)
+                && s3
+                    .client("probe")
+                    .list_with_delimiter(None)
+                    .await
+                    .is_err_and(|e| e.to_string().contains("NoSuchBucket"))
             {
                 return s3;
             }
@@ -193,23 +254,40 @@ impl S3 {
 
     /// Buckets are directories under /buckets in SeaweedFS's filer.
     pub async fn create_bucket(&self, name: &str) {
-        let (status, _, body) = self.http("POST", &format!("/buckets/{name}/")).await.unwrap();
-        assert_eq!(status, 201, "creating bucket {name}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = self
+            .http("POST", &format!("/buckets/{name}/"))
+            .await
+            .unwrap();
+        assert_eq!(
+            status,
+            201,
+            "creating bucket {name}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
 
     pub async fn put(&self, bucket: &str, key: &str, body: &'static [u8]) {
-        self.client(bucket).put(&key.into(), PutPayload::from_static(body)).await.unwrap();
+        self.client(bucket)
+            .put(&key.into(), PutPayload::from_static(body))
+            .await
+            .unwrap();
     }
 
     pub async fn list(&self, bucket: &str) -> Vec<String> {
         let c = self.client(bucket);
         let objects: Vec<_> = c.list(None).try_collect().await.unwrap();
-        objects.into_iter().map(|o| o.location.to_string()).collect()
+        objects
+            .into_iter()
+            .map(|o| o.location.to_string())
+            .collect()
     }
 
     /// The object's bytes and its headers (lowercased names), as the S3 gateway stores them.
     pub async fn get(&self, bucket: &str, key: &str) -> (Vec<u8>, Vec<(String, String)>) {
-        let (status, headers, body) = self.http("GET", &format!("/buckets/{bucket}/{key}")).await.unwrap();
+        let (status, headers, body) = self
+            .http("GET", &format!("/buckets/{bucket}/{key}"))
+            .await
+            .unwrap();
         assert_eq!(status, 200);
         (body, headers)
     }
@@ -217,17 +295,33 @@ impl S3 {
     /// Multipart uploads begun and neither completed nor aborted: SeaweedFS keeps each as a
     /// directory under the bucket's `.uploads`.
     pub async fn open_uploads(&self, bucket: &str) -> Vec<String> {
-        let (status, _, body) = self.http("GET", &format!("/buckets/{bucket}/.uploads/")).await.unwrap();
+        let (status, _, body) = self
+            .http("GET", &format!("/buckets/{bucket}/.uploads/"))
+            .await
+            .unwrap();
         if status == 404 {
             return vec![];
         }
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        v["Entries"].as_array().map(|a| a.iter().map(|e| e["FullPath"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+        v["Entries"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["FullPath"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A minimal HTTP/1.0 request to the filer (no chunking, the connection ends the body).
-    async fn http(&self, method: &str, path: &str) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.filer)).await.ok()?;
+    async fn http(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.filer))
+            .await
+            .ok()?;
         let req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut resp = Vec::new();
@@ -236,7 +330,10 @@ impl S3 {
         let head = String::from_utf8_lossy(&resp[..split]).to_string();
         let mut lines = head.lines();
         let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
         Some((status, headers, resp[split + 4..].to_vec()))
     }
 }
@@ -270,7 +367,13 @@ pub async fn etcdutl_restore(snapshot: &[u8]) {
     etcd_image()
         .with_entrypoint("/usr/local/bin/etcdutl")
         .with_wait_for(WaitFor::exit(ExitWaitStrategy::new().with_exit_code(0)))
-        .with_cmd(["snapshot", "restore", "/tmp/snapshot.db", "--data-dir", "/tmp/restored"])
+        .with_cmd([
+            "snapshot",
+            "restore",
+            "/tmp/snapshot.db",
+            "--data-dir",
+            "/tmp/restored",
+        ])
         .with_copy_to("/tmp/snapshot.db", snapshot.to_vec())
         .start()
         .await
