@@ -145,12 +145,24 @@ fn verify_reads_gzip_and_zstd_by_magic_not_name() {
 
 #[test]
 fn readme_table_matches_help() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for v in etcd_backup::config::VARS {
         let default = v.default.map(|d| format!("`{d}`")).unwrap_or_default();
         let row = format!("| `{}` |", v.name);
-        let line = readme.lines().find(|l| l.starts_with(&row)).unwrap_or_else(|| panic!("README lacks {}", v.name));
-        assert!(line.contains(&format!("| {default} |")), "README's default for {} differs: {line}", v.name);
-        assert!(line.contains(v.doc), "README's text for {} differs from --help: {line}", v.name);
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("README lacks {}", v.name));
+        assert!(
+            line.contains(&format!("| {default} |")),
+            "README's default for {} differs: {line}",
+            v.name
+        );
+        assert!(
+            line.contains(v.doc),
+            "README's text for {} differs from --help: {line}",
+            v.name
+        );
     }
 }

