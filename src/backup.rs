@@ -348,6 +348,9 @@ pub async fn run(cfg: &BackupConfig, now: DateTime<Utc>) -> anyhow::Result<Summa
     let mut member = etcd::connect(&cfg.etcd).await?;
     let status = member.status.clone();
     tracing::info!("using {status}");
+    if let Some(w) = etcd::quota_warning(&status, cfg.etcd.quota) {
+        tracing::warn!("{w}");
+    }
 
     let need = space_needed(status.db_size, cfg.pipeline.codec);
     let dir: &PathBuf = &cfg.pipeline.tmp_dir;

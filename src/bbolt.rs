@@ -157,10 +157,34 @@ fn parse_meta(buf: &[u8], page: u64, offset: u64) -> Result<Meta, Corruption> {
     Ok(meta)
 }
 
+/// Positional reads: a file on disk, or bytes in memory (tests, the fuzz target).
+pub trait ReadAt {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for std::fs::File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for &[u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).ok().filter(|&o| o <= self.len());
+        match start.and_then(|s| self.get(s..s.checked_add(buf.len())?)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
 /// A bbolt file opened for checking. `len` is the length of the database bytes (a snapshot's
 /// length without its 32-byte trailer).
 pub struct Db<'f> {
-    file: &'f std::fs::File,
+    file: &'f dyn ReadAt,
     len: u64,
     meta: Meta,
     visited: Vec<u64>,
@@ -170,7 +194,7 @@ impl<'f> Db<'f> {
     /// Reads both meta pages. A snapshot's two meta pages are written together and must both be
     /// valid (bbolt itself would fall back to the other one; for a backup, a damaged meta page is
     /// damage). Checks that the file holds every page the meta page counts.
-    pub fn open(file: &'f std::fs::File, len: u64) -> Result<Self, Corruption> {
+    pub fn open(file: &'f dyn ReadAt, len: u64) -> Result<Self, Corruption> {
         let read = |offset: u64, n: usize| -> Result<Vec<u8>, Corruption> {
             let mut buf = vec![0; n];
             let avail = len.saturating_sub(offset).min(n as u64) as usize;

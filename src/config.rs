@@ -81,10 +81,16 @@ pub const VARS: &[Var] = &[
         "Time allowed for the whole snapshot stream.",
     ),
     var(
+        "ETCD_QUOTA_BACKEND_BYTES",
+        &[],
+        Some("2GiB"),
+        "etcd's --quota-backend-bytes; status and backup warn when the DB passes 80% of it.",
+    ),
+    var(
         "BACKUP_BUCKET",
         &[],
         None,
-        "Bucket to store backups in (required by backup, prune).",
+        "Bucket to store backups in (required by backup, prune, list, restore).",
     ),
     var(
         "BACKUP_PREFIX",
@@ -393,6 +399,8 @@ pub struct EtcdConfig {
     pub identity: Option<Identity>,
     pub dial_timeout: Duration,
     pub snapshot_timeout: Duration,
+    /// etcd stops accepting writes when its database reaches this size.
+    pub quota: u64,
 }
 
 /// A PEM file's path and contents, read and checked at start-up.
@@ -541,6 +549,34 @@ impl Env {
         }
     }
 
+    /// What `list` and `restore` need: the store alone.
+    pub fn store(&self) -> Result<StoreConfig, Problems> {
+        let mut r = Reader {
+            env: self,
+            problems: vec![],
+        };
+        self.unknown(&mut r);
+        let store = store(&mut r);
+        match store {
+            Some(store) => r.finish(store),
+            None => Err(Problems(r.problems)),
+        }
+    }
+
+    /// What `status` needs: etcd alone.
+    pub fn etcd(&self) -> Result<EtcdConfig, Problems> {
+        let mut r = Reader {
+            env: self,
+            problems: vec![],
+        };
+        self.unknown(&mut r);
+        let etcd = etcd(&mut r);
+        match etcd {
+            Some(etcd) => r.finish(etcd),
+            None => Err(Problems(r.problems)),
+        }
+    }
+
     /// The scratch directory alone (for `verify` of compressed files).
     pub fn tmp_dir(&self) -> PathBuf {
         let mut r = Reader {
@@ -614,7 +650,13 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     };
     let dial_timeout = r.duration("ETCD_DIAL_TIMEOUT");
     let snapshot_timeout = r.duration("ETCD_SNAPSHOT_TIMEOUT");
+    let quota = r.parse(
+        "ETCD_QUOTA_BACKEND_BYTES",
+        "expected a size such as 2GiB, 8GiB or 8589934592",
+        |v| parse_size(v).filter(|q| *q > 0),
+    );
     (r.problems.len() == before).then(|| EtcdConfig {
+        quota: quota.expect("no problems"),
         endpoints,
         ca: ca.map(|(path, pem)| Pem { path, pem }),
         identity,

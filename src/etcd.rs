@@ -193,6 +193,33 @@ pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
     }
 }
 
+/// The share of the quota above which we warn: etcd refuses writes at the quota (an alarm that
+/// only compaction and defragmentation clear).
+pub const QUOTA_WARN: f64 = 0.8;
+
+/// A warning when the member's database is past 80% of the quota.
+pub fn quota_warning(s: &MemberStatus, quota: u64) -> Option<String> {
+    let used = s.db_size as f64 / quota as f64;
+    (used > QUOTA_WARN).then(|| {
+        format!(
+            "etcd database of member {} is {} bytes, {:.0}% of the {quota}-byte quota (ETCD_QUOTA_BACKEND_BYTES); at 100% etcd refuses writes: compact and defragment, or raise --quota-backend-bytes",
+            s.member_id, s.db_size, used * 100.0
+        )
+    })
+}
+
+/// The status of every endpoint, in order: the member's status or why it did not answer.
+pub async fn status_all(cfg: &EtcdConfig) -> Vec<(String, Result<MemberStatus, String>)> {
+    let probes = cfg.endpoints.iter().map(|e| async move {
+        let r = probe(cfg, e)
+            .await
+            .map(|m| m.status)
+            .map_err(|why| format!("{why}{}", hint(&why)));
+        (e.as_str().trim_end_matches('/').to_string(), r)
+    });
+    futures::future::join_all(probes).await
+}
+
 /// The snapshot stream of one member, as chunks of bytes. It ends when etcd closes the stream,
 /// which is after the message carrying the SHA-256 trailer (stopping at `remaining_bytes == 0`
 /// would drop it).

@@ -12,7 +12,7 @@
 //! 5. [`store`]: upload whole-or-nothing under a [`key::BackupKey`];
 //! 6. [`retention`]: decide, purely, which backups to delete.
 //!
-//! [`backup`] is the only module that knows this order.
+//! [`backup`] is the only module that knows this order; [`restore`] runs the way back.
 
 pub mod backup;
 pub mod bbolt;
@@ -20,6 +20,8 @@ pub mod compress;
 pub mod config;
 pub mod etcd;
 pub mod key;
+pub mod output;
+pub mod restore;
 pub mod retention;
 pub mod store;
 pub mod verify;

@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use etcd_backup::config::{self, Env, LogFormat, Problems};
-use etcd_backup::{backup, compress, store::Store, verify};
+use etcd_backup::restore::{self, RestoreFlags, Which};
+use etcd_backup::{backup, etcd, output, store::Store, verify};
 
 #[derive(Parser)]
 #[command(name = "etcd-backup", version, about = "Streamed, verified etcd snapshots to S3-compatible storage.",
@@ -29,6 +29,40 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List the backups under the prefix, newest first, with what retention would do.
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Download a backup, check it, and write a file ready for `etcdutl snapshot restore`.
+    Restore {
+        /// A backup name (20260529-060000.db.gz, with or without the prefix) or `latest`.
+        #[arg(default_value = "latest")]
+        backup: Which,
+        /// Where to write the snapshot.
+        #[arg(long, short = 'O')]
+        output: PathBuf,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// For the printed etcdutl command: this member's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// For the printed etcdutl command: e.g. cp1=https://10.0.1.10:2380,cp2=...
+        #[arg(long)]
+        initial_cluster: Option<String>,
+        /// For the printed etcdutl command: this member's peer URL.
+        #[arg(long)]
+        initial_advertise_peer_urls: Option<String>,
+        /// For the printed etcdutl command: the new data directory.
+        #[arg(long)]
+        data_dir: Option<String>,
+    },
+    /// Health, member, leader, raft index, revision and DB size of every endpoint.
+    Status {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Check a snapshot file (raw, .gz or .zst): SHA-256 trailer and bbolt walk.
     Verify {
         path: PathBuf,
@@ -37,7 +71,7 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Table,
     Json,
@@ -97,6 +131,11 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    write!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
 async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     match command {
@@ -127,7 +166,7 @@ async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
             let pruned = backup::prune(&store, &cfg.policy, now, None, dry_run).await?;
-            print!("{}", pruned.plan);
+            print(&pruned.plan)?;
             tracing::info!(
                 deleted = pruned.deleted.len(),
                 planned = pruned.plan.delete_count(),
@@ -136,113 +175,119 @@ async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::List { output } => {
+            let cfg = env.prune()?;
+            let store = Store::s3(&cfg.store)?;
+            let listing = store.list().await?;
+            if !listing.skipped.is_empty() {
+                tracing::info!(
+                    skipped = listing.skipped.len(),
+                    "objects under the prefix whose names are not ours were skipped"
+                );
+            }
+            let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
+            let plan = etcd_backup::retention::plan(&keys, &cfg.policy, now, None);
+            let mut meta = Vec::new();
+            for b in &listing.backups {
+                meta.push(store.metadata(&b.key).await?);
+            }
+            let rows = output::list_rows(&cfg.store.prefix, &listing.backups, &meta, &plan);
+            match output {
+                Output::Json => print(format_args!("{}\n", serde_json::to_string(&rows)?))?,
+                Output::Table => print(output::list_table(&rows))?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            backup,
+            output,
+            force,
+            name,
+            initial_cluster,
+            initial_advertise_peer_urls,
+            data_dir,
+        } => {
+            let cfg = env.store()?;
+            let store = Store::s3(&cfg)?;
+            let key = restore::resolve(&store, backup).await?;
+            tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
+            let r = restore::restore(&store, key, &output, force).await?;
+            print(output::verified_table(&r.verified, r.codec))?;
+            let flags = RestoreFlags {
+                name,
+                initial_cluster,
+                initial_advertise_peer_urls,
+                data_dir,
+            };
+            print(format_args!(
+                "\n{} is verified. Next, on each member (see the README's runbook):\n\n{}\n",
+                r.path.display(),
+                restore::etcdutl_command(&r.path, &flags)
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { output } => {
+            let cfg = env.etcd()?;
+            let rows: Vec<_> = etcd::status_all(&cfg)
+                .await
+                .into_iter()
+                .map(|(endpoint, r)| {
+                    let warning = r
+                        .as_ref()
+                        .ok()
+                        .and_then(|s| etcd::quota_warning(s, cfg.quota));
+                    if let Some(w) = &warning {
+                        tracing::warn!("{w}");
+                    }
+                    let (status, error) = match r {
+                        Ok(s) => (Some(s), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    output::EndpointRow {
+                        endpoint,
+                        healthy: status.is_some(),
+                        status,
+                        error,
+                        quota: cfg.quota,
+                        warning,
+                    }
+                })
+                .collect();
+            match output {
+                Output::Json => print(format_args!("{}\n", serde_json::to_string(&rows)?))?,
+                Output::Table => print(output::status_table(&rows))?,
+            }
+            let healthy = rows.iter().filter(|r| r.healthy).count();
+            if healthy == 0 {
+                tracing::error!(
+                    "no endpoint is healthy: check ETCD_ENDPOINTS and the PKI settings"
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { path, output } => {
             let tmp = env.tmp_dir();
+            let shown = path.display().to_string();
             let (codec, result) =
-                tokio::task::spawn_blocking(move || verify_path(&path, &tmp)).await??;
+                tokio::task::spawn_blocking(move || verify::check_path(&path, &tmp))
+                    .await?
+                    .map_err(|e| Usage(format!("cannot read {shown}: {e}")))?;
             match result {
                 Ok(v) => {
-                    print_status(&v, codec, output)?;
+                    match output {
+                        Output::Json => {
+                            print(format_args!("{}\n", output::verified_json(&v, codec)))?
+                        }
+                        Output::Table => print(output::verified_table(&v, codec))?,
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(invalid) => {
-                    tracing::error!("snapshot is not valid: {invalid}");
+                    tracing::error!("{shown} is not a valid snapshot: {invalid}");
                     Ok(ExitCode::from(1))
                 }
             }
         }
     }
-}
-
-/// Opens `path`, decoding it into a scratch file first when it is compressed (the walk needs
-/// random access), and checks it. The outer error is an I/O problem; the inner, the verdict.
-fn verify_path(
-    path: &std::path::Path,
-    tmp: &std::path::Path,
-) -> anyhow::Result<(compress::Codec, Result<verify::Verified, verify::Invalid>)> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Usage(format!("cannot open {}: {e}", path.display())))?;
-    let (codec, mut reader) = compress::decoder(std::io::BufReader::new(file))?;
-    if codec == compress::Codec::None {
-        let mut f = std::fs::File::open(path)?;
-        return Ok((codec, verify::check_file(&mut f)));
-    }
-    let scratch = tempfile::Builder::new()
-        .prefix(".etcd-backup-verify-")
-        .tempfile_in(tmp)
-        .with_context(|| {
-            format!(
-                "creating a scratch file in {} (BACKUP_TMP_DIR)",
-                tmp.display()
-            )
-        })?;
-    let mut trailer = verify::TrailerCheck::default();
-    let mut out = std::io::BufWriter::new(scratch.reopen()?);
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                return Ok((
-                    codec,
-                    Err(verify::Invalid::Io(std::io::Error::new(
-                        e.kind(),
-                        format!("decoding {codec}: {e}"),
-                    ))),
-                ))
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        trailer.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .with_context(|| format!("writing to {} (BACKUP_TMP_DIR)", tmp.display()))?;
-    }
-    out.flush()?;
-    Ok((codec, verify::check_spooled(scratch.as_file(), trailer)))
-}
-
-use std::io::Read;
-
-fn print_status(
-    v: &verify::Verified,
-    codec: compress::Codec,
-    output: Output,
-) -> anyhow::Result<()> {
-    let s = &v.status;
-    let mut out = std::io::stdout().lock();
-    match output {
-        Output::Json => {
-            let mut json = serde_json::to_value(s)?;
-            json["sha256"] = verify::hex(&v.sha256).into();
-            json["compression"] = codec.to_string().into();
-            writeln!(out, "{json}")?;
-        }
-        Output::Table => {
-            let rows = [
-                ("hash", s.hash.to_string()),
-                ("revision", s.revision.to_string()),
-                ("total keys", s.total_key.to_string()),
-                ("total size", s.total_size.to_string()),
-                ("sha256", verify::hex(&v.sha256)),
-                ("compression", codec.to_string()),
-                (
-                    "consistent index",
-                    s.consistent_index
-                        .map(|c| c.to_string())
-                        .unwrap_or("-".into()),
-                ),
-                ("term", s.term.map(|c| c.to_string()).unwrap_or("-".into())),
-                (
-                    "storage version",
-                    s.storage_version.clone().unwrap_or("-".into()),
-                ),
-            ];
-            for (k, v) in rows {
-                writeln!(out, "{k:<17} {v}")?;
-            }
-        }
-    }
-    Ok(())
 }

@@ -151,6 +151,11 @@ impl Store {
         Path::from(format!("{}{key}", self.prefix))
     }
 
+    /// `s3://bucket/prefix`, for messages.
+    pub fn url_prefix(&self) -> &str {
+        &self.url
+    }
+
     /// The full URL of a backup, for messages.
     pub fn url(&self, key: &BackupKey) -> String {
         format!("{}{key}", self.url)

@@ -159,7 +159,7 @@ impl Visitor for StatusVisitor {
 }
 
 /// Walks the database in the first `db_len` bytes of `file` and computes its status.
-pub fn walk(file: &File, db_len: u64) -> Result<Status, Corruption> {
+pub fn walk(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Status, Corruption> {
     let mut db = bbolt::Db::open(file, db_len)?;
     let meta = db.meta();
     let mut v = StatusVisitor::default();
@@ -236,6 +236,44 @@ pub fn check_file(file: &mut File) -> Result<Verified, Invalid> {
         trailer.update(&buf[..n]);
     }
     check_spooled(file, trailer)
+}
+
+/// Checks a snapshot file on disk, raw or compressed (the codec is found by magic bytes). A
+/// compressed file is decoded into a scratch file in `tmp` first, since the walk needs random
+/// access. The outer error is a problem reading the input; the inner, the verdict.
+pub fn check_path(
+    path: &std::path::Path,
+    tmp: &std::path::Path,
+) -> std::io::Result<(crate::compress::Codec, Result<Verified, Invalid>)> {
+    use crate::compress::{self, Codec};
+    use std::io::Write;
+    let (codec, mut reader) = compress::decoder(std::io::BufReader::new(File::open(path)?))?;
+    if codec == Codec::None {
+        drop(reader);
+        return Ok((codec, check_file(&mut File::open(path)?)));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix(".etcd-backup-verify-")
+        .tempfile_in(tmp)?;
+    let mut trailer = TrailerCheck::default();
+    let mut out = std::io::BufWriter::new(scratch.reopen()?);
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let e = std::io::Error::new(e.kind(), format!("decoding {codec}: {e}"));
+                return Ok((codec, Err(Invalid::Io(e))));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        trailer.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    out.flush()?;
+    Ok((codec, check_spooled(scratch.as_file(), trailer)))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ async fn backup_round_trip_restores_and_prunes() {
         "etcd/notes.txt",
         "etcd/20200101-000000.db.gz.bak",
     ] {
-        s3.put("backups", name, b"old").await;
+        s3.put("backups", name, &b"old"[..]).await;
     }
 
     let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
@@ -178,4 +178,172 @@ async fn fails_over_to_the_next_endpoint() {
     let names = s3.list("backups").await;
     assert_eq!(names.len(), 1);
     assert!(names[0].ends_with(".db.zst"));
+}
+
+#[tokio::test]
+async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
+    s3.create_bucket("backups").await;
+
+    // Restoring from an empty bucket is a clear runtime error.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("restored.db");
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["restore", "latest", "--output"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("there are no backups under s3://backups/etcd/"),
+        "{}",
+        text(&o)
+    );
+
+    // Several thousand keys, large values, overwrites and deletes.
+    etcd.load(3000).await;
+    let mut kv = etcd.client().kv_client();
+    for i in 0..20 {
+        kv.put(
+            format!("/registry/secrets/big{i}"),
+            vec![i as u8; 200_000],
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let source = rig::digest(etcd.client()).await;
+    let t = std::time::Instant::now();
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args([
+            "restore",
+            "latest",
+            "--name",
+            "cp1",
+            "--initial-advertise-peer-urls",
+            "https://10.0.1.10:2380",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("--initial-cluster cp1=https://10.0.1.10:2380"),
+        "{log}"
+    );
+    assert!(!dir.path().join("restored.db.part").exists());
+    let restored = std::fs::read(&out).unwrap();
+
+    let volume = format!("etcd-backup-test-{}", std::process::id());
+    let (_new_etcd, client) = rig::etcd_from_snapshot(&restored, &volume).await;
+    let copy = rig::digest(&client).await;
+    eprintln!(
+        "backup, restore, etcdutl restore and a new etcd took {:.1}s for {} keys",
+        t.elapsed().as_secs_f64(),
+        source.1
+    );
+    rig::remove_volume(&volume);
+    assert_eq!(
+        copy, source,
+        "restored etcd differs from the source (revision, key count, digest)"
+    );
+
+    // Refuses to overwrite without --force; a named backup restores too.
+    let name = s3.list("backups").await.pop().unwrap();
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["restore", &name, "--output"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("refusing to overwrite"), "{}", text(&o));
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["restore", &name, "--force", "--output"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), restored);
+
+    // A corrupted object is rejected and no file is written.
+    let (mut stored, _) = s3.get("backups", &name).await;
+    let mid = stored.len() / 2;
+    stored[mid] ^= 0x20;
+    s3.put("backups", "etcd/20200101-000000.db.gz", stored)
+        .await;
+    let bad = dir.path().join("bad.db");
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["restore", "20200101-000000.db.gz", "--output"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!bad.exists() && !dir.path().join("bad.db.part").exists());
+
+    // `list` shows both, newest first, with metadata where we wrote it.
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["list", "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(rows[0]["key"], name.as_str());
+    assert_eq!(rows[0]["revision"], source.0);
+    assert_eq!(rows[1]["key"], "etcd/20200101-000000.db.gz");
+}
+
+#[tokio::test]
+async fn status_reports_every_endpoint() {
+    let pki = Pki::new();
+    let etcd = Etcd::start(&pki).await;
+    let both = format!("{},https://127.0.0.1:1", etcd.url);
+    let o = rig::etcd_cmd(&pki, &both)
+        .args(["status", "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["healthy"], true);
+    assert_eq!(rows[0]["version"], "3.5.1");
+    assert_eq!(rows[0]["is_leader"], true);
+    assert_eq!(rows[1]["healthy"], false);
+    assert!(rows[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("nothing listens there"));
+    let o = rig::etcd_cmd(&pki, "https://127.0.0.1:1")
+        .arg("status")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // A tiny quota makes the member "near quota".
+    let o = rig::etcd_cmd(&pki, &etcd.url)
+        .env("ETCD_QUOTA_BACKEND_BYTES", "16KiB")
+        .arg("status")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o).contains("healthy (near quota)") && text(&o).contains("refuses writes"),
+        "{}",
+        text(&o)
+    );
 }

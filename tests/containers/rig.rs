@@ -141,6 +141,10 @@ impl Etcd {
         }
     }
 
+    pub fn client(&self) -> &etcd_client::Client {
+        &self.client
+    }
+
     /// Writes `n` keys with 1 KiB values, overwrites a tenth of them and deletes a tenth, so
     /// that revisions differ from key counts.
     pub async fn load(&self, n: usize) {
@@ -266,9 +270,9 @@ impl S3 {
         );
     }
 
-    pub async fn put(&self, bucket: &str, key: &str, body: &'static [u8]) {
+    pub async fn put(&self, bucket: &str, key: &str, body: impl Into<PutPayload>) {
         self.client(bucket)
-            .put(&key.into(), PutPayload::from_static(body))
+            .put(&key.into(), body.into())
             .await
             .unwrap();
     }
@@ -338,27 +342,136 @@ impl S3 {
     }
 }
 
-/// The binary, set up to back up `endpoints` into `bucket` with the rig's PKI and credentials.
+/// The binary running `backup` of `endpoints` into `bucket` with the rig's PKI and credentials.
 pub fn backup_cmd(pki: &Pki, endpoints: &str, s3: &S3, bucket: &str) -> tokio::process::Command {
+    let mut c = cmd(pki, endpoints, s3, bucket);
+    c.arg("backup");
+    c
+}
+
+/// The binary with the rig's etcd settings; the caller adds the subcommand.
+pub fn etcd_cmd(pki: &Pki, endpoints: &str) -> tokio::process::Command {
     let mut c = crate::cli::bin();
-    c.arg("backup")
-        .env("ETCD_ENDPOINTS", endpoints)
+    c.env("ETCD_ENDPOINTS", endpoints)
         .env("ETCD_CACERT", pki.path("ca.crt"))
         .env("ETCD_CERT", pki.path("client.crt"))
         .env("ETCD_KEY", pki.path("client.key"))
         .env("ETCD_DIAL_TIMEOUT", "3s")
-        .env("BACKUP_BUCKET", bucket)
-        .env("AWS_ENDPOINT_URL", &s3.endpoint)
-        .env("AWS_ACCESS_KEY_ID", ACCESS)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("BACKUP_TMP_DIR", std::env::temp_dir());
     tokio::process::Command::from(c)
+}
+
+/// The binary with the rig's etcd and S3 settings; the caller adds the subcommand.
+pub fn cmd(pki: &Pki, endpoints: &str, s3: &S3, bucket: &str) -> tokio::process::Command {
+    let mut c = etcd_cmd(pki, endpoints);
+    c.env("BACKUP_BUCKET", bucket)
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET);
+    c
 }
 
 pub fn temp_file(bytes: &[u8]) -> std::fs::File {
     let mut f = tempfile::tempfile().unwrap();
     f.write_all(bytes).unwrap();
     f
+}
+
+/// Restores `snapshot` with the real etcdutl into a Docker volume, starts etcd on it (plain
+/// http), and returns the container and a client.
+pub async fn etcd_from_snapshot(
+    snapshot: &[u8],
+    volume: &str,
+) -> (ContainerAsync<GenericImage>, etcd_client::Client) {
+    use testcontainers::core::Mount;
+    let peer = "http://127.0.0.1:2380";
+    etcd_image()
+        .with_entrypoint("/usr/local/bin/etcdutl")
+        .with_wait_for(WaitFor::exit(ExitWaitStrategy::new().with_exit_code(0)))
+        .with_mount(Mount::volume_mount(volume, "/restore"))
+        .with_cmd([
+            "snapshot",
+            "restore",
+            "/tmp/snapshot.db",
+            "--name",
+            "restored",
+            "--initial-cluster",
+            &format!("restored={peer}"),
+            "--initial-advertise-peer-urls",
+            peer,
+            "--data-dir",
+            "/restore/data",
+        ])
+        .with_copy_to("/tmp/snapshot.db", snapshot.to_vec())
+        .start()
+        .await
+        .expect("etcdutl snapshot restore failed");
+    let etcd = etcd_image()
+        .with_entrypoint("/usr/local/bin/etcd")
+        .with_exposed_port(2379.tcp())
+        .with_wait_for(WaitFor::message_on_stderr("ready to serve client requests"))
+        .with_mount(Mount::volume_mount(volume, "/restore"))
+        .with_cmd([
+            "--name=restored",
+            "--data-dir=/restore/data",
+            "--listen-client-urls=http://0.0.0.0:2379",
+            "--advertise-client-urls=http://127.0.0.1:2379",
+            "--listen-peer-urls=http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--initial-cluster=restored=http://127.0.0.1:2380",
+        ])
+        .start()
+        .await
+        .expect("etcd did not start on the restored data");
+    let url = format!(
+        "http://127.0.0.1:{}",
+        etcd.get_host_port_ipv4(2379).await.unwrap()
+    );
+    let client = etcd_client::Client::connect([url], None).await.unwrap();
+    (etcd, client)
+}
+
+/// Every key with its value and revisions, and the store revision: what a restore must keep.
+/// Read in pages at one revision (a single response is capped at 4 MiB).
+pub async fn digest(client: &etcd_client::Client) -> (i64, usize, Vec<u8>) {
+    use sha2::Digest;
+    let mut kv = client.kv_client();
+    let mut h = sha2::Sha256::new();
+    let (mut from, mut revision, mut count) = (vec![0u8], 0, 0);
+    loop {
+        let mut opts = etcd_client::GetOptions::new()
+            .with_from_key()
+            .with_limit(200);
+        if revision != 0 {
+            opts = opts.with_revision(revision);
+        }
+        let r = kv.get(from.clone(), Some(opts)).await.unwrap();
+        if revision == 0 {
+            revision = r.header().unwrap().revision();
+        }
+        for kv in r.kvs() {
+            h.update(kv.key());
+            h.update(kv.value());
+            h.update(kv.create_revision().to_le_bytes());
+            h.update(kv.mod_revision().to_le_bytes());
+            h.update(kv.version().to_le_bytes());
+        }
+        count += r.kvs().len();
+        match r.kvs().last() {
+            Some(last) if r.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    (revision, count, h.finalize().to_vec())
+}
+
+pub fn remove_volume(name: &str) {
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", "-f", name])
+        .output();
 }
 
 /// Runs the real `etcdutl snapshot restore` on `snapshot` in a container of the etcd image,

@@ -1,0 +1,211 @@
+//! What the commands print on stdout: tables for people, JSON for scripts. Logs go to stderr.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::compress::Codec;
+use crate::etcd::MemberStatus;
+use crate::retention::Plan;
+use crate::store::Listed;
+use crate::verify::{hex, Verified};
+
+/// Pads columns to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+    out
+}
+
+pub fn verified_json(v: &Verified, codec: Codec) -> serde_json::Value {
+    let mut json = serde_json::to_value(&v.status).expect("serializable");
+    json["sha256"] = hex(&v.sha256).into();
+    json["compression"] = codec.to_string().into();
+    json
+}
+
+pub fn verified_table(v: &Verified, codec: Codec) -> String {
+    let s = &v.status;
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+    let rows = [
+        ("hash", s.hash.to_string()),
+        ("revision", s.revision.to_string()),
+        ("total keys", s.total_key.to_string()),
+        ("total size", s.total_size.to_string()),
+        ("sha256", hex(&v.sha256)),
+        ("compression", codec.to_string()),
+        (
+            "consistent index",
+            opt(s.consistent_index.map(|c| c.to_string())),
+        ),
+        ("term", opt(s.term.map(|c| c.to_string()))),
+        ("storage version", opt(s.storage_version.clone())),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<17} {v}\n")).collect()
+}
+
+/// One backup in `list`: the listing, its metadata, and what retention would do with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListRow {
+    pub key: String,
+    pub time: String,
+    pub stored_bytes: u64,
+    pub raw_bytes: Option<u64>,
+    pub revision: Option<i64>,
+    pub compression: String,
+    pub keep: bool,
+    pub reason: String,
+}
+
+pub fn list_rows(
+    prefix: &str,
+    backups: &[Listed],
+    meta: &[Vec<(String, String)>],
+    plan: &Plan,
+) -> Vec<ListRow> {
+    backups
+        .iter()
+        .zip(meta)
+        .map(|(b, m)| {
+            let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let d = plan.decisions.iter().find(|d| d.key == b.key);
+            ListRow {
+                key: format!("{prefix}{}", b.key),
+                time: b.key.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                stored_bytes: b.size,
+                raw_bytes: get("snapshot-size").and_then(|v| v.parse().ok()),
+                revision: get("etcd-revision").and_then(|v| v.parse().ok()),
+                compression: get("compression").unwrap_or_else(|| b.key.codec.to_string()),
+                keep: d.is_none_or(|d| d.keep),
+                reason: d.map(|d| d.reason.to_string()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+pub fn list_table(rows: &[ListRow]) -> String {
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.key.clone(),
+                r.time.clone(),
+                r.stored_bytes.to_string(),
+                opt(r.raw_bytes.map(|v| v.to_string())),
+                opt(r.revision.map(|v| v.to_string())),
+                r.compression.clone(),
+                format!("{}: {}", if r.keep { "keep" } else { "delete" }, r.reason),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "KEY",
+            "TIME",
+            "STORED",
+            "RAW",
+            "REVISION",
+            "CODEC",
+            "RETENTION",
+        ],
+        &cells,
+    )
+}
+
+/// One endpoint in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointRow {
+    pub endpoint: String,
+    pub healthy: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub status: Option<MemberStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub quota: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+pub fn status_table(rows: &[EndpointRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| match &r.status {
+            Some(s) => vec![
+                r.endpoint.clone(),
+                if r.warning.is_some() {
+                    "healthy (near quota)".into()
+                } else {
+                    "healthy".into()
+                },
+                s.member_id.clone(),
+                if s.is_leader {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                s.version.clone(),
+                s.raft_index.to_string(),
+                s.raft_term.to_string(),
+                s.revision.to_string(),
+                s.db_size.to_string(),
+                s.db_size_in_use.to_string(),
+                format!("{:.0}%", s.db_size as f64 * 100.0 / r.quota as f64),
+            ],
+            None => vec![
+                r.endpoint.clone(),
+                format!("unhealthy: {}", r.error.as_deref().unwrap_or("?")),
+            ],
+        })
+        .collect();
+    table(
+        &[
+            "ENDPOINT",
+            "HEALTH",
+            "MEMBER",
+            "LEADER",
+            "VERSION",
+            "RAFT INDEX",
+            "TERM",
+            "REVISION",
+            "DB SIZE",
+            "IN USE",
+            "QUOTA",
+        ],
+        &cells,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xxxx".into(), "y".into()],
+                vec!["z".into(), "w".into()],
+            ],
+        );
+        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
+    }
+}
