@@ -1,5 +1,5 @@
 # Tasks for etcd-backup. `make` alone lists them.
-.PHONY: help setup images demo test lint build bench
+.PHONY: help setup images demo test cargo-test image-test checks lint build bench fuzz manifests
 .DEFAULT_GOAL := help
 
 help: ## List the tasks
@@ -14,8 +14,19 @@ images: ## Build the test rig's etcd and SeaweedFS images locally (no registry n
 demo: setup images ## Back up a local etcd into a local S3 server, both started here
 	bash scripts/demo.sh
 
-test: setup images ## Run every test: unit, golden files, binary, containers
+test: checks image-test cargo-test ## Every test: cargo tests, the runtime image in Docker, manifests and packaging checks
+
+cargo-test: setup images ## Unit, golden-file, binary and container tests
 	cargo test --locked
+
+image-test: setup images ## Build the static runtime image and run backup/list/restore/verify from it
+	bash tests/image.sh
+
+checks: ## Kustomize overlays render and validate, install.yaml is fresh, Containerfile lints, flake parses
+	bash .ci/checks.sh
+
+manifests: ## Re-render manifests/install.yaml
+	bash scripts/render-manifests.sh
 
 lint: setup ## rustfmt and clippy, as CI runs them
 	cargo fmt --check
@@ -23,3 +34,9 @@ lint: setup ## rustfmt and clippy, as CI runs them
 
 build: setup ## Release build of the binary
 	cargo build --locked --release
+
+bench: setup images ## etcd-backup vs etcdctl/etcdutl on a 1 GiB etcd (bench/backup.sh)
+	bash bench/backup.sh
+
+fuzz: ## Fuzz the bbolt walker for 5 minutes (fuzz/run.sh)
+	bash fuzz/run.sh
