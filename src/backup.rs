@@ -78,7 +78,7 @@ where
     };
     let raw_out = raw.reopen()?;
     let stored_out = stored.as_ref().map(|f| f.reopen()).transpose()?;
-    let (codec, level, dir) = (cfg.codec, cfg.level, cfg.tmp_dir.clone());
+    let (codec, level, threads, dir) = (cfg.codec, cfg.level, cfg.threads, cfg.tmp_dir.clone());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
 
     let worker =
@@ -90,6 +90,7 @@ where
                 Some(f) => Some(Encoder::new(
                     codec,
                     level,
+                    threads,
                     CountingWriter::new(BufWriter::with_capacity(SPOOL_BUFFER, f)),
                 )?),
                 None => None,

@@ -85,19 +85,28 @@ impl FromStr for Codec {
 /// A streaming encoder that writes into `W`.
 pub enum Encoder<W: Write> {
     Gzip(flate2::write::GzEncoder<W>),
+    ParallelGzip(crate::pgzip::ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
 
-impl<W: Write> Encoder<W> {
-    pub fn new(codec: Codec, level: u32, inner: W) -> io::Result<Self> {
+impl<W: Write + Send + 'static> Encoder<W> {
+    /// An encoder on `threads` threads (gzip: independent members, as pigz writes them; zstd:
+    /// its multithreaded mode). One thread means the plain single-stream encoders.
+    pub fn new(codec: Codec, level: u32, threads: usize, inner: W) -> io::Result<Self> {
         Ok(match codec {
+            Codec::Gzip if threads > 1 => {
+                Encoder::ParallelGzip(crate::pgzip::ParallelGzip::new(inner, level, threads))
+            }
             Codec::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
                 inner,
                 flate2::Compression::new(level),
             )),
             Codec::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, level as i32)?;
+                if threads > 1 {
+                    enc.multithread(threads as u32)?;
+                }
                 // The checksum lets `zstd -t` and our decoder catch corruption by themselves.
                 enc.include_checksum(true)?;
                 Encoder::Zstd(enc)
@@ -110,16 +119,18 @@ impl<W: Write> Encoder<W> {
     pub fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Gzip(e) => e.finish(),
+            Encoder::ParallelGzip(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
             Encoder::None(w) => Ok(w),
         }
     }
 }
 
-impl<W: Write> Write for Encoder<W> {
+impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::Gzip(e) => e.write(buf),
+            Encoder::ParallelGzip(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
             Encoder::None(w) => w.write(buf),
         }
@@ -127,6 +138,7 @@ impl<W: Write> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Gzip(e) => e.flush(),
+            Encoder::ParallelGzip(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
             Encoder::None(w) => w.flush(),
         }
@@ -163,7 +175,7 @@ mod tests {
     fn every_codec_round_trips_and_is_sniffed() {
         let data = sample();
         for codec in Codec::ALL {
-            let mut enc = Encoder::new(codec, codec.default_level(), Vec::new()).unwrap();
+            let mut enc = Encoder::new(codec, codec.default_level(), 2, Vec::new()).unwrap();
             enc.write_all(&data).unwrap();
             let stored = enc.finish().unwrap();
             let (found, mut dec) = decoder(io::Cursor::new(stored)).unwrap();
@@ -178,7 +190,7 @@ mod tests {
     fn concatenated_gzip_members_decode_whole() {
         let mut stored = Vec::new();
         for part in [&b"hello "[..], b"world"] {
-            let mut enc = Encoder::new(Codec::Gzip, 6, Vec::new()).unwrap();
+            let mut enc = Encoder::new(Codec::Gzip, 6, 1, Vec::new()).unwrap();
             enc.write_all(part).unwrap();
             stored.extend(enc.finish().unwrap());
         }
@@ -190,7 +202,7 @@ mod tests {
 
     #[test]
     fn truncated_gzip_is_an_error_not_a_short_read() {
-        let mut enc = Encoder::new(Codec::Gzip, 6, Vec::new()).unwrap();
+        let mut enc = Encoder::new(Codec::Gzip, 6, 1, Vec::new()).unwrap();
         enc.write_all(&sample()).unwrap();
         let mut stored = enc.finish().unwrap();
         stored.truncate(stored.len() / 2);

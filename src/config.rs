@@ -147,6 +147,12 @@ pub const VARS: &[Var] = &[
         "Parts uploaded at once, 1-64.",
     ),
     var(
+        "BACKUP_COMPRESSION_THREADS",
+        &[],
+        None,
+        "Compression threads, 1-64 (default: the CPUs available to the process).",
+    ),
+    var(
         "BACKUP_LOG_FORMAT",
         &[],
         Some("text"),
@@ -447,6 +453,8 @@ pub struct PipelineConfig {
     pub tmp_dir: PathBuf,
     pub part_size: usize,
     pub concurrency: usize,
+    /// Compression threads.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -809,7 +817,15 @@ fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
         "expected a whole number from 1 to 64",
         |v| v.parse::<usize>().ok().filter(|n| (1..=64).contains(n)),
     );
+    let threads = r
+        .parse(
+            "BACKUP_COMPRESSION_THREADS",
+            "expected a whole number from 1 to 64",
+            |v| v.parse::<usize>().ok().filter(|n| (1..=64).contains(n)),
+        )
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(64)));
     (r.problems.len() == before).then(|| PipelineConfig {
+        threads,
         codec: codec.expect("no problems"),
         level: level.expect("no problems"),
         tmp_dir,

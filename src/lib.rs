@@ -21,6 +21,7 @@ pub mod config;
 pub mod etcd;
 pub mod key;
 pub mod output;
+pub mod pgzip;
 pub mod restore;
 pub mod retention;
 pub mod store;

@@ -126,7 +126,8 @@ fn verify_reads_gzip_and_zstd_by_magic_not_name() {
         etcd_backup::compress::Codec::Zstd,
     ] {
         let mut enc =
-            etcd_backup::compress::Encoder::new(codec, codec.default_level(), Vec::new()).unwrap();
+            etcd_backup::compress::Encoder::new(codec, codec.default_level(), 2, Vec::new())
+                .unwrap();
         enc.write_all(&raw).unwrap();
         let path = dir.path().join("renamed.bin");
         std::fs::write(&path, enc.finish().unwrap()).unwrap();

@@ -23,6 +23,7 @@ fn cfg(codec: Codec, tmp: &std::path::Path) -> PipelineConfig {
         level: codec.default_level(),
         tmp_dir: tmp.to_path_buf(),
         part_size: 5 << 20,
+        threads: 2,
         concurrency: 2,
     }
 }
