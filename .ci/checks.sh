@@ -18,7 +18,4 @@ bash scripts/render-manifests.sh
 git diff --exit-code -- manifests/ || { echo "manifests/install.yaml is stale: run scripts/render-manifests.sh" >&2; exit 1; }
 "$venv/bin/hadolint" --ignore DL3008 --ignore DL3013 Containerfile
 echo "Containerfile: hadolint clean (DL3008/DL3013, unpinned apt and pip versions in the builder stage, ignored)"
-if ! command -v nix-instantiate >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin >/dev/null
-fi
 nix-instantiate --parse flake.nix >/dev/null && echo "flake.nix: parses"
