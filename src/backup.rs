@@ -119,7 +119,8 @@ where
                 }
                 None => trailer.len(),
             };
-            Ok((trailer.clone(), trailer.len(), stored_len))
+            let raw_len = trailer.len();
+            Ok((trailer, raw_len, stored_len))
         });
 
     let feed = async {

@@ -7,7 +7,7 @@
 //! so memory does not grow with the backup.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -17,7 +17,7 @@ use futures::StreamExt;
 use crate::compress::{self, Codec};
 use crate::key::BackupKey;
 use crate::store::Store;
-use crate::verify::{self, TrailerCheck, Verified};
+use crate::verify::{self, Verified};
 
 /// Which backup to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,23 +137,13 @@ pub async fn restore(
             };
             let (codec, mut decoded) =
                 compress::decoder(BufReader::with_capacity(1 << 20, reader))?;
-            let mut trailer = TrailerCheck::default();
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            let mut buf = vec![0; 1 << 20];
-            loop {
-                let n = match decoded.read(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        return Err(anyhow!("downloading or decoding the backup ({codec}): {e}"))
-                    }
-                };
-                if n == 0 {
-                    break;
+            let trailer = verify::copy_hashed(&mut decoded, &mut out).map_err(|e| match e {
+                verify::Copy::Read(e) => {
+                    anyhow!("downloading or decoding the backup ({codec}): {e}")
                 }
-                trailer.update(&buf[..n]);
-                out.write_all(&buf[..n])
-                    .with_context(|| format!("writing {}", part_path.display()))?;
-            }
+                verify::Copy::Write(e) => anyhow!("writing {}: {e}", part_path.display()),
+            })?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()
                 .with_context(|| format!("syncing {}", part_path.display()))?;

@@ -226,16 +226,32 @@ pub fn check_spooled(file: &File, trailer: TrailerCheck) -> Result<Verified, Inv
 
 /// Checks a raw snapshot file on disk: hashes it, then walks it.
 pub fn check_file(file: &mut File) -> Result<Verified, Invalid> {
+    let trailer = copy_hashed(file, &mut std::io::sink()).map_err(|e| match e {
+        Copy::Read(e) | Copy::Write(e) => Invalid::Io(e),
+    })?;
+    check_spooled(file, trailer)
+}
+
+/// Which side of a copy failed: the source (a truncated download, corrupt compressed data) or
+/// the destination (a full disk).
+#[derive(Debug)]
+pub enum Copy {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copies `from` to `to` in 1 MiB reads, hashing for the trailer check on the way.
+pub fn copy_hashed(from: &mut dyn Read, to: &mut dyn std::io::Write) -> Result<TrailerCheck, Copy> {
     let mut trailer = TrailerCheck::default();
     let mut buf = vec![0; 1 << 20];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = from.read(&mut buf).map_err(Copy::Read)?;
         if n == 0 {
-            break;
+            return Ok(trailer);
         }
         trailer.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
     }
-    check_spooled(file, trailer)
 }
 
 /// Checks a snapshot file on disk, raw or compressed (the codec is found by magic bytes). A
@@ -255,23 +271,15 @@ pub fn check_path(
     let scratch = tempfile::Builder::new()
         .prefix(".etcd-backup-verify-")
         .tempfile_in(tmp)?;
-    let mut trailer = TrailerCheck::default();
     let mut out = std::io::BufWriter::new(scratch.reopen()?);
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                let e = std::io::Error::new(e.kind(), format!("decoding {codec}: {e}"));
-                return Ok((codec, Err(Invalid::Io(e))));
-            }
-        };
-        if n == 0 {
-            break;
+    let trailer = match copy_hashed(&mut reader, &mut out) {
+        Ok(t) => t,
+        Err(Copy::Read(e)) => {
+            let e = std::io::Error::new(e.kind(), format!("decoding {codec}: {e}"));
+            return Ok((codec, Err(Invalid::Io(e))));
         }
-        trailer.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-    }
+        Err(Copy::Write(e)) => return Err(e),
+    };
     out.flush()?;
     Ok((codec, check_spooled(scratch.as_file(), trailer)))
 }
