@@ -31,6 +31,7 @@ use crate::config::{BackupConfig, PipelineConfig};
 use crate::etcd::{self, MemberStatus, Snapshot};
 use crate::key::BackupKey;
 use crate::retention::{self, Policy};
+use crate::shutdown::Shutdown;
 use crate::store::{Metadata, Store};
 use crate::verify::{self, hex, TrailerCheck, Verified};
 
@@ -65,7 +66,7 @@ fn scratch(dir: &Path, suffix: &str) -> anyhow::Result<NamedTempFile> {
 pub async fn spool<S, E>(
     source: S,
     cfg: &PipelineConfig,
-    timeout: Duration,
+    limits: &Limits,
 ) -> anyhow::Result<Spooled>
 where
     S: Stream<Item = Result<Bytes, E>>,
@@ -125,7 +126,21 @@ where
 
     let feed = async {
         futures::pin_mut!(source);
-        while let Some(chunk) = source.next().await {
+        loop {
+            let next = tokio::select! {
+                biased;
+                i = limits.shutdown.requested() => return Err(i.into()),
+                next = tokio::time::timeout(limits.stall, source.next()) => next,
+            };
+            let Some(chunk) = next.map_err(|_| {
+                anyhow!(
+                    "the snapshot stream sent nothing for {} (ETCD_SNAPSHOT_STALL_TIMEOUT); check etcd's load and the network",
+                    humantime::format_duration(limits.stall)
+                )
+            })?
+            else {
+                break;
+            };
             let chunk = chunk.map_err(Into::into)?;
             if tx.send(chunk).await.is_err() {
                 // The worker stopped early; its error is the one to report.
@@ -134,11 +149,11 @@ where
         }
         Ok::<_, anyhow::Error>(())
     };
-    let fed = match tokio::time::timeout(timeout, feed).await {
+    let fed = match tokio::time::timeout(limits.total, feed).await {
         Ok(r) => r,
         Err(_) => Err(anyhow!(
             "the snapshot did not finish within ETCD_SNAPSHOT_TIMEOUT={}; raise it for a large database",
-            humantime::format_duration(timeout)
+            humantime::format_duration(limits.total)
         )),
     };
     drop(tx);
@@ -153,6 +168,14 @@ where
         raw_len,
         stored_len,
     })
+}
+
+/// How long a snapshot stream may take in all and stay silent, and what stops it early.
+#[derive(Clone)]
+pub struct Limits {
+    pub total: Duration,
+    pub stall: Duration,
+    pub shutdown: Shutdown,
 }
 
 /// A disk error while spooling, named with the setting to change.
@@ -231,7 +254,7 @@ pub async fn publish<S, E>(
     store: &Store,
     key: BackupKey,
     cfg: &PipelineConfig,
-    timeout: Duration,
+    limits: &Limits,
     extra: Metadata,
 ) -> anyhow::Result<Published>
 where
@@ -239,7 +262,7 @@ where
     E: Into<anyhow::Error>,
 {
     let t = Instant::now();
-    let spooled = spool(source, cfg, timeout)
+    let spooled = spool(source, cfg, limits)
         .await
         .context("streaming the snapshot")?;
     let snapshot_time = t.elapsed();
@@ -281,7 +304,14 @@ where
     metadata.extend(extra);
     let file = tokio::fs::File::from_std(upload.reopen()?);
     store
-        .put_file(&key, file, metadata, cfg.part_size, cfg.concurrency)
+        .put_file(
+            &key,
+            file,
+            metadata,
+            cfg.part_size,
+            cfg.concurrency,
+            &limits.shutdown,
+        )
         .await
         .with_context(|| format!("uploading {}", store.url(&key)))?;
     let upload_time = t.elapsed();
@@ -312,6 +342,7 @@ pub async fn prune(
     now: DateTime<Utc>,
     protect: Option<&BackupKey>,
     dry_run: bool,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Pruned> {
     let listing = store.list().await?;
     if !listing.skipped.is_empty() {
@@ -325,6 +356,10 @@ pub async fn prune(
     let mut deleted = Vec::new();
     if !dry_run {
         for key in plan.to_delete() {
+            // Stop between deletions: each one is whole, and the rest wait for the next run.
+            if let Some(why) = shutdown.fired() {
+                return Err(crate::shutdown::Interrupted(why).into());
+            }
             store.delete(key).await?;
             tracing::info!(key = %store.url(key), "deleted");
             deleted.push(*key);
@@ -344,10 +379,20 @@ pub struct Summary {
 }
 
 /// The `backup` command. `now` names the object and anchors retention.
-pub async fn run(cfg: &BackupConfig, now: DateTime<Utc>) -> anyhow::Result<Summary> {
+pub async fn run(
+    cfg: &BackupConfig,
+    now: DateTime<Utc>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Summary> {
     let store = Store::s3(&cfg.store)?;
-    store.check().await?;
-    let mut member = etcd::connect(&cfg.etcd).await?;
+    let prepare = async {
+        store.check().await?;
+        anyhow::Ok(etcd::connect(&cfg.etcd).await?)
+    };
+    let mut member = tokio::select! {
+        m = prepare => m?,
+        i = shutdown.requested() => return Err(i.into()),
+    };
     let status = member.status.clone();
     tracing::info!("using {status}");
     if let Some(w) = etcd::quota_warning(&status, cfg.etcd.quota) {
@@ -380,19 +425,17 @@ pub async fn run(cfg: &BackupConfig, now: DateTime<Utc>) -> anyhow::Result<Summa
         ("etcd-cluster-id", status.cluster_id.clone()),
         ("etcd-member-id", status.member_id.clone()),
     ];
-    let published = publish(
-        source,
-        &store,
-        key,
-        &cfg.pipeline,
-        cfg.etcd.snapshot_timeout,
-        extra,
-    )
-    .await?;
+    let limits = Limits {
+        total: cfg.etcd.snapshot_timeout,
+        stall: cfg.etcd.stall_timeout,
+        shutdown: shutdown.clone(),
+    };
+    let published = publish(source, &store, key, &cfg.pipeline, &limits, extra).await?;
 
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();
-    let (pruned, prune_error) = match prune(&store, &cfg.policy, now, Some(&key), false).await {
+    let pruning = prune(&store, &cfg.policy, now, Some(&key), false, &shutdown);
+    let (pruned, prune_error) = match pruning.await {
         Ok(p) => (p.deleted.len(), None),
         Err(e) => {
             tracing::warn!("the backup was published, but pruning failed: {e:#}");

@@ -81,6 +81,24 @@ pub const VARS: &[Var] = &[
         "Time allowed for the whole snapshot stream.",
     ),
     var(
+        "ETCD_SNAPSHOT_STALL_TIMEOUT",
+        &[],
+        Some("2m"),
+        "Give up when the snapshot stream sends nothing for this long.",
+    ),
+    var(
+        "BACKUP_RETRIES",
+        &[],
+        Some("5"),
+        "Retries of a failed S3 request (5xx, throttling, timeouts, resets), with backoff; 0-20.",
+    ),
+    var(
+        "BACKUP_S3_TIMEOUT",
+        &[],
+        Some("5m"),
+        "Time allowed for one S3 request (a part upload, a listing).",
+    ),
+    var(
         "ETCD_QUOTA_BACKEND_BYTES",
         &[],
         Some("2GiB"),
@@ -405,6 +423,7 @@ pub struct EtcdConfig {
     pub identity: Option<Identity>,
     pub dial_timeout: Duration,
     pub snapshot_timeout: Duration,
+    pub stall_timeout: Duration,
     /// etcd stops accepting writes when its database reaches this size.
     pub quota: u64,
 }
@@ -441,6 +460,8 @@ pub struct StoreConfig {
     pub storage_class: Option<String>,
     pub endpoint: Option<Url>,
     pub region: String,
+    pub retries: usize,
+    pub request_timeout: Duration,
     /// Every `AWS_*` variable given, passed to the S3 client (credentials chain, SSE, ...).
     pub aws: Vec<(String, Secret)>,
 }
@@ -658,6 +679,7 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     };
     let dial_timeout = r.duration("ETCD_DIAL_TIMEOUT");
     let snapshot_timeout = r.duration("ETCD_SNAPSHOT_TIMEOUT");
+    let stall_timeout = r.duration("ETCD_SNAPSHOT_STALL_TIMEOUT");
     let quota = r.parse(
         "ETCD_QUOTA_BACKEND_BYTES",
         "expected a size such as 2GiB, 8GiB or 8589934592",
@@ -665,6 +687,7 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     );
     (r.problems.len() == before).then(|| EtcdConfig {
         quota: quota.expect("no problems"),
+        stall_timeout: stall_timeout.expect("no problems"),
         endpoints,
         ca: ca.map(|(path, pem)| Pem { path, pem }),
         identity,
@@ -756,7 +779,15 @@ fn store(r: &mut Reader<'_>) -> Option<StoreConfig> {
         .filter(|(k, v)| k.starts_with("AWS_") && !v.is_empty())
         .map(|(k, v)| (k.clone(), Secret(v.clone())))
         .collect();
+    let retries = r.parse(
+        "BACKUP_RETRIES",
+        "expected a whole number from 0 to 20",
+        |v| v.parse::<usize>().ok().filter(|n| *n <= 20),
+    );
+    let request_timeout = r.duration("BACKUP_S3_TIMEOUT");
     (r.problems.len() == before).then(|| StoreConfig {
+        retries: retries.expect("no problems"),
+        request_timeout: request_timeout.expect("no problems"),
         bucket: bucket.expect("checked"),
         prefix,
         storage_class,

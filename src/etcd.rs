@@ -164,7 +164,17 @@ pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
     let mut fallback: Option<(Member, String)> = None;
     for endpoint in &cfg.endpoints {
         match probe(cfg, endpoint).await {
-            Ok(m) if m.status.errors.is_empty() && !m.status.is_learner => return Ok(m),
+            Ok(m) if m.status.errors.is_empty() && !m.status.is_learner => {
+                if m.status.leader == "0" {
+                    // Snapshot and status are served from the member's local database, so a
+                    // member without quorum still gives a consistent (if not latest) backup.
+                    tracing::warn!(
+                        "member {} knows no leader: the cluster may have lost quorum; taking the snapshot from its local copy anyway",
+                        m.status.member_id
+                    );
+                }
+                return Ok(m);
+            }
             Ok(m) => {
                 let why = if m.status.is_learner {
                     "is a learner".to_string()

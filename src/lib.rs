@@ -24,6 +24,7 @@ pub mod output;
 pub mod pgzip;
 pub mod restore;
 pub mod retention;
+pub mod shutdown;
 pub mod store;
 pub mod verify;
 

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use etcd_backup::config::{self, Env, LogFormat, Problems};
 use etcd_backup::restore::{self, RestoreFlags, Which};
+use etcd_backup::shutdown::Shutdown;
 use etcd_backup::{backup, etcd, output, store::Store, verify};
 
 #[derive(Parser)]
@@ -105,6 +106,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// After SIGTERM/SIGINT, how long the command may take to abort its upload and clean up
+/// (Kubernetes waits 30 s by default before SIGKILL).
+const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `work` to the end, or, after a signal, for at most [`GRACE`] more: the stages watch the
+/// same signal and stop by themselves; what is still running after that is dropped, which
+/// removes scratch and `.part` files.
+async fn until_shutdown<T>(
+    shutdown: &Shutdown,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => r,
+        i = shutdown.requested() => match tokio::time::timeout(GRACE, &mut work).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::Error::new(i).context("did not stop within 10s")),
+        },
+    }
+}
+
 fn fail(e: &anyhow::Error) -> ExitCode {
     let usage = e.downcast_ref::<Problems>().is_some() || e.downcast_ref::<Usage>().is_some();
     let text = etcd_backup::describe(e.as_ref());
@@ -141,11 +163,16 @@ fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
 }
 
 async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
+    let shutdown = Shutdown::on_signals()?;
+    until_shutdown(&shutdown, dispatch(command, env, &shutdown)).await
+}
+
+async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     match command {
         Command::Backup => {
             let cfg = env.backup()?;
-            let s = backup::run(&cfg, now).await?;
+            let s = backup::run(&cfg, now, shutdown.clone()).await?;
             let p = &s.published;
             tracing::info!(
                 key = %p.url,
@@ -169,7 +196,7 @@ async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
         Command::Prune { dry_run } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
-            let pruned = backup::prune(&store, &cfg.policy, now, None, dry_run).await?;
+            let pruned = backup::prune(&store, &cfg.policy, now, None, dry_run, shutdown).await?;
             print(&pruned.plan)?;
             tracing::info!(
                 deleted = pruned.deleted.len(),

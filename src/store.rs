@@ -26,6 +26,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::StoreConfig;
 use crate::key::BackupKey;
+use crate::shutdown::Shutdown;
 
 /// A store failure, with what we were doing and a hint of what to check.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub enum PutError {
     Store(#[from] StoreError),
     #[error("reading the file to upload: {0}")]
     Read(#[from] std::io::Error),
+    #[error("{0}: the upload was aborted")]
+    Interrupted(#[from] crate::shutdown::Interrupted),
 }
 
 fn hint(e: &object_store::Error) -> &'static str {
@@ -104,10 +107,12 @@ impl Store {
         // Client options first: `with_allow_http` below writes into them.
         let client = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(10))
-            .with_timeout(Duration::from_secs(300));
+            .with_timeout(cfg.request_timeout);
+        // object_store retries 5xx, throttling, timeouts and connection resets with
+        // exponential backoff and jitter; 4xx such as access denied fail at once.
         let retry = RetryConfig {
-            max_retries: 5,
-            retry_timeout: Duration::from_secs(120),
+            max_retries: cfg.retries,
+            retry_timeout: Duration::from_secs(300),
             backoff: BackoffConfig::default(),
         };
         b = b.with_client_options(client).with_retry(retry);
@@ -269,6 +274,7 @@ impl Store {
         metadata: Metadata,
         part_size: usize,
         concurrency: usize,
+        shutdown: &Shutdown,
     ) -> Result<u64, PutError> {
         let url = self.url(key);
         if self.exists(key).await? {
@@ -298,7 +304,7 @@ impl Store {
             .put_multipart_opts(&path, opts)
             .await
             .map_err(self.err("starting the upload of", url.clone()))?;
-        let result = async {
+        let parts = async {
             let sent = upload_parts(upload.as_mut(), file, part_size, concurrency)
                 .await
                 .map_err(|e| match e {
@@ -312,13 +318,21 @@ impl Store {
             if self.exists(key).await? {
                 return Err(PutError::Exists(url.clone()));
             }
-            upload
-                .complete()
-                .await
-                .map_err(self.err("completing the upload of", url.clone()))?;
             Ok(sent)
-        }
-        .await;
+        };
+        // A shutdown stops the parts; once completing has begun it runs to the end, so that
+        // what we report matches what the bucket holds.
+        let parts = tokio::select! {
+            r = parts => r,
+            i = shutdown.requested() => Err(PutError::Interrupted(i)),
+        };
+        let result =
+            match parts {
+                Ok(sent) => upload.complete().await.map(|_| sent).map_err(|e| {
+                    PutError::Store(self.err("completing the upload of", url.clone())(e))
+                }),
+                Err(e) => Err(e),
+            };
         if result.is_err() {
             if let Err(e) = upload.abort().await {
                 tracing::error!("aborting the multipart upload of {url} failed: {e}; the bucket may hold an incomplete upload until its lifecycle rule removes it");

@@ -167,3 +167,81 @@ fn readme_table_matches_help() {
         );
     }
 }
+
+#[test]
+fn every_bad_setting_exits_2_naming_the_variable() {
+    // (variable, bad value): each alone must exit 2 with a message naming it.
+    let cases = [
+        ("ETCD_ENDPOINTS", "127.0.0.1:2379"),
+        ("ETCD_ENDPOINTS", "ftp://etcd:2379"),
+        ("ETCD_CACERT", "/nonexistent/ca.crt"),
+        ("ETCD_CERT", "/nonexistent/client.crt"),
+        ("ETCD_KEY", "/nonexistent/client.key"),
+        ("ETCD_DIAL_TIMEOUT", "5 parsecs"),
+        ("ETCD_SNAPSHOT_TIMEOUT", "0s"),
+        ("ETCD_SNAPSHOT_STALL_TIMEOUT", "-1m"),
+        ("ETCD_QUOTA_BACKEND_BYTES", "lots"),
+        ("BACKUP_BUCKET", "Bad_Bucket!"),
+        ("BACKUP_PREFIX", "etcd"),
+        ("BACKUP_STORAGE_CLASS", "infrequent access"),
+        ("BACKUP_COMPRESSION", "brotli"),
+        ("BACKUP_COMPRESSION_LEVEL", "fast"),
+        ("BACKUP_RETENTION", "a month"),
+        ("BACKUP_KEEP_LAST", "-1"),
+        ("BACKUP_TMP_DIR", "/nonexistent/scratch"),
+        ("BACKUP_UPLOAD_PART_SIZE", "1KiB"),
+        ("BACKUP_UPLOAD_CONCURRENCY", "0"),
+        ("BACKUP_COMPRESSION_THREADS", "100"),
+        ("BACKUP_RETRIES", "many"),
+        ("BACKUP_S3_TIMEOUT", "never"),
+        ("BACKUP_LOG_FORMAT", "xml"),
+        ("AWS_ENDPOINT_URL", "minio:9000"),
+        ("BACKUP_KEEPLAST", "3"),
+    ];
+    for (var, value) in cases {
+        let o = bin()
+            .arg("backup")
+            .env("ETCD_ENDPOINTS", "http://127.0.0.1:2379")
+            .env("BACKUP_BUCKET", "backups")
+            .env(var, value)
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{var}={value:?}: {out}");
+        assert!(out.contains(var), "{var}={value:?} not named: {out}");
+    }
+}
+
+#[test]
+fn sigterm_while_connecting_exits_1_saying_so() {
+    // An "etcd" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let child = bin()
+        .arg("backup")
+        .env("ETCD_ENDPOINTS", format!("http://127.0.0.1:{port}"))
+        .env("ETCD_DIAL_TIMEOUT", "60s")
+        .env("BACKUP_BUCKET", "backups")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("BACKUP_RETRIES", "0")
+        // Static credentials: without them the AWS chain would ask an instance metadata address.
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let started = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("interrupted by SIGTERM"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    drop(listener);
+}

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_backup::backup::{self, publish};
+use etcd_backup::backup::{self, publish, Limits};
 use etcd_backup::compress::{self, Codec};
 use etcd_backup::config::PipelineConfig;
 use etcd_backup::key::BackupKey;
+use etcd_backup::shutdown::{self, Shutdown};
 use etcd_backup::store::Store;
 use object_store::memory::InMemory;
 use object_store::ObjectStoreExt;
@@ -39,6 +40,14 @@ fn chunks(
     futures::stream::iter(v)
 }
 
+fn limits(total: Duration) -> Limits {
+    Limits {
+        total,
+        stall: Duration::from_secs(30),
+        shutdown: Shutdown::never(),
+    }
+}
+
 fn key(codec: Codec) -> BackupKey {
     BackupKey::new(
         chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap(),
@@ -63,7 +72,7 @@ async fn publishes_every_codec_whole_with_metadata() {
             &store,
             key(codec),
             &cfg(codec, tmp.path()),
-            Duration::from_secs(60),
+            &limits(Duration::from_secs(60)),
             vec![],
         )
         .await
@@ -117,7 +126,7 @@ async fn assert_nothing_published(
         &store,
         key(Codec::Gzip),
         &cfg(Codec::Gzip, tmp.path()),
-        Duration::from_secs(60),
+        &limits(Duration::from_secs(60)),
         vec![],
     )
     .await
@@ -176,7 +185,7 @@ async fn a_stalled_stream_times_out_and_publishes_nothing() {
         &store,
         key(Codec::Gzip),
         &cfg(Codec::Gzip, tmp.path()),
-        Duration::from_millis(300),
+        &limits(Duration::from_millis(300)),
         vec![],
     )
     .await
@@ -212,13 +221,13 @@ async fn prune_deletes_only_what_the_plan_says() {
         max_age: Duration::from_secs(30 * 86400),
         keep_last: 1,
     };
-    let dry = backup::prune(&store, &policy, now, None, true)
+    let dry = backup::prune(&store, &policy, now, None, true, &Shutdown::never())
         .await
         .unwrap();
     assert_eq!(dry.plan.delete_count(), 2);
     assert!(dry.deleted.is_empty());
     assert_eq!(store.list().await.unwrap().backups.len(), 3);
-    let done = backup::prune(&store, &policy, now, None, false)
+    let done = backup::prune(&store, &policy, now, None, false, &Shutdown::never())
         .await
         .unwrap();
     let deleted: Vec<_> = done.deleted.iter().map(|k| k.to_string()).collect();
@@ -229,3 +238,64 @@ async fn prune_deletes_only_what_the_plan_says() {
 }
 
 use futures::StreamExt;
+
+#[tokio::test]
+async fn a_silent_stream_hits_the_stall_timeout() {
+    let s = read_data("small.db");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(InMemory::new()), "mem://b", "etcd/", None);
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(s))])
+        .chain(futures::stream::pending());
+    let limits = Limits {
+        total: Duration::from_secs(60),
+        stall: Duration::from_millis(200),
+        shutdown: Shutdown::never(),
+    };
+    let err = publish(
+        stream,
+        &store,
+        key(Codec::Gzip),
+        &cfg(Codec::Gzip, tmp.path()),
+        &limits,
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("ETCD_SNAPSHOT_STALL_TIMEOUT"),
+        "{err:#}"
+    );
+    assert!(store.list().await.unwrap().backups.is_empty());
+    assert!(scratch_is_empty(tmp.path()));
+}
+
+#[tokio::test]
+async fn a_signal_mid_stream_stops_and_cleans_up() {
+    let s = read_data("medium.db");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(InMemory::new()), "mem://b", "etcd/", None);
+    let (trigger, shutdown) = shutdown::channel();
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::copy_from_slice(
+        &s[..1 << 20],
+    ))])
+    .chain(futures::stream::pending());
+    let limits = Limits {
+        total: Duration::from_secs(60),
+        stall: Duration::from_secs(60),
+        shutdown,
+    };
+    let c = cfg(Codec::Gzip, tmp.path());
+    let work = publish(stream, &store, key(Codec::Gzip), &c, &limits, vec![]);
+    let fire = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.fire("SIGTERM");
+        std::future::pending::<()>().await
+    };
+    let err = tokio::select! { r = work => r.unwrap_err(), _ = fire => unreachable!() };
+    assert!(
+        format!("{err:#}").contains("interrupted by SIGTERM"),
+        "{err:#}"
+    );
+    assert!(store.list().await.unwrap().backups.is_empty());
+    assert!(scratch_is_empty(tmp.path()), "scratch files left behind");
+}

@@ -2,6 +2,7 @@
 //! part and counts aborts: the least powerful test that proves no partial object is left.
 
 use super::*;
+use crate::shutdown;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,6 +20,8 @@ struct Faulty {
     inner: InMemory,
     /// Fail the part with this index (0-based), if set.
     fail_part: Option<usize>,
+    /// Parts never finish (a stalled network).
+    hang: bool,
     aborts: Arc<AtomicUsize>,
 }
 
@@ -33,6 +36,7 @@ struct FaultyUpload {
     inner: Box<dyn MultipartUpload>,
     parts: usize,
     fail_part: Option<usize>,
+    hang: bool,
     aborts: Arc<AtomicUsize>,
 }
 
@@ -41,6 +45,9 @@ impl MultipartUpload for FaultyUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let n = self.parts;
         self.parts += 1;
+        if self.hang {
+            return futures::future::pending().boxed();
+        }
         if Some(n) == self.fail_part {
             return async move {
                 Err(object_store::Error::Generic {
@@ -81,6 +88,7 @@ impl ObjectStore for Faulty {
             inner,
             parts: 0,
             fail_part: self.fail_part,
+            hang: self.hang,
             aborts: self.aborts.clone(),
         }))
     }
@@ -144,6 +152,7 @@ async fn uploads_whole_with_metadata_and_storage_class() {
             vec![("snapshot-sha256", "abc".into())],
             PART,
             2,
+            &Shutdown::never(),
         )
         .await
         .unwrap();
@@ -176,7 +185,7 @@ async fn a_failed_part_aborts_and_leaves_nothing() {
         let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
         let (_f, file) = file_of(PART * 3 - 1);
         let err = store
-            .put_file(&key(), file, vec![], PART, 2)
+            .put_file(&key(), file, vec![], PART, 2, &Shutdown::never())
             .await
             .unwrap_err();
         assert!(
@@ -200,7 +209,7 @@ async fn never_overwrites() {
         .unwrap();
     let (_f, file) = file_of(10);
     let err = store
-        .put_file(&key(), file, vec![], PART, 2)
+        .put_file(&key(), file, vec![], PART, 2, &Shutdown::never())
         .await
         .unwrap_err();
     assert!(matches!(err, PutError::Exists(_)), "{err}");
@@ -277,4 +286,30 @@ async fn an_empty_prefix_lists_the_bucket_root() {
     let l = store.list().await.unwrap();
     assert_eq!(l.backups.len(), 1);
     assert_eq!(l.skipped, ["etcd/20260101-000000.db.gz"]);
+}
+
+#[tokio::test]
+async fn a_shutdown_during_the_upload_aborts_it() {
+    let inner = Arc::new(Faulty {
+        hang: true,
+        ..Default::default()
+    });
+    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+    let (trigger, shutdown) = shutdown::channel();
+    let (_f, file) = file_of(PART + 1);
+    let k = key();
+    let put = store.put_file(&k, file, vec![], PART, 2, &shutdown);
+    let fire = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        trigger.fire("SIGTERM");
+        std::future::pending::<()>().await
+    };
+    let err = tokio::select! { r = put => r.unwrap_err(), _ = fire => unreachable!() };
+    assert!(matches!(err, PutError::Interrupted(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "interrupted by SIGTERM: the upload was aborted"
+    );
+    assert_eq!(inner.aborts.load(Ordering::SeqCst), 1);
+    assert!(store.list().await.unwrap().backups.is_empty());
 }

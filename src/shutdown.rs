@@ -1,0 +1,79 @@
+//! Stopping cleanly on SIGTERM and SIGINT (a Job reaching `activeDeadlineSeconds`, a node
+//! drain, Ctrl-C): the stages that wait on the network watch a [`Shutdown`] and, when it fires,
+//! return [`Interrupted`], so the multipart upload is aborted and scratch files are removed by
+//! the ordinary error path. It is a value passed in, not a global, so tests fire their own.
+
+use tokio::sync::watch;
+
+/// Fired once, with the name of what asked us to stop.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<Option<&'static str>>);
+
+/// Fires a [`Shutdown`].
+pub struct Trigger(watch::Sender<Option<&'static str>>);
+
+/// The error a stage returns when it stopped because of a shutdown.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("interrupted by {0}")]
+pub struct Interrupted(pub &'static str);
+
+pub fn channel() -> (Trigger, Shutdown) {
+    let (tx, rx) = watch::channel(None);
+    (Trigger(tx), Shutdown(rx))
+}
+
+impl Trigger {
+    pub fn fire(&self, why: &'static str) {
+        self.0.send_replace(Some(why));
+    }
+}
+
+impl Shutdown {
+    /// A shutdown that never fires.
+    pub fn never() -> Shutdown {
+        let (tx, rx) = watch::channel(None);
+        // Keep the sender alive for the life of the process, so `requested` pends forever.
+        std::mem::forget(tx);
+        Shutdown(rx)
+    }
+
+    /// Fires on the first SIGTERM or SIGINT. Must be called inside the runtime.
+    pub fn on_signals() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (trigger, shutdown) = channel();
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            let why = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::warn!(
+                "{why} received: stopping, aborting any upload and removing scratch files"
+            );
+            trigger.fire(why);
+            // Keep the trigger (and so the channel) alive after firing.
+            std::future::pending::<()>().await;
+        });
+        Ok(shutdown)
+    }
+
+    /// Whether it has fired.
+    pub fn fired(&self) -> Option<&'static str> {
+        *self.0.borrow()
+    }
+
+    /// Resolves when it fires.
+    pub async fn requested(&self) -> Interrupted {
+        let mut rx = self.0.clone();
+        let fired = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|why| why.expect("checked"));
+        match fired {
+            Ok(why) => Interrupted(why),
+            // The trigger is gone without firing: never resolve.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
