@@ -40,6 +40,13 @@ grep -q '"key":"etcd/[0-9]\{8\}-[0-9]\{6\}.db.gz"' "$out/list.json" || fail "lis
 app restore latest --output /out/restored.db >/dev/null 2>"$out/restore.log" || { cat "$out/restore.log"; fail "restore from the image"; }
 app verify /out/restored.db -o json > "$out/verify.json" 2>/dev/null || fail "verify from the image"
 grep -q '"totalKey":' "$out/verify.json" || fail "verify: $(cat "$out/verify.json")"
+# Scratch space smaller than the database: refused before the snapshot, naming the setting.
+small=$(docker run --rm --network "$run" --read-only --tmpfs /scratch:uid=65532,gid=65532,size=16k \
+  -e ETCD_ENDPOINT="http://$run-etcd:2379" -e BACKUP_BUCKET=it-backups -e BACKUP_TMP_DIR=/scratch \
+  -e AWS_ENDPOINT_URL="http://$run-s3:8333" -e AWS_ACCESS_KEY_ID=it -e AWS_SECRET_ACCESS_KEY=it-secret-key \
+  "$image" 2>&1) && fail "backup into a 16 KiB scratch directory succeeded"
+echo "$small" | grep -q "not enough scratch space in /scratch (BACKUP_TMP_DIR)" || fail "scratch too small: $small"
+[ "$(app list -o json 2>/dev/null | grep -o '"key"' | wc -l)" = 1 ] || fail "a failed backup changed the bucket"
 user=$(docker image inspect "$image" --format '{{.Config.User}}')
 [ "$user" = "65532:65532" ] || fail "image user is $user"
 size=$(docker image inspect "$image" --format '{{.Size}}')
