@@ -542,68 +542,53 @@ impl Env {
         r.finish(f.unwrap_or(LogFormat::Text))
     }
 
+    /// Reads what `read` asks for, collecting every problem (unknown `BACKUP_*` names
+    /// included); each command names the sections it needs.
+    fn section<T>(&self, read: impl FnOnce(&mut Reader<'_>) -> Option<T>) -> Result<T, Problems> {
+        let mut r = Reader {
+            env: self,
+            problems: vec![],
+        };
+        self.unknown(&mut r);
+        match read(&mut r) {
+            Some(value) if r.problems.is_empty() => Ok(value),
+            _ => Err(Problems(r.problems)),
+        }
+    }
+
+    /// What `backup` needs. Every section is read before any is checked, so that all
+    /// problems are reported at once.
     pub fn backup(&self) -> Result<BackupConfig, Problems> {
-        let mut r = Reader {
-            env: self,
-            problems: vec![],
-        };
-        self.unknown(&mut r);
-        let etcd = etcd(&mut r);
-        let store = store(&mut r);
-        let pipeline = pipeline(&mut r);
-        let policy = policy(&mut r);
-        let _ = r.get("BACKUP_LOG_FORMAT");
-        match (etcd, store, pipeline, policy) {
-            (Some(etcd), Some(store), Some(pipeline), Some(policy)) => r.finish(BackupConfig {
-                etcd,
-                store,
-                pipeline,
-                policy,
-            }),
-            _ => Err(Problems(r.problems)),
-        }
+        self.section(|r| {
+            let (etcd, store, pipeline, policy) = (etcd(r), store(r), pipeline(r), policy(r));
+            Some(BackupConfig {
+                etcd: etcd?,
+                store: store?,
+                pipeline: pipeline?,
+                policy: policy?,
+            })
+        })
     }
 
+    /// What `prune` and `list` need.
     pub fn prune(&self) -> Result<PruneConfig, Problems> {
-        let mut r = Reader {
-            env: self,
-            problems: vec![],
-        };
-        self.unknown(&mut r);
-        let store = store(&mut r);
-        let policy = policy(&mut r);
-        match (store, policy) {
-            (Some(store), Some(policy)) => r.finish(PruneConfig { store, policy }),
-            _ => Err(Problems(r.problems)),
-        }
+        self.section(|r| {
+            let (store, policy) = (store(r), policy(r));
+            Some(PruneConfig {
+                store: store?,
+                policy: policy?,
+            })
+        })
     }
 
-    /// What `list` and `restore` need: the store alone.
+    /// What `restore` needs: the store alone.
     pub fn store(&self) -> Result<StoreConfig, Problems> {
-        let mut r = Reader {
-            env: self,
-            problems: vec![],
-        };
-        self.unknown(&mut r);
-        let store = store(&mut r);
-        match store {
-            Some(store) => r.finish(store),
-            None => Err(Problems(r.problems)),
-        }
+        self.section(store)
     }
 
     /// What `status` needs: etcd alone.
     pub fn etcd(&self) -> Result<EtcdConfig, Problems> {
-        let mut r = Reader {
-            env: self,
-            problems: vec![],
-        };
-        self.unknown(&mut r);
-        let etcd = etcd(&mut r);
-        match etcd {
-            Some(etcd) => r.finish(etcd),
-            None => Err(Problems(r.problems)),
-        }
+        self.section(etcd)
     }
 
     /// The scratch directory alone (for `verify` of compressed files).
