@@ -34,6 +34,14 @@ pub struct MemberStatus {
     pub errors: Vec<String>,
 }
 
+impl MemberStatus {
+    /// Whether the member knows a leader (etcd 3.5 reports "etcdserver: no leader" among its
+    /// errors when it does not).
+    pub fn has_leader(&self) -> bool {
+        self.leader != "0" && !self.errors.iter().any(|e| e.contains("no leader"))
+    }
+}
+
 impl fmt::Display for MemberStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -160,21 +168,25 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
 /// Picks the member to take the snapshot from: the first endpoint that answers cleanly, else
 /// the first that answers at all (with a warning saying why it is second best).
 pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
+    let chosen = choose(cfg).await?;
+    if !chosen.status.has_leader() {
+        // Snapshot and status are served from the member's local database, so a member
+        // without quorum still gives a consistent (if not the latest) backup: the one the
+        // operator needs most when the API server has gone read-only.
+        tracing::warn!(
+            "member {} knows no leader: the cluster may have lost quorum; taking the snapshot from its local copy anyway",
+            chosen.status.member_id
+        );
+    }
+    Ok(chosen)
+}
+
+async fn choose(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
     let mut failures = Vec::new();
     let mut fallback: Option<(Member, String)> = None;
     for endpoint in &cfg.endpoints {
         match probe(cfg, endpoint).await {
-            Ok(m) if m.status.errors.is_empty() && !m.status.is_learner => {
-                if m.status.leader == "0" {
-                    // Snapshot and status are served from the member's local database, so a
-                    // member without quorum still gives a consistent (if not latest) backup.
-                    tracing::warn!(
-                        "member {} knows no leader: the cluster may have lost quorum; taking the snapshot from its local copy anyway",
-                        m.status.member_id
-                    );
-                }
-                return Ok(m);
-            }
+            Ok(m) if m.status.errors.is_empty() && !m.status.is_learner => return Ok(m),
             Ok(m) => {
                 let why = if m.status.is_learner {
                     "is a learner".to_string()

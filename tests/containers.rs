@@ -1,6 +1,7 @@
 //! Container tests: a real etcd 3.5 with a kubeadm-like PKI and `--client-cert-auth`, a real S3
 //! server (SeaweedFS, SigV4 enforced), and the real binary between them.
 
+mod proxy;
 mod rig;
 
 use std::collections::HashMap;
@@ -346,4 +347,127 @@ async fn status_reports_every_endpoint() {
         "{}",
         text(&o)
     );
+}
+
+/// Asserts a failed backup: exit 1, `want` in the message, nothing in the bucket, no open upload.
+async fn assert_failed_cleanly(o: &std::process::Output, want: &str, s3: &S3, bucket: &str) {
+    let log = text(o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(log.contains(want), "expected {want:?} in\n{log}");
+    assert!(s3.list(bucket).await.is_empty(), "an object was left");
+    assert!(
+        s3.open_uploads(bucket).await.is_empty(),
+        "an upload was left open"
+    );
+}
+
+#[tokio::test]
+async fn etcd_dying_mid_stream_publishes_nothing() {
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
+    s3.create_bucket("backups").await;
+    etcd.load(1000).await; // about 1.5 MB of database
+    let port: u16 = etcd.url.rsplit(':').next().unwrap().parse().unwrap();
+    // The connection dies after 300 kB from etcd: inside the snapshot stream.
+    let cut = proxy::cut_after(port, 300_000).await;
+    let url = format!("https://127.0.0.1:{}", cut.port);
+    let o = rig::backup_cmd(&pki, &url, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    assert_failed_cleanly(&o, "snapshot stream from", &s3, "backups").await;
+}
+
+#[tokio::test]
+async fn s3_slowing_down_then_recovering_is_retried() {
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
+    s3.create_bucket("backups").await;
+    let s3_port: u16 = s3.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let slow = proxy::slow_down(s3_port, 3).await;
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", slow.port),
+        )
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        slow.connections.load(std::sync::atomic::Ordering::SeqCst) > 3,
+        "no request got through the proxy"
+    );
+    assert_eq!(s3.list("backups").await.len(), 1);
+    // With retries off, the same 503s fail the run, cleanly.
+    let slow = proxy::slow_down(s3_port, 3).await;
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", slow.port),
+        )
+        .env("BACKUP_RETRIES", "0")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("503"), "{}", text(&o));
+    assert_eq!(
+        s3.list("backups").await.len(),
+        1,
+        "the failed run changed the bucket"
+    );
+}
+
+#[tokio::test]
+async fn three_members_with_one_and_then_two_down() {
+    let pki = Pki::new();
+    let net = format!("etcd-backup-3m-{}", std::process::id());
+    let (members, s3) = tokio::join!(Etcd::start_cluster(&pki, &net), S3::start());
+    s3.create_bucket("backups").await;
+    members[2].load(50).await;
+    let all = members
+        .iter()
+        .map(|m| m.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+
+    members[0].stop().await;
+    let o = rig::backup_cmd(&pki, &all, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("endpoint unusable: grpc request error"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("endpoint={}/", members[0].url)),
+        "{log}"
+    );
+    assert!(!log.contains("lost quorum"), "{log}");
+
+    // Two of three down: no quorum. The survivor still serves its local copy, with a warning.
+    members[1].stop().await;
+    // The survivor notices after an election timeout (it may have been the leader).
+    let mut client = members[2].client().clone();
+    for _ in 0..100 {
+        let s = client.status().await.unwrap();
+        if s.leader() == 0 || !s.errors().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // a new second, a new key
+    let o = rig::backup_cmd(&pki, &all, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(log.contains("lost quorum"), "{log}");
+    assert!(log.contains(&format!("at {}", members[2].url)), "{log}");
+    assert_eq!(s3.list("backups").await.len(), 2);
 }

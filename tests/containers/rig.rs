@@ -88,35 +88,79 @@ impl Pki {
 }
 
 pub struct Etcd {
-    _container: ContainerAsync<GenericImage>,
+    container: ContainerAsync<GenericImage>,
     pub url: String,
     client: etcd_client::Client,
 }
 
 impl Etcd {
     pub async fn start(pki: &Pki) -> Etcd {
+        Etcd::start_member(pki, None).await
+    }
+
+    /// One member of a three-member cluster on the Docker network `net`, named `{net}-{i}`.
+    pub async fn start_cluster(pki: &Pki, net: &str) -> Vec<Etcd> {
+        let (a, b, c) = tokio::join!(
+            Etcd::start_member(pki, Some((net, 1))),
+            Etcd::start_member(pki, Some((net, 2))),
+            Etcd::start_member(pki, Some((net, 3)))
+        );
+        vec![a, b, c]
+    }
+
+    pub async fn stop(&self) {
+        self.container.stop().await.unwrap();
+    }
+
+    /// A single member (`cluster` None), or member `i` of a three-member cluster on a network.
+    async fn start_member(pki: &Pki, cluster: Option<(&str, u8)>) -> Etcd {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let container = etcd_image()
+        let (name, peers, initial) = match cluster {
+            None => (
+                "test".to_string(),
+                "http://127.0.0.1:2380".to_string(),
+                "test=http://127.0.0.1:2380".to_string(),
+            ),
+            Some((net, i)) => (
+                format!("{net}-{i}"),
+                format!("http://{net}-{i}:2380"),
+                (1..=3)
+                    .map(|m| format!("{net}-{m}=http://{net}-{m}:2380"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        };
+        let listen_peer = if cluster.is_some() {
+            "http://0.0.0.0:2380"
+        } else {
+            "http://127.0.0.1:2380"
+        };
+        let mut request = etcd_image()
             .with_entrypoint("/usr/local/bin/etcd")
             .with_exposed_port(2379.tcp())
             .with_wait_for(WaitFor::message_on_stderr("ready to serve client requests"))
             .with_cmd([
-                "--name=test",
-                "--data-dir=/var/lib/etcd/data",
-                "--listen-client-urls=https://0.0.0.0:2379",
-                "--advertise-client-urls=https://127.0.0.1:2379",
-                "--listen-peer-urls=http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-                "--initial-cluster=test=http://127.0.0.1:2380",
-                "--cert-file=/pki/server.crt",
-                "--key-file=/pki/server.key",
-                "--trusted-ca-file=/pki/ca.crt",
-                "--client-cert-auth",
+                format!("--name={name}"),
+                "--data-dir=/var/lib/etcd/data".into(),
+                "--listen-client-urls=https://0.0.0.0:2379".into(),
+                "--advertise-client-urls=https://127.0.0.1:2379".into(),
+                format!("--listen-peer-urls={listen_peer}"),
+                format!("--initial-advertise-peer-urls={peers}"),
+                format!("--initial-cluster={initial}"),
+                "--initial-cluster-state=new".into(),
+                "--cert-file=/pki/server.crt".into(),
+                "--key-file=/pki/server.key".into(),
+                "--trusted-ca-file=/pki/ca.crt".into(),
+                "--client-cert-auth".into(),
             ])
             .with_copy_to("/pki/ca.crt", pki.read("ca.crt"))
             .with_copy_to("/pki/server.crt", pki.read("server.crt"))
             .with_copy_to("/pki/server.key", pki.read("server.key"))
-            .with_startup_timeout(Duration::from_secs(60))
+            .with_startup_timeout(Duration::from_secs(60));
+        if let Some((net, _)) = cluster {
+            request = request.with_network(net).with_container_name(&name);
+        }
+        let container = request
             .start()
             .await
             .expect("starting etcd (run tests/images/build.sh where no registry is reachable)");
@@ -135,7 +179,7 @@ impl Etcd {
         .await
         .unwrap();
         Etcd {
-            _container: container,
+            container,
             url,
             client,
         }
