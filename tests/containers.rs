@@ -471,3 +471,81 @@ async fn three_members_with_one_and_then_two_down() {
     assert!(log.contains(&format!("at {}", members[2].url)), "{log}");
     assert_eq!(s3.list("backups").await.len(), 2);
 }
+
+#[tokio::test]
+async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
+    s3.create_bucket("backups").await;
+    etcd.load(1000).await; // a 1.5 MB database, stored uncompressed: one part of that size
+    let s3_port: u16 = s3.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let dying = proxy::upload_limit(s3_port, 300_000, proxy::OnLimit::Cut).await;
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", dying.port),
+        )
+        .env("BACKUP_COMPRESSION", "none")
+        .env("BACKUP_RETRIES", "2")
+        .output()
+        .await
+        .unwrap();
+    assert_failed_cleanly(&o, "uploading a part of", &s3, "backups").await;
+    // The server is back: the next run publishes.
+    drop(dying);
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_COMPRESSION", "none")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(s3.list("backups").await.len(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_during_the_upload_aborts_it() {
+    use tokio::io::AsyncBufReadExt;
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
+    s3.create_bucket("backups").await;
+    etcd.load(1000).await;
+    let s3_port: u16 = s3.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let hung = proxy::upload_limit(s3_port, 300_000, proxy::OnLimit::Stall).await;
+    let mut child = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", hung.port),
+        )
+        .env("BACKUP_COMPRESSION", "none")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the snapshot is verified: the upload comes next, and hangs in the proxy.
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("snapshot verified") {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("interrupted by SIGTERM: the upload was aborted"),
+        "{log}"
+    );
+    assert!(s3.list("backups").await.is_empty(), "{log}");
+    assert!(
+        s3.open_uploads("backups").await.is_empty(),
+        "an upload was left open:\n{log}"
+    );
+}

@@ -102,3 +102,58 @@ pub async fn slow_down(target: u16, refuse: usize) -> Proxy {
         connections,
     }
 }
+
+/// What happens to a connection once the client has sent `limit` bytes through it.
+#[derive(Clone, Copy)]
+pub enum OnLimit {
+    /// The connection is closed: the server died mid-upload.
+    Cut,
+    /// Nothing more is forwarded, and nothing is closed: a hung server.
+    Stall,
+}
+
+/// Forwards to `target`; each connection may carry `limit` bytes from the client, then `on`.
+/// Small requests (listings, aborts) still pass on fresh connections.
+pub async fn upload_limit(target: u16, limit: usize, on: OnLimit) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut sent = 0;
+                let mut buf = vec![0; 16384];
+                while sent < limit {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(limit - sent),
+                    };
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                match on {
+                    OnLimit::Cut => down.abort(),
+                    OnLimit::Stall => {
+                        // Hold both halves open, forwarding nothing, until the client leaves.
+                        let _ = tokio::io::copy(&mut cr, &mut tokio::io::sink()).await;
+                        down.abort();
+                    }
+                }
+            });
+        }
+    });
+    Proxy {
+        port,
+        task,
+        connections: Arc::default(),
+    }
+}
