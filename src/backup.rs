@@ -28,7 +28,7 @@ use tempfile::NamedTempFile;
 
 use crate::compress::{Codec, Encoder};
 use crate::config::{BackupConfig, PipelineConfig};
-use crate::etcd::{self, MemberStatus, Snapshot};
+use crate::etcd::{self, MemberStatus};
 use crate::key::BackupKey;
 use crate::retention::{self, Policy};
 use crate::shutdown::Shutdown;
@@ -387,9 +387,9 @@ pub async fn run(
     let store = Store::s3(&cfg.store)?;
     let prepare = async {
         store.check().await?;
-        anyhow::Ok(etcd::connect(&cfg.etcd).await?)
+        anyhow::Ok(etcd::start_snapshot(&cfg.etcd).await?)
     };
-    let mut member = tokio::select! {
+    let (member, snapshot) = tokio::select! {
         m = prepare => m?,
         i = shutdown.requested() => return Err(i.into()),
     };
@@ -411,7 +411,6 @@ pub async fn run(
     }
 
     let key = BackupKey::new(now, cfg.pipeline.codec);
-    let snapshot = Snapshot::start(&mut member).await?;
     let source = futures::stream::unfold(Some(snapshot), |s| async move {
         let mut s = s?;
         match s.next_chunk().await {

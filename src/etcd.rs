@@ -249,6 +249,41 @@ pub struct Snapshot {
     endpoint: String,
     stream: etcd_client::SnapshotStreaming,
     bytes: u64,
+    /// The first chunk, read by [`start_snapshot`] to prove the stream works.
+    first: Option<bytes::Bytes>,
+}
+
+/// Connects and starts a snapshot, trying the endpoints in order. A member that answers its
+/// status but fails before the first chunk of its snapshot arrives is passed over like one
+/// that does not answer; a failure after that is the backup's failure (the bytes already
+/// spooled are not from the next member). Returns the member and its stream.
+pub async fn start_snapshot(cfg: &EtcdConfig) -> Result<(Member, Snapshot), EtcdError> {
+    let mut remaining = cfg.clone();
+    loop {
+        let mut member = connect(&remaining).await?;
+        let started = async {
+            let mut s = Snapshot::start(&mut member).await?;
+            s.first = Some(s.next_chunk().await?.ok_or_else(|| EtcdError::Stream {
+                endpoint: s.endpoint.clone(),
+                bytes: 0,
+                error: "the stream ended before any data".into(),
+            })?);
+            Ok::<_, EtcdError>(s)
+        };
+        match started.await {
+            Ok(s) => return Ok((member, s)),
+            Err(e) => {
+                let used = member.status.endpoint.clone();
+                remaining
+                    .endpoints
+                    .retain(|u| u.as_str().trim_end_matches('/') != used);
+                if remaining.endpoints.is_empty() {
+                    return Err(e);
+                }
+                tracing::warn!("{e}; trying the next endpoint");
+            }
+        }
+    }
 }
 
 impl Snapshot {
@@ -267,10 +302,14 @@ impl Snapshot {
             endpoint,
             stream,
             bytes: 0,
+            first: None,
         })
     }
 
     pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, EtcdError> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
         match self.stream.message().await {
             Ok(Some(m)) => {
                 self.bytes += m.blob().len() as u64;

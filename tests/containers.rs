@@ -549,3 +549,27 @@ async fn sigterm_during_the_upload_aborts_it() {
         "an upload was left open:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_snapshot_failing_at_its_start_falls_over_to_the_next_endpoint() {
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
+    s3.create_bucket("backups").await;
+    etcd.load(100).await;
+    let port: u16 = etcd.url.rsplit(':').next().unwrap().parse().unwrap();
+    // Enough for the TLS handshake and the status call, not for the first snapshot chunk.
+    let cut = proxy::cut_after(port, 12_000).await;
+    let endpoints = format!("https://127.0.0.1:{},{}", cut.port, etcd.url);
+    let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("failed after 0 bytes") && log.contains("trying the next endpoint"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("at {}", etcd.url)), "{log}");
+    assert_eq!(s3.list("backups").await.len(), 1);
+}
