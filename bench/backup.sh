@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Measures etcd-backup against etcd's own tools on one machine, in one run:
+# Measures etcd-backup against the seed's pipeline and etcd's own tools on one machine, in one run:
+#   - the seed article's CronJob script: `etcdctl snapshot save`, `etcdctl snapshot status`,
+#     `gzip`, `aws s3 cp --storage-class STANDARD_IA`, one after another,
 #   - `etcdctl snapshot save` (etcd's serving speed: the floor for any backup),
 #   - `etcd-backup backup` with gzip and with zstd (wall time, peak RSS, stored size),
 #   - `etcd-backup verify` against `etcdutl snapshot status` on the same file.
@@ -16,6 +18,10 @@ work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
 
 bash tests/images/build.sh
+# The AWS CLI for the seed's pipeline, in a venv of its own.
+venv=${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}
+[ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
+export AWS_DEFAULT_REGION=us-east-1
 cargo build --locked --release --quiet --bin etcd-backup --example load
 bin=$PWD/target/release/etcd-backup
 # etcdctl/etcdutl from the same wheel as the etcd image, run on the host.
@@ -45,7 +51,21 @@ measure() {
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out.$name" 2>"$work/err.$name" || { cat "$work/err.$name"; exit 1; }
   echo "$name $(cat "$work/time")" >> "$work/results"
 }
+# The seed's script, as its article shows it (with our endpoint and bucket).
+cat > "$work/seed.sh" <<SEED
+set -euo pipefail
+TIMESTAMP=\$(date +%Y%m%d-%H%M%S)
+SNAPSHOT_FILE="$work/etcd-snapshot-\${TIMESTAMP}.db"
+"$work/bin/etcdctl" snapshot save "\${SNAPSHOT_FILE}" --endpoints="$ETCD_ENDPOINTS"
+"$work/bin/etcdctl" snapshot status "\${SNAPSHOT_FILE}"
+gzip "\${SNAPSHOT_FILE}"
+"$venv/bin/aws" s3 cp "\${SNAPSHOT_FILE}.gz" "s3://$BACKUP_BUCKET/seed/\${TIMESTAMP}.db.gz" \\
+  --storage-class STANDARD_IA --endpoint-url "$AWS_ENDPOINT_URL"
+rm -f "\${SNAPSHOT_FILE}.gz"
+SEED
+
 for r in $(seq "$ROUNDS"); do
+  measure seed bash "$work/seed.sh"
   rm -f "$work/snap.db"
   measure save "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" snapshot save "$work/snap.db"
   measure gzip env BACKUP_COMPRESSION=gzip "$bin" backup
@@ -66,11 +86,30 @@ awk -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat "$work/stored.zs
   { t[$1] += $2; n[$1]++; if ($3 > m[$1]) m[$1] = $3 }
   END {
     printf "%-16s %10s %12s\n", "step", "mean s", "peak RSS MiB"
-    split("save gzip zstd etcdutl-status verify", order, " ")
-    for (i = 1; i <= 5; i++) { k = order[i]; printf "%-16s %10.2f %12.1f\n", k, t[k]/n[k], m[k]/1024 }
-    printf "\nratios (lower is faster):\n"
+    split("seed save gzip zstd etcdutl-status verify", order, " ")
+    for (i = 1; i <= 6; i++) { k = order[i]; printf "%-16s %10.2f %12.1f\n", k, t[k]/n[k], m[k]/1024 }
+    printf "\nratios:\n"
+    printf "  seed pipeline / backup gzip   %.2f (higher: ours is faster)\n", (t["seed"]/n["seed"]) / (t["gzip"]/n["gzip"])
     printf "  backup gzip / snapshot save   %.2f\n", (t["gzip"]/n["gzip"]) / (t["save"]/n["save"])
     printf "  backup zstd / snapshot save   %.2f\n", (t["zstd"]/n["zstd"]) / (t["save"]/n["save"])
     printf "  verify / etcdutl status       %.2f (RSS %.1f vs %.1f MiB)\n", (t["verify"]/n["verify"]) / (t["etcdutl-status"]/n["etcdutl-status"]), m["verify"]/1024, m["etcdutl-status"]/1024
     printf "\ncompression: gzip %.2fx (%d bytes; gzip -6 makes %d, ours is %+.2f%%), zstd %.2fx (%d bytes)\n", raw/g, g, g6, (g-g6)*100/g6, raw/z, z
-  }' "$work/results"
+  }' "$work/results" | tee "$work/summary"
+
+# A bar chart of the mean times, where gnuplot is installed (apt: gnuplot-nox).
+if command -v gnuplot >/dev/null; then
+  awk '{ t[$1] += $2; n[$1]++ } END { split("seed save gzip zstd", o, " "); for (i = 1; i <= 4; i++) print o[i], t[o[i]]/n[o[i]] }' \
+    "$work/results" > "$work/means"
+  gnuplot <<PLOT
+set terminal png size 720,400
+set output "${PLOT:-bench/results.png}"
+set title "Back up a $SIZE etcd ($(nproc) cores): mean wall time"
+set ylabel "seconds"
+set style fill solid 0.6
+set boxwidth 0.6
+set yrange [0:*]
+set xtics ("seed script" 0, "etcdctl save" 1, "etcd-backup gzip" 2, "etcd-backup zstd" 3)
+plot "$work/means" using 0:2 with boxes notitle, "" using 0:2:(sprintf("%.1f s", \$2)) with labels offset 0,1 notitle
+PLOT
+  echo "plot: ${PLOT:-bench/results.png}"
+fi
