@@ -108,6 +108,7 @@ set ylabel "seconds"
 set style fill solid 0.6
 set boxwidth 0.6
 set yrange [0:*]
+set offsets 0, 0, graph 0.12, 0
 set xtics ("seed script" 0, "etcdctl save" 1, "etcd-backup gzip" 2, "etcd-backup zstd" 3)
 plot "$work/means" using 0:2 with boxes notitle, "" using 0:2:(sprintf("%.1f s", \$2)) with labels offset 0,1 notitle
 PLOT
