@@ -13,11 +13,17 @@ use sha2::{Digest, Sha256};
 use crate::cli::text;
 use rig::{Etcd, Pki, S3};
 
-#[tokio::test]
-async fn backup_round_trip_restores_and_prunes() {
+/// A PKI, an etcd with mTLS and an S3 server with the bucket "backups".
+async fn start() -> (Pki, Etcd, S3) {
     let pki = Pki::new();
     let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
     s3.create_bucket("backups").await;
+    (pki, etcd, s3)
+}
+
+#[tokio::test]
+async fn backup_round_trip_restores_and_prunes() {
+    let (pki, etcd, s3) = start().await;
     etcd.load(300).await;
 
     // Backups named by the seed's script, and objects that are not ours, already in the bucket.
@@ -97,9 +103,7 @@ async fn backup_round_trip_restores_and_prunes() {
 
 #[tokio::test]
 async fn failures_leave_no_object_and_no_open_upload() {
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
+    let (pki, etcd, s3) = start().await;
     let other = Pki::new();
 
     // (what, settings that differ, what the message must say)
@@ -160,9 +164,7 @@ async fn failures_leave_no_object_and_no_open_upload() {
 
 #[tokio::test]
 async fn fails_over_to_the_next_endpoint() {
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
+    let (pki, etcd, s3) = start().await;
     let endpoints = format!("https://127.0.0.1:1,{}", etcd.url);
     let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups")
         .env("BACKUP_COMPRESSION", "zstd")
@@ -183,9 +185,7 @@ async fn fails_over_to_the_next_endpoint() {
 
 #[tokio::test]
 async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
+    let (pki, etcd, s3) = start().await;
 
     // Restoring from an empty bucket is a clear runtime error.
     let dir = tempfile::tempdir().unwrap();
@@ -363,11 +363,9 @@ async fn assert_failed_cleanly(o: &std::process::Output, want: &str, s3: &S3, bu
 
 #[tokio::test]
 async fn etcd_dying_mid_stream_publishes_nothing() {
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
+    let (pki, etcd, s3) = start().await;
     etcd.load(1000).await; // about 1.5 MB of database
-    let port: u16 = etcd.url.rsplit(':').next().unwrap().parse().unwrap();
+    let port = rig::port(&etcd.url);
     // The connection dies after 300 kB from etcd: inside the snapshot stream.
     let cut = proxy::cut_after(port, 300_000).await;
     let url = format!("https://127.0.0.1:{}", cut.port);
@@ -380,10 +378,8 @@ async fn etcd_dying_mid_stream_publishes_nothing() {
 
 #[tokio::test]
 async fn s3_slowing_down_then_recovering_is_retried() {
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
-    let s3_port: u16 = s3.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let (pki, etcd, s3) = start().await;
+    let s3_port = rig::port(&s3.endpoint);
     let slow = proxy::slow_down(s3_port, 3).await;
     let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
         .env(
@@ -474,11 +470,9 @@ async fn three_members_with_one_and_then_two_down() {
 
 #[tokio::test]
 async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
+    let (pki, etcd, s3) = start().await;
     etcd.load(1000).await; // a 1.5 MB database, stored uncompressed: one part of that size
-    let s3_port: u16 = s3.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let s3_port = rig::port(&s3.endpoint);
     let dying = proxy::upload_limit(s3_port, 300_000, proxy::OnLimit::Cut).await;
     let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
         .env(
@@ -505,11 +499,9 @@ async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
 #[tokio::test]
 async fn sigterm_during_the_upload_aborts_it() {
     use tokio::io::AsyncBufReadExt;
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
+    let (pki, etcd, s3) = start().await;
     etcd.load(1000).await;
-    let s3_port: u16 = s3.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let s3_port = rig::port(&s3.endpoint);
     let hung = proxy::upload_limit(s3_port, 300_000, proxy::OnLimit::Stall).await;
     let mut child = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
         .env(
@@ -552,11 +544,9 @@ async fn sigterm_during_the_upload_aborts_it() {
 
 #[tokio::test]
 async fn a_snapshot_failing_at_its_start_falls_over_to_the_next_endpoint() {
-    let pki = Pki::new();
-    let (etcd, s3) = tokio::join!(Etcd::start(&pki), S3::start());
-    s3.create_bucket("backups").await;
+    let (pki, etcd, s3) = start().await;
     etcd.load(100).await;
-    let port: u16 = etcd.url.rsplit(':').next().unwrap().parse().unwrap();
+    let port = rig::port(&etcd.url);
     // Enough for the TLS handshake and the status call, not for the first snapshot chunk.
     let cut = proxy::cut_after(port, 12_000).await;
     let endpoints = format!("https://127.0.0.1:{},{}", cut.port, etcd.url);

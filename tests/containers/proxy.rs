@@ -1,11 +1,13 @@
-//! Fault-injecting proxies on loopback, for the fault suite: one cuts a TCP stream after a
-//! number of bytes from the server (etcd dying mid-snapshot, TLS passes through untouched),
-//! one answers the first HTTP requests with 503 Slow Down (an S3 server under load).
+//! Fault-injecting proxies on loopback, for the fault suite: one cuts or stalls a TCP
+//! connection after a number of bytes one way (etcd dying mid-snapshot, S3 dying or hanging
+//! mid-upload; TLS passes through untouched), one answers the first HTTP requests with 503
+//! SlowDown (an S3 server under load).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A running proxy; it stops when dropped.
@@ -22,8 +24,38 @@ impl Drop for Proxy {
     }
 }
 
-/// Forwards to `target`, but closes every connection once `limit` bytes came from the server.
+/// Which direction of a connection a limit counts.
+#[derive(Clone, Copy)]
+pub enum Direction {
+    /// Bytes from the server (a snapshot stream).
+    FromServer,
+    /// Bytes from the client (an upload).
+    FromClient,
+}
+
+/// What happens to a connection once `limit` bytes went through it.
+#[derive(Clone, Copy)]
+pub enum OnLimit {
+    /// The connection is closed: the server died.
+    Cut,
+    /// Nothing more is forwarded that way, and nothing is closed: a hung server.
+    Stall,
+}
+
+/// Forwards to `target`, but closes every connection once `limit` bytes came from the server
+/// (TLS passes through untouched).
 pub async fn cut_after(target: u16, limit: usize) -> Proxy {
+    limited(target, limit, Direction::FromServer, OnLimit::Cut).await
+}
+
+/// Forwards to `target`; each connection may carry `limit` bytes from the client, then `on`.
+/// Small requests (listings, aborts) still pass on fresh connections.
+pub async fn upload_limit(target: u16, limit: usize, on: OnLimit) -> Proxy {
+    limited(target, limit, Direction::FromClient, on).await
+}
+
+/// Forwards to `target`; the `dir` side of each connection may carry `limit` bytes, then `on`.
+async fn limited(target: u16, limit: usize, dir: Direction, on: OnLimit) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
@@ -32,24 +64,38 @@ pub async fn cut_after(target: u16, limit: usize) -> Proxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                     return;
                 };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                // `from`/`to` is the limited direction; the other one is copied freely.
+                let (mut from, mut to, mut back_from, mut back_to): (
+                    OwnedReadHalf,
+                    OwnedWriteHalf,
+                    OwnedReadHalf,
+                    OwnedWriteHalf,
+                ) = match dir {
+                    Direction::FromServer => (sr, cw, cr, sw),
+                    Direction::FromClient => (cr, sw, sr, cw),
+                };
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut back_from, &mut back_to).await;
                 });
                 let mut sent = 0;
                 let mut buf = vec![0; 16384];
                 while sent < limit {
-                    let n = match sr.read(&mut buf).await {
+                    let n = match from.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n.min(limit - sent),
                     };
-                    if cw.write_all(&buf[..n]).await.is_err() {
+                    if to.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
                     sent += n;
                 }
-                up.abort();
+                if let OnLimit::Stall = on {
+                    // Hold both halves open, forwarding nothing more, until the peer leaves.
+                    let _ = tokio::io::copy(&mut from, &mut tokio::io::sink()).await;
+                }
+                back.abort();
             });
         }
     });
@@ -100,60 +146,5 @@ pub async fn slow_down(target: u16, refuse: usize) -> Proxy {
         port,
         task,
         connections,
-    }
-}
-
-/// What happens to a connection once the client has sent `limit` bytes through it.
-#[derive(Clone, Copy)]
-pub enum OnLimit {
-    /// The connection is closed: the server died mid-upload.
-    Cut,
-    /// Nothing more is forwarded, and nothing is closed: a hung server.
-    Stall,
-}
-
-/// Forwards to `target`; each connection may carry `limit` bytes from the client, then `on`.
-/// Small requests (listings, aborts) still pass on fresh connections.
-pub async fn upload_limit(target: u16, limit: usize, on: OnLimit) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let down = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                });
-                let mut sent = 0;
-                let mut buf = vec![0; 16384];
-                while sent < limit {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n.min(limit - sent),
-                    };
-                    if sw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    sent += n;
-                }
-                match on {
-                    OnLimit::Cut => down.abort(),
-                    OnLimit::Stall => {
-                        // Hold both halves open, forwarding nothing, until the client leaves.
-                        let _ = tokio::io::copy(&mut cr, &mut tokio::io::sink()).await;
-                        down.abort();
-                    }
-                }
-            });
-        }
-    });
-    Proxy {
-        port,
-        task,
-        connections: Arc::default(),
     }
 }

@@ -415,6 +415,16 @@ pub fn cmd(pki: &Pki, endpoints: &str, s3: &S3, bucket: &str) -> tokio::process:
     c
 }
 
+/// The port of `http(s)://127.0.0.1:PORT`.
+pub fn port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
 pub fn temp_file(bytes: &[u8]) -> std::fs::File {
     let mut f = tempfile::tempfile().unwrap();
     f.write_all(bytes).unwrap();
