@@ -44,8 +44,8 @@ pub struct Spooled {
     pub raw: NamedTempFile,
     /// The encoded form; `None` with `Codec::None`, where the raw file is what we store.
     pub stored: Option<NamedTempFile>,
+    /// The trailer check over the raw bytes; its `len` is the raw size.
     pub trailer: TrailerCheck,
-    pub raw_len: u64,
     pub stored_len: u64,
 }
 
@@ -82,47 +82,45 @@ where
     let (codec, level, threads, dir) = (cfg.codec, cfg.level, cfg.threads, cfg.tmp_dir.clone());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
 
-    let worker =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(TrailerCheck, u64, u64)> {
-            let disk = |e: std::io::Error| disk_error(e, &dir);
-            let mut trailer = TrailerCheck::default();
-            let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_out);
-            let mut enc = match stored_out {
-                Some(f) => Some(Encoder::new(
-                    codec,
-                    level,
-                    threads,
-                    CountingWriter::new(BufWriter::with_capacity(SPOOL_BUFFER, f)),
-                )?),
-                None => None,
-            };
-            while let Some(chunk) = rx.blocking_recv() {
-                trailer.update(&chunk);
-                raw.write_all(&chunk).map_err(disk)?;
-                if let Some(enc) = enc.as_mut() {
-                    enc.write_all(&chunk).map_err(disk)?;
-                }
+    let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<(TrailerCheck, u64)> {
+        let disk = |e: std::io::Error| disk_error(e, &dir);
+        let mut trailer = TrailerCheck::default();
+        let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_out);
+        let mut enc = match stored_out {
+            Some(f) => Some(Encoder::new(
+                codec,
+                level,
+                threads,
+                CountingWriter::new(BufWriter::with_capacity(SPOOL_BUFFER, f)),
+            )?),
+            None => None,
+        };
+        while let Some(chunk) = rx.blocking_recv() {
+            trailer.update(&chunk);
+            raw.write_all(&chunk).map_err(disk)?;
+            if let Some(enc) = enc.as_mut() {
+                enc.write_all(&chunk).map_err(disk)?;
             }
-            raw.into_inner()
-                .map_err(|e| disk(e.into_error()))?
-                .sync_data()
-                .map_err(disk)?;
-            let stored_len = match enc {
-                Some(enc) => {
-                    let out = enc.finish().map_err(disk)?;
-                    let n = out.count;
-                    out.inner
-                        .into_inner()
-                        .map_err(|e| disk(e.into_error()))?
-                        .sync_data()
-                        .map_err(disk)?;
-                    n
-                }
-                None => trailer.len(),
-            };
-            let raw_len = trailer.len();
-            Ok((trailer, raw_len, stored_len))
-        });
+        }
+        raw.into_inner()
+            .map_err(|e| disk(e.into_error()))?
+            .sync_data()
+            .map_err(disk)?;
+        let stored_len = match enc {
+            Some(enc) => {
+                let out = enc.finish().map_err(disk)?;
+                let n = out.count;
+                out.inner
+                    .into_inner()
+                    .map_err(|e| disk(e.into_error()))?
+                    .sync_data()
+                    .map_err(disk)?;
+                n
+            }
+            None => trailer.len(),
+        };
+        Ok((trailer, stored_len))
+    });
 
     let feed = async {
         futures::pin_mut!(source);
@@ -160,12 +158,11 @@ where
     let worked = worker.await.context("the spooling thread panicked")?;
     // A source error comes first (the worker then saw a short stream), then the worker's own.
     fed?;
-    let (trailer, raw_len, stored_len) = worked?;
+    let (trailer, stored_len) = worked?;
     Ok(Spooled {
         raw,
         stored,
         trailer,
-        raw_len,
         stored_len,
     })
 }
@@ -272,9 +269,9 @@ where
         raw,
         stored,
         trailer,
-        raw_len,
         stored_len,
     } = spooled;
+    let raw_len = trailer.len();
     let (raw, verified) = tokio::task::spawn_blocking(move || {
         let r = verify::check_spooled(raw.as_file(), trailer);
         (raw, r)
