@@ -178,11 +178,16 @@ impl Store {
         }
     }
 
+    /// The prefix as an object_store path (which has no trailing '/'); `None` for the root.
+    fn prefix_path(&self) -> Option<Path> {
+        let prefix = self.prefix.trim_end_matches('/');
+        (!prefix.is_empty()).then(|| Path::from(prefix))
+    }
+
     /// Our backups under the prefix, newest first. Objects whose names we did not write are
     /// skipped and reported, never returned: this is what keeps prune away from them.
     pub async fn list(&self) -> Result<Listing, StoreError> {
-        let prefix = self.prefix.trim_end_matches('/');
-        let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let prefix = self.prefix_path();
         let objects: Vec<_> = self
             .inner
             .list(prefix.as_ref())
@@ -208,8 +213,7 @@ impl Store {
     /// One cheap listing request, to find a missing bucket or wrong credentials before any
     /// snapshot is taken (some S3-compatible servers would create a missing bucket on upload).
     pub async fn check(&self) -> Result<(), StoreError> {
-        let prefix = self.prefix.trim_end_matches('/');
-        let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let prefix = self.prefix_path();
         self.inner
             .list_with_delimiter(prefix.as_ref())
             .await
