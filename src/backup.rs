@@ -32,7 +32,7 @@ use crate::etcd::{self, MemberStatus};
 use crate::key::BackupKey;
 use crate::retention::{self, Policy};
 use crate::shutdown::Shutdown;
-use crate::store::{Metadata, Store};
+use crate::store::{Listing, Metadata, Store};
 use crate::verify::{self, hex, TrailerCheck, Verified};
 
 /// Chunks in flight between the network reader and the spooling thread.
@@ -332,15 +332,14 @@ pub struct Pruned {
     pub plan: retention::Plan,
 }
 
-/// Lists, plans and (unless `dry_run`) deletes. Deletion stops at the first failure.
-pub async fn prune(
+/// Our backups and what retention would do with each: the listing (names not ours are
+/// skipped, with a log line) and the plan. `protect` is never planned for deletion.
+pub async fn survey(
     store: &Store,
     policy: &Policy,
     now: DateTime<Utc>,
     protect: Option<&BackupKey>,
-    dry_run: bool,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Pruned> {
+) -> anyhow::Result<(Listing, retention::Plan)> {
     let listing = store.list().await?;
     if !listing.skipped.is_empty() {
         tracing::info!(
@@ -350,6 +349,19 @@ pub async fn prune(
     }
     let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
     let plan = retention::plan(&keys, policy, now, protect);
+    Ok((listing, plan))
+}
+
+/// Lists, plans and (unless `dry_run`) deletes. Deletion stops at the first failure.
+pub async fn prune(
+    store: &Store,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    protect: Option<&BackupKey>,
+    dry_run: bool,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Pruned> {
+    let (_, plan) = survey(store, policy, now, protect).await?;
     let mut deleted = Vec::new();
     if !dry_run {
         for key in plan.to_delete() {

@@ -209,15 +209,7 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
         Command::List { output } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
-            let listing = store.list().await?;
-            if !listing.skipped.is_empty() {
-                tracing::info!(
-                    skipped = listing.skipped.len(),
-                    "objects under the prefix whose names are not ours were skipped"
-                );
-            }
-            let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
-            let plan = etcd_backup::retention::plan(&keys, &cfg.policy, now, None);
+            let (listing, plan) = backup::survey(&store, &cfg.policy, now, None).await?;
             let mut meta = Vec::new();
             for b in &listing.backups {
                 meta.push(store.metadata(&b.key).await?);
