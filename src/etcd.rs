@@ -323,12 +323,4 @@ impl Snapshot {
             }),
         }
     }
-
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
 }
