@@ -2,19 +2,24 @@
 //!
 //! 1. pick a member and read its status (etcd);
 //! 2. check the scratch space against the database size etcd reports;
-//! 3. stream the snapshot: each chunk is hashed for the trailer check, spooled raw to a scratch
-//!    file and fed to the encoder that writes the stored form to a second scratch file. The
-//!    network read runs on the async runtime and the CPU work on a blocking thread, joined by
-//!    a bounded channel, so they overlap and memory stays bounded;
-//! 4. verify: the trailer, then the bbolt walk of the raw file;
-//! 5. upload the stored form with the verified figures as metadata; the object appears only now;
+//! 3. stream the snapshot, every stage at once: each chunk is hashed for the trailer check,
+//!    spooled raw to a scratch file (for the walk) and fed to the encoder, whose output is cut
+//!    into parts that are uploaded as they fill. The network read and the upload run on the
+//!    async runtime, the hashing, spooling and compressing on a blocking thread (and the
+//!    encoder's workers), joined by bounded channels, so memory does not grow with the database;
+//! 4. verify, the serial tail: the trailer, then the bbolt walk of the raw file, while the last
+//!    parts finish. Only then is the multipart upload completed: the object appears now;
+//! 5. write the manifest (`<key>.json`) with the verified figures;
 //! 6. prune, only after a successful upload, never the object just written.
 //!
-//! The upload waits for verification because S3 metadata is fixed when an upload starts, and
-//! the figures we record (SHA-256, revision, hash) are known only at the end.
+//! S3 metadata is fixed when a multipart upload starts, before the figures we record (SHA-256,
+//! revision, hash) are known, so the object carries what is known at the start (versions,
+//! member, codec) and the manifest carries everything.
 //!
-//! Errors from every stage come back to the caller; a failing stage never looks like an end of
-//! stream to the next, and scratch files are removed on every path (they are `NamedTempFile`s).
+//! Errors travel downstream with the data: the network reader sends its error to the spooling
+//! thread, which sends its own or that one to the uploader, which aborts the upload. A failing
+//! stage never looks like an end of stream to the next, and scratch files are removed on every
+//! path (they are `NamedTempFile`s).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -25,8 +30,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use tempfile::NamedTempFile;
+use tokio::sync::mpsc;
 
-use crate::compress::{Codec, Encoder};
+use crate::compress::Encoder;
 use crate::config::{BackupConfig, PipelineConfig};
 use crate::etcd::{self, MemberStatus};
 use crate::key::BackupKey;
@@ -39,14 +45,12 @@ use crate::verify::{self, hex, TrailerCheck, Verified};
 const CHANNEL_CHUNKS: usize = 16;
 const SPOOL_BUFFER: usize = 1 << 20;
 
-/// The snapshot on local disk, checked by its trailer as it streamed in.
-pub struct Spooled {
-    pub raw: NamedTempFile,
-    /// The encoded form; `None` with `Codec::None`, where the raw file is what we store.
-    pub stored: Option<NamedTempFile>,
-    /// The trailer check over the raw bytes; its `len` is the raw size.
-    pub trailer: TrailerCheck,
-    pub stored_len: u64,
+/// What the network reader sends the spooling thread. A stream is whole only if it ends with
+/// `End`: a closed channel without it means the reader was stopped.
+enum Feed {
+    Chunk(Bytes),
+    End,
+    Failed(anyhow::Error),
 }
 
 fn scratch(dir: &Path, suffix: &str) -> anyhow::Result<NamedTempFile> {
@@ -62,67 +66,14 @@ fn scratch(dir: &Path, suffix: &str) -> anyhow::Result<NamedTempFile> {
         })
 }
 
-/// Streams `source` to scratch files: raw (for the walk) and encoded (for the upload).
-pub async fn spool<S, E>(
-    source: S,
-    cfg: &PipelineConfig,
-    limits: &Limits,
-) -> anyhow::Result<Spooled>
+/// Sends `source` to the spooling thread, with the stall and total timeouts and the shutdown;
+/// its own failure goes down the channel too.
+async fn feed<S, E>(source: S, tx: mpsc::Sender<Feed>, limits: &Limits)
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<anyhow::Error>,
 {
-    let raw = scratch(&cfg.tmp_dir, ".db")?;
-    let stored = match cfg.codec {
-        Codec::None => None,
-        c => Some(scratch(&cfg.tmp_dir, c.extension())?),
-    };
-    let raw_out = raw.reopen()?;
-    let stored_out = stored.as_ref().map(|f| f.reopen()).transpose()?;
-    let (codec, level, threads, dir) = (cfg.codec, cfg.level, cfg.threads, cfg.tmp_dir.clone());
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-
-    let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<(TrailerCheck, u64)> {
-        let disk = |e: std::io::Error| disk_error(e, &dir);
-        let mut trailer = TrailerCheck::default();
-        let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_out);
-        let mut enc = match stored_out {
-            Some(f) => Some(Encoder::new(
-                codec,
-                level,
-                threads,
-                CountingWriter::new(BufWriter::with_capacity(SPOOL_BUFFER, f)),
-            )?),
-            None => None,
-        };
-        while let Some(chunk) = rx.blocking_recv() {
-            trailer.update(&chunk);
-            raw.write_all(&chunk).map_err(disk)?;
-            if let Some(enc) = enc.as_mut() {
-                enc.write_all(&chunk).map_err(disk)?;
-            }
-        }
-        raw.into_inner()
-            .map_err(|e| disk(e.into_error()))?
-            .sync_data()
-            .map_err(disk)?;
-        let stored_len = match enc {
-            Some(enc) => {
-                let out = enc.finish().map_err(disk)?;
-                let n = out.count;
-                out.inner
-                    .into_inner()
-                    .map_err(|e| disk(e.into_error()))?
-                    .sync_data()
-                    .map_err(disk)?;
-                n
-            }
-            None => trailer.len(),
-        };
-        Ok((trailer, stored_len))
-    });
-
-    let feed = async {
+    let read = async {
         futures::pin_mut!(source);
         loop {
             let next = tokio::select! {
@@ -137,34 +88,125 @@ where
                 )
             })?
             else {
-                break;
+                return Ok(());
             };
             let chunk = chunk.map_err(Into::into)?;
-            if tx.send(chunk).await.is_err() {
-                // The worker stopped early; its error is the one to report.
+            if tx.send(Feed::Chunk(chunk)).await.is_err() {
+                // The thread stopped early; its error is already on its way downstream.
                 return Ok(());
             }
         }
-        Ok::<_, anyhow::Error>(())
     };
-    let fed = match tokio::time::timeout(limits.total, feed).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow!(
-            "the snapshot did not finish within ETCD_SNAPSHOT_TIMEOUT={}; raise it for a large database",
+    let end = match tokio::time::timeout(limits.total, read).await {
+        Ok(Ok(())) => Feed::End,
+        Ok(Err(e)) => Feed::Failed(e),
+        Err(_) => Feed::Failed(anyhow!(
+            "the snapshot did not finish within ETCD_SNAPSHOT_TIMEOUT={}; raise it for a large database or a slow object store",
             humantime::format_duration(limits.total)
         )),
     };
-    drop(tx);
-    let worked = worker.await.context("the spooling thread panicked")?;
-    // A source error comes first (the worker then saw a short stream), then the worker's own.
-    fed?;
-    let (trailer, stored_len) = worked?;
-    Ok(Spooled {
-        raw,
-        stored,
-        trailer,
-        stored_len,
-    })
+    let _ = tx.send(end).await;
+}
+
+/// The spooling thread: hashes, spools and encodes what `rx` brings, and sends the encoded
+/// form as parts of `part_size` bytes. Its error (or the reader's) is sent down `parts` and
+/// `None` returned; a send that fails means the uploader already stopped with its own error.
+fn spool(
+    mut rx: mpsc::Receiver<Feed>,
+    parts: mpsc::Sender<anyhow::Result<Bytes>>,
+    raw_file: std::fs::File,
+    cfg: &PipelineConfig,
+) -> Option<(TrailerCheck, u64)> {
+    let dir = cfg.tmp_dir.clone();
+    let work = || -> anyhow::Result<(TrailerCheck, u64)> {
+        let disk = |e: std::io::Error| disk_error(e, &dir);
+        let mut trailer = TrailerCheck::default();
+        let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_file);
+        let out = Parts::new(parts.clone(), cfg.part_size);
+        let mut enc = Encoder::new(cfg.codec, cfg.level, cfg.threads, out)?;
+        loop {
+            match rx.blocking_recv() {
+                Some(Feed::Chunk(chunk)) => {
+                    trailer.update(&chunk);
+                    raw.write_all(&chunk).map_err(disk)?;
+                    enc.write_all(&chunk).map_err(stopped_or)?;
+                }
+                Some(Feed::End) => break,
+                Some(Feed::Failed(e)) => return Err(e),
+                None => bail!("the snapshot reader stopped without finishing the stream"),
+            }
+        }
+        raw.into_inner()
+            .map_err(|e| disk(e.into_error()))?
+            .sync_data()
+            .map_err(disk)?;
+        let stored_len = enc.finish().and_then(Parts::finish).map_err(stopped_or)?;
+        Ok((trailer, stored_len))
+    };
+    match work() {
+        Ok(done) => Some(done),
+        Err(e) => {
+            let _ = parts.blocking_send(Err(e));
+            None
+        }
+    }
+}
+
+/// An encoder error, or the sign that the uploader is gone (whose error is the one reported).
+fn stopped_or(e: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context("compressing the snapshot")
+}
+
+/// The encoder's output, cut into upload parts of `size` bytes (the last may be shorter).
+struct Parts {
+    tx: mpsc::Sender<anyhow::Result<Bytes>>,
+    size: usize,
+    part: Vec<u8>,
+    count: u64,
+}
+
+impl Parts {
+    fn new(tx: mpsc::Sender<anyhow::Result<Bytes>>, size: usize) -> Self {
+        Parts {
+            tx,
+            size,
+            part: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::take(&mut self.part);
+        self.tx
+            .blocking_send(Ok(Bytes::from(part)))
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+
+    /// Sends the last part; returns the bytes written in all.
+    fn finish(mut self) -> std::io::Result<u64> {
+        if !self.part.is_empty() {
+            self.send()?;
+        }
+        Ok(self.count)
+    }
+}
+
+impl Write for Parts {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.part.capacity() == 0 {
+            self.part.reserve_exact(self.size);
+        }
+        let n = buf.len().min(self.size - self.part.len());
+        self.part.extend_from_slice(&buf[..n]);
+        self.count += n as u64;
+        if self.part.len() == self.size {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How long a snapshot stream may take in all and stay silent, and what stops it early.
@@ -178,34 +220,12 @@ pub struct Limits {
 /// A disk error while spooling, named with the setting to change.
 fn disk_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
     if e.raw_os_error() == Some(libc::ENOSPC) {
-        anyhow!("the scratch directory {} (BACKUP_TMP_DIR) is full: {e}; give it at least twice the etcd database size", dir.display())
+        anyhow!("the scratch directory {} (BACKUP_TMP_DIR) is full: {e}; give it at least the etcd database size", dir.display())
     } else {
         anyhow!(
             "writing scratch files in {} (BACKUP_TMP_DIR): {e}",
             dir.display()
         )
-    }
-}
-
-struct CountingWriter<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W> CountingWriter<W> {
-    fn new(inner: W) -> Self {
-        CountingWriter { inner, count: 0 }
-    }
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -221,14 +241,10 @@ pub fn free_space(dir: &Path) -> std::io::Result<u64> {
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
-/// Scratch space a backup needs: the raw snapshot, and as much again for its encoded form
-/// (compression never grows data by more than a few bytes per block).
-pub fn space_needed(db_size: u64, codec: Codec) -> u64 {
-    let raw = db_size + verify::TRAILER_LEN as u64;
-    match codec {
-        Codec::None => raw,
-        _ => raw * 2,
-    }
+/// Scratch space a backup needs: the raw snapshot, kept for the walk. The encoded form goes
+/// straight to the upload.
+pub fn space_needed(db_size: u64) -> u64 {
+    db_size + verify::TRAILER_LEN as u64
 }
 
 /// A published backup.
@@ -239,13 +255,19 @@ pub struct Published {
     pub verified: Verified,
     pub raw_bytes: u64,
     pub stored_bytes: u64,
-    pub snapshot_time: Duration,
+    /// Streaming, compressing and uploading, overlapped, until the last part was handed over.
+    pub stream_time: Duration,
+    /// The walk of the spooled file.
     pub verify_time: Duration,
-    pub upload_time: Duration,
+    /// The last parts, completing the upload and the manifest.
+    pub finish_time: Duration,
+    /// Why the manifest could not be written, if it was not.
+    pub manifest_error: Option<String>,
 }
 
-/// Spools, verifies and uploads one snapshot stream. The object exists afterwards only if this
-/// returns `Ok`. `extra` is metadata known before the stream (member, versions).
+/// Streams, verifies and uploads one snapshot stream, all at once. The object exists
+/// afterwards only if this returns `Ok`. `extra` is metadata known before the stream (member,
+/// versions); the object carries it, the manifest carries it and the verified figures.
 pub async fn publish<S, E>(
     source: S,
     store: &Store,
@@ -258,70 +280,94 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<anyhow::Error>,
 {
-    let t = Instant::now();
-    let spooled = spool(source, cfg, limits)
-        .await
-        .context("streaming the snapshot")?;
-    let snapshot_time = t.elapsed();
+    let started = Instant::now();
+    let raw = scratch(&cfg.tmp_dir, ".db")?;
+    let raw_out = raw.reopen()?;
+    let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CHUNKS);
+    // One part waits here while `concurrency` are in flight and the next one fills.
+    let (parts_tx, parts_rx) = mpsc::channel(1);
+    let worker_cfg = cfg.clone();
+    let mut worker = Some(tokio::task::spawn_blocking(move || {
+        spool(chunks_rx, parts_tx, raw_out, &worker_cfg)
+    }));
 
-    let t = Instant::now();
-    let Spooled {
-        raw,
-        stored,
-        trailer,
-        stored_len,
-    } = spooled;
-    let raw_len = trailer.len();
-    let (raw, verified) = tokio::task::spawn_blocking(move || {
-        let r = verify::check_spooled(raw.as_file(), trailer);
-        (raw, r)
-    })
-    .await?;
-    let verified = verified.context("verifying the snapshot (nothing was uploaded)")?;
-    let verify_time = t.elapsed();
-    tracing::info!(
-        sha256 = %hex(&verified.sha256), revision = verified.status.revision, hash = verified.status.hash,
-        total_keys = verified.status.total_key, total_size = verified.status.total_size,
-        "snapshot verified: SHA-256 trailer matches and the bbolt walk found no damage"
-    );
-
-    let t = Instant::now();
-    let upload = stored.as_ref().unwrap_or(&raw);
-    let s = &verified.status;
     let mut metadata: Metadata = vec![
         ("etcd-backup-version", env!("CARGO_PKG_VERSION").to_string()),
+        ("compression", cfg.codec.to_string()),
+    ];
+    metadata.extend(extra);
+    // The walk, once the thread has handed over the last part, while the last parts upload.
+    let gate = async {
+        let (trailer, stored_len) = worker
+            .take()
+            .expect("the gate runs once")
+            .await
+            .context("the spooling thread panicked")?
+            .ok_or_else(|| anyhow!("the spooling thread stopped"))?;
+        let stream_time = started.elapsed();
+        let raw_len = trailer.len();
+        let file = raw.reopen()?;
+        let verified = tokio::task::spawn_blocking(move || verify::check_spooled(&file, trailer))
+            .await?
+            .context("verifying the snapshot (the upload was aborted, nothing was published)")?;
+        let verify_time = started.elapsed() - stream_time;
+        let s = &verified.status;
+        tracing::info!(
+            sha256 = %hex(&verified.sha256), revision = s.revision, hash = s.hash,
+            total_keys = s.total_key, total_size = s.total_size,
+            "snapshot verified: SHA-256 trailer matches and the bbolt walk found no damage"
+        );
+        anyhow::Ok((verified, raw_len, stored_len, stream_time, verify_time))
+    };
+    let parts = futures::stream::unfold(parts_rx, |mut rx| async move {
+        rx.recv().await.map(|part| (part, rx))
+    });
+    let upload = store.put_stream(
+        &key,
+        metadata.clone(),
+        parts,
+        cfg.concurrency,
+        gate,
+        &limits.shutdown,
+    );
+    let ((), uploaded) = tokio::join!(feed(source, chunks_tx, limits), upload);
+    // After a failed upload the thread stops at its next send; wait, so nothing outlives us.
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
+    drop(raw);
+    let (_, (verified, raw_len, stored_len, stream_time, verify_time)) =
+        uploaded.with_context(|| format!("uploading {}", store.url(&key)))?;
+
+    let s = &verified.status;
+    let mut figures = metadata;
+    figures.extend([
         ("snapshot-sha256", hex(&verified.sha256)),
         ("snapshot-size", raw_len.to_string()),
+        ("stored-size", stored_len.to_string()),
         ("etcd-revision", s.revision.to_string()),
         ("etcd-hash", s.hash.to_string()),
         ("etcd-total-keys", s.total_key.to_string()),
         ("etcd-db-size", s.total_size.to_string()),
-        ("compression", cfg.codec.to_string()),
-    ];
-    metadata.extend(extra);
-    let file = tokio::fs::File::from_std(upload.reopen()?);
-    store
-        .put_file(
-            &key,
-            file,
-            metadata,
-            cfg.part_size,
-            cfg.concurrency,
-            &limits.shutdown,
-        )
-        .await
-        .with_context(|| format!("uploading {}", store.url(&key)))?;
-    let upload_time = t.elapsed();
-    drop((raw, stored));
+    ]);
+    // The backup is published and whole; its manifest only saves `list` a download.
+    let manifest_error = match store.put_manifest(&key, &figures).await {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::warn!("the backup was published, but its manifest was not: {e}; `list` shows it without revision and sizes");
+            Some(e.to_string())
+        }
+    };
     Ok(Published {
         key,
         url: store.url(&key),
         verified,
         raw_bytes: raw_len,
         stored_bytes: stored_len,
-        snapshot_time,
+        stream_time,
         verify_time,
-        upload_time,
+        finish_time: started.elapsed() - stream_time - verify_time,
+        manifest_error,
     })
 }
 
@@ -408,14 +454,14 @@ pub async fn run(
         tracing::warn!("{w}");
     }
 
-    let need = space_needed(status.db_size, cfg.pipeline.codec);
+    let need = space_needed(status.db_size);
     let dir: &PathBuf = &cfg.pipeline.tmp_dir;
     let free = free_space(dir)
         .with_context(|| format!("reading free space of {} (BACKUP_TMP_DIR)", dir.display()))?;
     if free < need {
         bail!(
-            "not enough scratch space in {} (BACKUP_TMP_DIR): {free} bytes free, {need} needed for a {}-byte database with BACKUP_COMPRESSION={}; give it more space or point BACKUP_TMP_DIR elsewhere",
-            dir.display(), status.db_size, cfg.pipeline.codec
+            "not enough scratch space in {} (BACKUP_TMP_DIR): {free} bytes free, {need} needed for a {}-byte database; give it more space or point BACKUP_TMP_DIR elsewhere",
+            dir.display(), status.db_size
         );
     }
 

@@ -84,24 +84,18 @@ impl FromStr for Codec {
 
 /// A streaming encoder that writes into `W`.
 pub enum Encoder<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
-    ParallelGzip(crate::pgzip::ParallelGzip<W>),
+    Gzip(crate::pgzip::ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
 
 impl<W: Write + Send + 'static> Encoder<W> {
-    /// An encoder on `threads` threads (gzip: independent members, as pigz writes them; zstd:
-    /// its multithreaded mode). One thread means the plain single-stream encoders.
+    /// An encoder on `threads` threads (gzip: independent members, as pigz writes them, even
+    /// with one thread, which then compresses beside the caller's; zstd: its multithreaded mode
+    /// past one thread).
     pub fn new(codec: Codec, level: u32, threads: usize, inner: W) -> io::Result<Self> {
         Ok(match codec {
-            Codec::Gzip if threads > 1 => {
-                Encoder::ParallelGzip(crate::pgzip::ParallelGzip::new(inner, level, threads))
-            }
-            Codec::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-                inner,
-                flate2::Compression::new(level),
-            )),
+            Codec::Gzip => Encoder::Gzip(crate::pgzip::ParallelGzip::new(inner, level, threads)),
             Codec::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, level as i32)?;
                 if threads > 1 {
@@ -119,7 +113,6 @@ impl<W: Write + Send + 'static> Encoder<W> {
     pub fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Gzip(e) => e.finish(),
-            Encoder::ParallelGzip(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
             Encoder::None(w) => Ok(w),
         }
@@ -130,7 +123,6 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::Gzip(e) => e.write(buf),
-            Encoder::ParallelGzip(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
             Encoder::None(w) => w.write(buf),
         }
@@ -138,7 +130,6 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Gzip(e) => e.flush(),
-            Encoder::ParallelGzip(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
             Encoder::None(w) => w.flush(),
         }

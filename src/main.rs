@@ -183,12 +183,13 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
                 hash = p.verified.status.hash,
                 total_keys = p.verified.status.total_key,
                 member = %s.member.member_id,
-                snapshot_s = format!("{:.2}", p.snapshot_time.as_secs_f64()),
+                stream_s = format!("{:.2}", p.stream_time.as_secs_f64()),
                 verify_s = format!("{:.2}", p.verify_time.as_secs_f64()),
-                upload_s = format!("{:.2}", p.upload_time.as_secs_f64()),
+                finish_s = format!("{:.2}", p.finish_time.as_secs_f64()),
                 prune_s = format!("{:.2}", s.prune_time.as_secs_f64()),
                 pruned = s.pruned,
                 prune_failed = s.prune_error.is_some(),
+                manifest_failed = p.manifest_error.is_some(),
                 "backup complete"
             );
             Ok(ExitCode::SUCCESS)
@@ -212,7 +213,7 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             let (listing, plan) = backup::survey(&store, &cfg.policy, now, None).await?;
             let mut meta = Vec::new();
             for b in &listing.backups {
-                meta.push(store.metadata(&b.key).await?);
+                meta.push(store.figures(b).await?);
             }
             let rows = output::list_rows(&cfg.store.prefix, &listing.backups, &meta, &plan);
             match output {

@@ -14,15 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::future::Future;
+
 use futures::stream::{BoxStream, FuturesUnordered};
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
     ObjectStoreExt, PutMultipartOptions, PutPayload, RetryConfig,
 };
-use tokio::io::AsyncReadExt;
 
 use crate::config::StoreConfig;
 use crate::key::BackupKey;
@@ -42,10 +43,6 @@ pub struct StoreError {
 pub enum PutError {
     #[error("{0} already exists; refusing to overwrite it (is another backup running at the same second?)")]
     Exists(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("reading the file to upload: {0}")]
-    Read(#[from] std::io::Error),
     #[error("{0}: the upload was aborted")]
     Interrupted(#[from] crate::shutdown::Interrupted),
 }
@@ -72,6 +69,8 @@ pub struct Listed {
     pub key: BackupKey,
     pub size: u64,
     pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// Whether its manifest (`<key>.json`, the verified figures) is there too.
+    pub manifest: bool,
 }
 
 /// The listing under the prefix: our backups (newest first) and the names we skipped.
@@ -79,7 +78,12 @@ pub struct Listed {
 pub struct Listing {
     pub backups: Vec<Listed>,
     pub skipped: Vec<String>,
+    /// Manifests whose backup is not there.
+    pub orphan_manifests: usize,
 }
+
+/// A backup's manifest is its name with this suffix.
+pub const MANIFEST_SUFFIX: &str = ".json";
 
 /// User metadata stored with an object, as `x-amz-meta-*` headers on S3.
 pub type Metadata = Vec<(&'static str, String)>;
@@ -195,17 +199,31 @@ impl Store {
             .await
             .map_err(self.err("listing", self.url.clone()))?;
         let mut listing = Listing::default();
+        let mut manifests = std::collections::HashSet::new();
         for o in objects {
             let name = o.location.as_ref();
-            match name.strip_prefix(&self.prefix).map(str::parse::<BackupKey>) {
+            let ours = name.strip_prefix(&self.prefix);
+            let manifest = ours.and_then(|n| n.strip_suffix(MANIFEST_SUFFIX));
+            if let Some(Ok(key)) = manifest.map(str::parse::<BackupKey>) {
+                manifests.insert(key);
+                continue;
+            }
+            match ours.map(str::parse::<BackupKey>) {
                 Some(Ok(key)) => listing.backups.push(Listed {
                     key,
                     size: o.size,
                     last_modified: o.last_modified,
+                    manifest: false,
                 }),
                 _ => listing.skipped.push(name.to_string()),
             }
         }
+        for b in &mut listing.backups {
+            b.manifest = manifests.remove(&b.key);
+        }
+        // A manifest without its backup is one of ours, but nothing of value: prune deletes a
+        // manifest before its backup, so only a hand-deleted backup leaves one. Left alone.
+        listing.orphan_manifests = manifests.len();
         listing.backups.sort_by_key(|b| std::cmp::Reverse(b.key));
         Ok(listing)
     }
@@ -227,6 +245,63 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err("checking", self.url(key))(e)),
         }
+    }
+
+    fn manifest_path(&self, key: &BackupKey) -> Path {
+        Path::from(format!("{}{key}{MANIFEST_SUFFIX}", self.prefix))
+    }
+
+    /// Writes the manifest of a published backup: its figures as one flat JSON object.
+    pub async fn put_manifest(
+        &self,
+        key: &BackupKey,
+        figures: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let map: serde_json::Map<String, serde_json::Value> = figures
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone().into()))
+            .collect();
+        let body = serde_json::to_vec_pretty(&map).expect("strings serialize");
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/json"),
+        );
+        let opts = object_store::PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        self.inner
+            .put_opts(&self.manifest_path(key), body.into(), opts)
+            .await
+            .map_err(self.err("writing the manifest of", self.url(key)))?;
+        Ok(())
+    }
+
+    /// What we recorded about a backup: its manifest if `listed` has one, else (backups from
+    /// before manifests, or a manifest that failed to write) the user metadata of the object.
+    pub async fn figures(&self, listed: &Listed) -> Result<Vec<(String, String)>, StoreError> {
+        if !listed.manifest {
+            return self.metadata(&listed.key).await;
+        }
+        let url = format!("{}{MANIFEST_SUFFIX}", self.url(&listed.key));
+        let body = self
+            .inner
+            .get(&self.manifest_path(&listed.key))
+            .await
+            .map_err(self.err("reading", url.clone()))?
+            .bytes()
+            .await
+            .map_err(self.err("reading", url.clone()))?;
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| {
+                tracing::warn!("{url} is not a JSON object ({e}); showing the backup without it");
+                Default::default()
+            });
+        Ok(map
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+            .collect())
     }
 
     /// The user metadata stored with a backup.
@@ -262,28 +337,87 @@ impl Store {
         Ok(r.into_stream())
     }
 
+    /// Deletes a backup and its manifest, the manifest first: a failure between the two leaves
+    /// a backup without its figures (which the next prune deletes), never a stray manifest.
+    /// Deleting a manifest that is not there succeeds (S3 DELETE is idempotent).
     pub async fn delete(&self, key: &BackupKey) -> Result<(), StoreError> {
+        let manifest = format!("{}{MANIFEST_SUFFIX}", self.url(key));
+        match self.inner.delete(&self.manifest_path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.err("deleting", manifest)(e)),
+        }
         self.inner
             .delete(&self.path(key))
             .await
             .map_err(self.err("deleting", self.url(key)))
     }
 
-    /// Uploads `file` as `key`. The object exists afterwards only if this returns `Ok`; on any
-    /// error the multipart upload is aborted. An existing object is never overwritten.
-    pub async fn put_file(
+    /// Uploads the parts of `parts` as `key`, at most `concurrency` at once, and publishes the
+    /// object only if the stream ended cleanly and then `gate` passed. `gate` is polled only
+    /// after the last part was handed over (it is what checks the data those parts held) and
+    /// runs while the last parts finish; its value is returned with the byte count.
+    ///
+    /// The object exists afterwards only if this returns `Ok`; on any error (an `Err` from the
+    /// stream, a failed part, the gate, a shutdown) the multipart upload is aborted. An existing
+    /// object is never overwritten. Every part but the last must be at least 5 MiB (S3's rule);
+    /// the caller cuts them.
+    pub async fn put_stream<S, G, T>(
         &self,
         key: &BackupKey,
-        file: tokio::fs::File,
         metadata: Metadata,
-        part_size: usize,
+        parts: S,
         concurrency: usize,
+        gate: G,
         shutdown: &Shutdown,
-    ) -> Result<u64, PutError> {
+    ) -> anyhow::Result<(u64, T)>
+    where
+        S: Stream<Item = anyhow::Result<Bytes>>,
+        G: Future<Output = anyhow::Result<T>>,
+    {
         let url = self.url(key);
         if self.exists(key).await? {
-            return Err(PutError::Exists(url));
+            return Err(PutError::Exists(url).into());
         }
+        let mut upload = self
+            .inner
+            .put_multipart_opts(&self.path(key), self.put_options(metadata))
+            .await
+            .map_err(self.err("starting the upload of", url.clone()))?;
+        let work = async {
+            let sent = upload_parts(upload.as_mut(), parts, concurrency, gate, || {
+                self.err("uploading a part of", url.clone())
+            })
+            .await?;
+            // Checked again just before publishing: the window for a same-second race is the
+            // length of one request, and concurrencyPolicy: Forbid closes it in Kubernetes.
+            if self.exists(key).await? {
+                return Err(PutError::Exists(url.clone()).into());
+            }
+            anyhow::Ok(sent)
+        };
+        // A shutdown stops the parts; once completing has begun it runs to the end, so that
+        // what we report matches what the bucket holds.
+        let work = tokio::select! {
+            r = work => r,
+            i = shutdown.requested() => Err(PutError::Interrupted(i).into()),
+        };
+        let result = match work {
+            Ok(sent) => upload
+                .complete()
+                .await
+                .map(|_| sent)
+                .map_err(|e| self.err("completing the upload of", url.clone())(e).into()),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            if let Err(e) = upload.abort().await {
+                tracing::error!("aborting the multipart upload of {url} failed: {e}; the bucket may hold an incomplete upload until its lifecycle rule removes it");
+            }
+        }
+        result
+    }
+
+    fn put_options(&self, metadata: Metadata) -> PutMultipartOptions {
         let mut attributes = Attributes::new();
         attributes.insert(
             Attribute::ContentType,
@@ -298,97 +432,55 @@ impl Store {
                 AttributeValue::from(v),
             );
         }
-        let path = self.path(key);
-        let opts = PutMultipartOptions {
+        PutMultipartOptions {
             attributes,
             ..Default::default()
-        };
-        let mut upload = self
-            .inner
-            .put_multipart_opts(&path, opts)
-            .await
-            .map_err(self.err("starting the upload of", url.clone()))?;
-        let parts = async {
-            let sent = upload_parts(upload.as_mut(), file, part_size, concurrency)
-                .await
-                .map_err(|e| match e {
-                    PartError::Read(e) => PutError::Read(e),
-                    PartError::Store(e) => {
-                        PutError::Store(self.err("uploading a part of", url.clone())(e))
-                    }
-                })?;
-            // Checked again just before publishing: the window for a same-second race is the
-            // length of one request, and concurrencyPolicy: Forbid closes it in Kubernetes.
-            if self.exists(key).await? {
-                return Err(PutError::Exists(url.clone()));
-            }
-            Ok(sent)
-        };
-        // A shutdown stops the parts; once completing has begun it runs to the end, so that
-        // what we report matches what the bucket holds.
-        let parts = tokio::select! {
-            r = parts => r,
-            i = shutdown.requested() => Err(PutError::Interrupted(i)),
-        };
-        let result =
-            match parts {
-                Ok(sent) => upload.complete().await.map(|_| sent).map_err(|e| {
-                    PutError::Store(self.err("completing the upload of", url.clone())(e))
-                }),
-                Err(e) => Err(e),
-            };
-        if result.is_err() {
-            if let Err(e) = upload.abort().await {
-                tracing::error!("aborting the multipart upload of {url} failed: {e}; the bucket may hold an incomplete upload until its lifecycle rule removes it");
-            }
         }
-        result
     }
 }
 
-enum PartError {
-    Read(std::io::Error),
-    Store(object_store::Error),
-}
-
-/// Reads `file` in `part_size` parts and uploads them, at most `concurrency` at once.
-async fn upload_parts(
+/// Uploads every part of `parts`, at most `concurrency` at once, then waits for the last ones
+/// and for `gate` together. The first error wins: the stream's, a part's, then the gate's.
+async fn upload_parts<S, G, T, E>(
     upload: &mut dyn object_store::MultipartUpload,
-    mut file: tokio::fs::File,
-    part_size: usize,
+    parts: S,
     concurrency: usize,
-) -> Result<u64, PartError> {
+    gate: G,
+    part_error: impl Fn() -> E,
+) -> anyhow::Result<(u64, T)>
+where
+    S: Stream<Item = anyhow::Result<Bytes>>,
+    G: Future<Output = anyhow::Result<T>>,
+    E: FnOnce(object_store::Error) -> StoreError,
+{
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0u64;
-    loop {
-        let mut part = Vec::with_capacity(part_size);
-        // `take` + `read_to_end` fills the part unless the file ends first.
-        (&mut file)
-            .take(part_size as u64)
-            .read_to_end(&mut part)
-            .await
-            .map_err(PartError::Read)?;
-        if part.is_empty() && sent > 0 {
-            break;
-        }
-        let last = part.len() < part_size;
+    futures::pin_mut!(parts);
+    while let Some(part) = parts.next().await {
+        let part = part?;
         sent += part.len() as u64;
-        in_flight.push(upload.put_part(PutPayload::from(Bytes::from(part))));
+        in_flight.push(upload.put_part(PutPayload::from(part)));
         while in_flight.len() >= concurrency {
             in_flight
                 .next()
                 .await
                 .expect("not empty")
-                .map_err(PartError::Store)?;
-        }
-        if last {
-            break;
+                .map_err(part_error())?;
         }
     }
-    while let Some(r) = in_flight.next().await {
-        r.map_err(PartError::Store)?;
+    if sent == 0 {
+        // S3 needs at least one part, even for an empty object.
+        in_flight.push(upload.put_part(PutPayload::default()));
     }
-    Ok(sent)
+    let drain = async {
+        while let Some(r) = in_flight.next().await {
+            r.map_err(part_error())?;
+        }
+        anyhow::Ok(())
+    };
+    let (drained, gated) = tokio::join!(drain, gate);
+    drained?;
+    Ok((sent, gated?))
 }
 
 #[cfg(test)]

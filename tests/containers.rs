@@ -30,6 +30,7 @@ async fn backup_round_trip_restores_and_prunes() {
     for name in [
         "etcd/20200101-000000.db.gz",
         "etcd/20200102-000000.db.gz",
+        "etcd/20200102-000000.db.gz.json",
         "etcd/notes.txt",
         "etcd/20200101-000000.db.gz.bak",
     ] {
@@ -55,8 +56,13 @@ async fn backup_round_trip_restores_and_prunes() {
         .collect();
     assert_eq!(ours.len(), 1, "{names:?}");
     let key = ours[0].clone();
-    // Prune removed the seed's old backups and nothing else.
-    let mut rest: Vec<_> = names.iter().filter(|n| **n != key).cloned().collect();
+    let manifest = format!("{key}.json");
+    // Prune removed the seed's old backups (and a manifest) and nothing else.
+    let mut rest: Vec<_> = names
+        .iter()
+        .filter(|n| **n != key && **n != manifest)
+        .cloned()
+        .collect();
     rest.sort();
     assert_eq!(rest, ["etcd/20200101-000000.db.gz.bak", "etcd/notes.txt"]);
 
@@ -82,18 +88,19 @@ async fn backup_round_trip_restores_and_prunes() {
         Some("STANDARD_IA"),
         "{h:?}"
     );
-    assert_eq!(
-        h["x-amz-meta-snapshot-sha256"],
-        etcd_backup::verify::hex(&Sha256::digest(db))
-    );
     assert_eq!(h["x-amz-meta-compression"], "gzip");
     assert_eq!(h["x-amz-meta-etcd-version"], "3.5.1");
-    let status = etcd_backup::verify::walk(&rig::temp_file(&raw), db.len() as u64).unwrap();
-    assert_eq!(h["x-amz-meta-etcd-revision"], status.revision.to_string());
+    // The verified figures are in the manifest, written once the object was published.
+    let (m, _) = s3.get("backups", &manifest).await;
+    let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
     assert_eq!(
-        h["x-amz-meta-etcd-total-keys"],
-        status.total_key.to_string()
+        m["snapshot-sha256"],
+        etcd_backup::verify::hex(&Sha256::digest(db))
     );
+    let status = etcd_backup::verify::walk(&rig::temp_file(&raw), db.len() as u64).unwrap();
+    assert_eq!(m["etcd-revision"], status.revision.to_string());
+    assert_eq!(m["etcd-total-keys"], status.total_key.to_string());
+    assert_eq!(m["etcd-version"], "3.5.1");
     assert!(status.revision > 300, "revision {}", status.revision);
 
     // etcdutl restores the decompressed object as is, hash check included.
@@ -169,7 +176,7 @@ async fn fails_over_to_the_next_endpoint() {
         "{log}"
     );
     assert!(log.contains(&format!("at {}", etcd.url)), "{log}");
-    let names = s3.list("backups").await;
+    let names = s3.backups("backups").await;
     assert_eq!(names.len(), 1);
     assert!(names[0].ends_with(".db.zst"));
 }
@@ -251,7 +258,7 @@ async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
     );
 
     // Refuses to overwrite without --force; a named backup restores too.
-    let name = s3.list("backups").await.pop().unwrap();
+    let name = s3.backups("backups").await.pop().unwrap();
     let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
         .args(["restore", &name, "--output"])
         .arg(&out)
@@ -385,7 +392,7 @@ async fn s3_slowing_down_then_recovering_is_retried() {
         slow.connections.load(std::sync::atomic::Ordering::SeqCst) > 3,
         "no request got through the proxy"
     );
-    assert_eq!(s3.list("backups").await.len(), 1);
+    assert_eq!(s3.backups("backups").await.len(), 1);
     // With retries off, the same 503s fail the run, cleanly.
     let slow = proxy::slow_down(s3_port, 3).await;
     let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
@@ -400,7 +407,7 @@ async fn s3_slowing_down_then_recovering_is_retried() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("503"), "{}", text(&o));
     assert_eq!(
-        s3.list("backups").await.len(),
+        s3.backups("backups").await.len(),
         1,
         "the failed run changed the bucket"
     );
@@ -456,7 +463,7 @@ async fn three_members_with_one_and_then_two_down() {
     assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(log.contains("lost quorum"), "{log}");
     assert!(log.contains(&format!("at {}", members[2].url)), "{log}");
-    assert_eq!(s3.list("backups").await.len(), 2);
+    assert_eq!(s3.backups("backups").await.len(), 2);
 }
 
 #[tokio::test]
@@ -484,7 +491,7 @@ async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
         .await
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(s3.list("backups").await.len(), 1);
+    assert_eq!(s3.backups("backups").await.len(), 1);
 }
 
 #[tokio::test]
@@ -552,5 +559,5 @@ async fn a_snapshot_failing_at_its_start_falls_over_to_the_next_endpoint() {
         "{log}"
     );
     assert!(log.contains(&format!("at {}", etcd.url)), "{log}");
-    assert_eq!(s3.list("backups").await.len(), 1);
+    assert_eq!(s3.backups("backups").await.len(), 1);
 }

@@ -23,7 +23,9 @@ fn cfg(codec: Codec, tmp: &std::path::Path) -> PipelineConfig {
         codec,
         level: codec.default_level(),
         tmp_dir: tmp.to_path_buf(),
-        part_size: 5 << 20,
+        // Small parts, so that a test snapshot is many parts and their upload overlaps the
+        // stream (the in-memory store has no 5 MiB minimum).
+        part_size: 64 << 10,
         threads: 2,
         concurrency: 2,
     }
@@ -95,12 +97,17 @@ async fn publishes_every_codec_whole_with_metadata() {
             "{codec}: the stored object decodes to the snapshot, trailer included"
         );
 
+        let object_meta = store.metadata(&key(codec)).await.unwrap();
+        assert!(object_meta.contains(&("compression".into(), codec.to_string())));
+        let listing = store.list().await.unwrap();
+        assert!(listing.backups[0].manifest);
         let meta: std::collections::HashMap<_, _> = store
-            .metadata(&key(codec))
+            .figures(&listing.backups[0])
             .await
             .unwrap()
             .into_iter()
             .collect();
+        assert_eq!(meta["stored-size"], p.stored_bytes.to_string());
         let db = &snapshot[..snapshot.len() - 32];
         assert_eq!(
             meta["snapshot-sha256"],
@@ -143,7 +150,8 @@ async fn assert_nothing_published_within(
     .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains(want), "{text}");
-    assert!(store.list().await.unwrap().backups.is_empty());
+    let listing = store.list().await.unwrap();
+    assert!(listing.backups.is_empty() && listing.orphan_manifests == 0);
     assert!(scratch_is_empty(tmp.path()), "scratch files left behind");
 }
 

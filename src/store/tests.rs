@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::shutdown;
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::FutureExt;
@@ -123,12 +122,22 @@ impl ObjectStore for Faulty {
 
 const PART: usize = 5 << 20;
 
-fn file_of(len: usize) -> (tempfile::NamedTempFile, tokio::fs::File) {
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-    f.write_all(&data).unwrap();
-    let reader = tokio::fs::File::from_std(f.reopen().unwrap());
-    (f, reader)
+/// `len` bytes cut into parts of `PART`, as the backup's spooling thread cuts them.
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 253) as u8).collect()
+}
+
+fn parts_of(data: &[u8]) -> impl Stream<Item = anyhow::Result<Bytes>> {
+    let parts: Vec<_> = data
+        .chunks(PART)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(parts)
+}
+
+/// A gate that passes.
+async fn pass() -> anyhow::Result<()> {
+    Ok(())
 }
 
 fn key() -> BackupKey {
@@ -144,19 +153,19 @@ async fn uploads_whole_with_metadata_and_storage_class() {
         "etcd/",
         Some("STANDARD_IA".into()),
     );
-    let (_f, file) = file_of(PART * 2 + 123);
-    let sent = store
-        .put_file(
+    let input = data(PART * 2 + 123);
+    let (sent, ()) = store
+        .put_stream(
             &key(),
-            file,
-            vec![("snapshot-sha256", "abc".into())],
-            PART,
+            vec![("etcd-version", "3.5.1".into())],
+            parts_of(&input),
             2,
+            pass(),
             &Shutdown::never(),
         )
         .await
         .unwrap();
-    assert_eq!(sent, (PART * 2 + 123) as u64);
+    assert_eq!(sent, input.len() as u64);
     let got = inner
         .inner
         .get(&Path::from("etcd/20260529-060000.db.gz"))
@@ -168,11 +177,40 @@ async fn uploads_whole_with_metadata_and_storage_class() {
             .map(|v| v.as_ref()),
         Some("STANDARD_IA")
     );
-    assert_eq!(got.bytes().await.unwrap().len(), PART * 2 + 123);
+    assert!(got.bytes().await.unwrap() == input);
     assert_eq!(
         store.metadata(&key()).await.unwrap(),
-        [("snapshot-sha256".to_string(), "abc".to_string())]
+        [("etcd-version".to_string(), "3.5.1".to_string())]
     );
+}
+
+#[tokio::test]
+async fn an_empty_stream_is_an_empty_object() {
+    let store = Store::new(Arc::new(Faulty::default()), "mem://b", "etcd/", None);
+    let (sent, ()) = store
+        .put_stream(&key(), vec![], parts_of(&[]), 2, pass(), &Shutdown::never())
+        .await
+        .unwrap();
+    assert_eq!(sent, 0);
+    assert_eq!(store.list().await.unwrap().backups[0].size, 0);
+}
+
+/// Runs `put_stream` and returns its error, checking that the upload was aborted once and
+/// nothing was published.
+async fn fails(
+    inner: Arc<Faulty>,
+    parts: impl Stream<Item = anyhow::Result<Bytes>>,
+    gate: impl std::future::Future<Output = anyhow::Result<()>>,
+    shutdown: &Shutdown,
+) -> anyhow::Error {
+    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+    let err = store
+        .put_stream(&key(), vec![], parts, 2, gate, shutdown)
+        .await
+        .unwrap_err();
+    assert_eq!(inner.aborts.load(Ordering::SeqCst), 1, "{err:#}");
+    assert!(store.list().await.unwrap().backups.is_empty());
+    err
 }
 
 #[tokio::test]
@@ -182,20 +220,47 @@ async fn a_failed_part_aborts_and_leaves_nothing() {
             fail_part: Some(fail_part),
             ..Default::default()
         });
-        let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
-        let (_f, file) = file_of(PART * 3 - 1);
-        let err = store
-            .put_file(&key(), file, vec![], PART, 2, &Shutdown::never())
-            .await
-            .unwrap_err();
+        let err = fails(
+            inner,
+            parts_of(&data(PART * 3 - 1)),
+            pass(),
+            &Shutdown::never(),
+        )
+        .await;
         assert!(
-            err.to_string()
-                .contains(&format!("part {fail_part} failed")),
-            "{err}"
+            format!("{err:#}").contains(&format!("part {fail_part} failed")),
+            "{err:#}"
         );
-        assert_eq!(inner.aborts.load(Ordering::SeqCst), 1);
-        assert!(store.list().await.unwrap().backups.is_empty());
     }
+}
+
+#[tokio::test]
+async fn an_error_in_the_stream_aborts_and_is_the_one_reported() {
+    let input = data(PART * 2);
+    let parts = parts_of(&input).chain(futures::stream::iter([Err(anyhow::anyhow!(
+        "the snapshot stream broke"
+    ))]));
+    let mut gate_ran = false;
+    let gate = async {
+        gate_ran = true;
+        Ok(())
+    };
+    let err = fails(Arc::default(), parts, gate, &Shutdown::never()).await;
+    assert_eq!(err.to_string(), "the snapshot stream broke");
+    assert!(!gate_ran, "the gate must not run after a broken stream");
+}
+
+#[tokio::test]
+async fn a_failing_gate_aborts_after_every_part_was_sent() {
+    let inner = Arc::new(Faulty::default());
+    let err = fails(
+        inner,
+        parts_of(&data(PART * 2)),
+        async { Err(anyhow::anyhow!("the bbolt walk found damage")) },
+        &Shutdown::never(),
+    )
+    .await;
+    assert_eq!(err.to_string(), "the bbolt walk found damage");
 }
 
 #[tokio::test]
@@ -207,12 +272,21 @@ async fn never_overwrites() {
         .put(&store.path(&key()), PutPayload::from_static(b"precious"))
         .await
         .unwrap();
-    let (_f, file) = file_of(10);
     let err = store
-        .put_file(&key(), file, vec![], PART, 2, &Shutdown::never())
+        .put_stream(
+            &key(),
+            vec![],
+            parts_of(b"new"),
+            2,
+            pass(),
+            &Shutdown::never(),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, PutError::Exists(_)), "{err}");
+    assert!(
+        matches!(err.downcast_ref(), Some(PutError::Exists(_))),
+        "{err}"
+    );
     let kept = inner
         .inner
         .get(&store.path(&key()))
@@ -222,6 +296,63 @@ async fn never_overwrites() {
         .await
         .unwrap();
     assert_eq!(&kept[..], b"precious");
+}
+
+#[tokio::test]
+async fn manifests_belong_to_their_backup_and_go_first() {
+    let inner = Arc::new(InMemory::new());
+    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+    for name in [
+        "etcd/20260101-000000.db.gz",
+        "etcd/20260201-000000.db.gz",
+        "etcd/20260201-000000.db.gz.json",
+        "etcd/20260301-000000.db.zst.json",
+        "etcd/notes.json",
+    ] {
+        inner
+            .put(&Path::from(name), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    let figures = [("etcd-revision", "42".to_string())];
+    store.put_manifest(&key(), &figures).await.unwrap();
+    store
+        .put_stream(
+            &key(),
+            vec![],
+            parts_of(b"db"),
+            1,
+            pass(),
+            &Shutdown::never(),
+        )
+        .await
+        .unwrap();
+    let l = store.list().await.unwrap();
+    let found: Vec<_> = l
+        .backups
+        .iter()
+        .map(|b| (b.key.to_string(), b.manifest))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("20260529-060000.db.gz".to_string(), true),
+            ("20260201-000000.db.gz".to_string(), true),
+            ("20260101-000000.db.gz".to_string(), false),
+        ]
+    );
+    assert_eq!(l.skipped, ["etcd/notes.json"]);
+    assert_eq!(l.orphan_manifests, 1);
+    assert_eq!(
+        store.figures(&l.backups[0]).await.unwrap(),
+        [("etcd-revision".to_string(), "42".to_string())]
+    );
+    // Without a manifest, the figures are the object's metadata (here none).
+    assert!(store.figures(&l.backups[2]).await.unwrap().is_empty());
+    store.delete(&key()).await.unwrap();
+    let l = store.list().await.unwrap();
+    assert_eq!(l.backups.len(), 2);
+    assert_eq!(l.orphan_manifests, 1, "the manifest went with its backup");
 }
 
 #[tokio::test]
@@ -294,22 +425,21 @@ async fn a_shutdown_during_the_upload_aborts_it() {
         hang: true,
         ..Default::default()
     });
-    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
     let (trigger, shutdown) = shutdown::channel();
-    let (_f, file) = file_of(PART + 1);
-    let k = key();
-    let put = store.put_file(&k, file, vec![], PART, 2, &shutdown);
     let fire = async {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         trigger.fire("SIGTERM");
         std::future::pending::<()>().await
     };
-    let err = tokio::select! { r = put => r.unwrap_err(), _ = fire => unreachable!() };
-    assert!(matches!(err, PutError::Interrupted(_)), "{err}");
+    let input = data(PART + 1);
+    let put = fails(inner, parts_of(&input), pass(), &shutdown);
+    let err = tokio::select! { e = put => e, _ = fire => unreachable!() };
+    assert!(
+        matches!(err.downcast_ref(), Some(PutError::Interrupted(_))),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "interrupted by SIGTERM: the upload was aborted"
     );
-    assert_eq!(inner.aborts.load(Ordering::SeqCst), 1);
-    assert!(store.list().await.unwrap().backups.is_empty());
 }

@@ -330,6 +330,20 @@ impl S3 {
             .collect()
     }
 
+    /// The backups in `bucket` (names without the manifests), checking that each one has its
+    /// manifest and no manifest is without its backup: every run here writes both.
+    pub async fn backups(&self, bucket: &str) -> Vec<String> {
+        let names = self.list(bucket).await;
+        let (manifests, backups): (Vec<_>, Vec<_>) =
+            names.into_iter().partition(|n| n.ends_with(".json"));
+        let mut expected: Vec<_> = backups.iter().map(|b| format!("{b}.json")).collect();
+        let mut found = manifests;
+        expected.sort();
+        found.sort();
+        assert_eq!(found, expected, "each backup with its manifest");
+        backups
+    }
+
     /// The object's bytes and its headers (lowercased names), as the S3 gateway stores them.
     pub async fn get(&self, bucket: &str, key: &str) -> (Vec<u8>, Vec<(String, String)>) {
         let (status, headers, body) = self
