@@ -158,27 +158,58 @@ fn stopped_or(e: std::io::Error) -> anyhow::Error {
 }
 
 /// The encoder's output, cut into upload parts of `size` bytes (the last may be shorter).
+///
+/// Part buffers are recycled: a part's `Bytes` hands its buffer back when the upload drops it.
+/// Without this, each part is a fresh allocation of several MiB freed on another thread, and
+/// the allocator keeps the freed ones around: measured 10-20 MiB more peak RSS.
 struct Parts {
     tx: mpsc::Sender<anyhow::Result<Bytes>>,
     size: usize,
     part: Vec<u8>,
     count: u64,
+    spare_tx: std::sync::mpsc::Sender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// A part's buffer, which goes back to `Parts` when the last `Bytes` of it is dropped.
+struct Recycled {
+    buf: Vec<u8>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        // After the spooling thread ended nobody takes it back, and the buffer is freed.
+        let _ = self.back.send(std::mem::take(&mut self.buf));
+    }
 }
 
 impl Parts {
     fn new(tx: mpsc::Sender<anyhow::Result<Bytes>>, size: usize) -> Self {
+        let (spare_tx, spare) = std::sync::mpsc::channel();
         Parts {
             tx,
             size,
             part: Vec::new(),
             count: 0,
+            spare_tx,
+            spare,
         }
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        let part = std::mem::take(&mut self.part);
+        let part = Recycled {
+            buf: std::mem::take(&mut self.part),
+            back: self.spare_tx.clone(),
+        };
         self.tx
-            .blocking_send(Ok(Bytes::from(part)))
+            .blocking_send(Ok(Bytes::from_owner(part)))
             .map_err(|_| std::io::Error::other("the upload stopped"))
     }
 
@@ -194,7 +225,13 @@ impl Parts {
 impl Write for Parts {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.part.capacity() == 0 {
-            self.part.reserve_exact(self.size);
+            self.part = match self.spare.try_recv() {
+                Ok(mut buf) => {
+                    buf.clear();
+                    buf
+                }
+                Err(_) => Vec::with_capacity(self.size),
+            };
         }
         let n = buf.len().min(self.size - self.part.len());
         self.part.extend_from_slice(&buf[..n]);

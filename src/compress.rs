@@ -18,6 +18,8 @@ pub enum Codec {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// Input bytes per multithreaded zstd job.
+const ZSTD_JOB: u32 = 2 << 20;
 
 impl Codec {
     pub const ALL: [Codec; 3] = [Codec::Gzip, Codec::Zstd, Codec::None];
@@ -100,6 +102,9 @@ impl<W: Write + Send + 'static> Encoder<W> {
                 let mut enc = zstd::stream::write::Encoder::new(inner, level as i32)?;
                 if threads > 1 {
                     enc.multithread(threads as u32)?;
+                    // zstd's default job is 4 windows (8 MiB at level 3), and each worker
+                    // holds its job's input and output; 2 MiB jobs keep that a few MiB.
+                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
                 }
                 // The checksum lets `zstd -t` and our decoder catch corruption by themselves.
                 enc.include_checksum(true)?;

@@ -156,12 +156,12 @@ pub const VARS: &[Var] = &[
         "BACKUP_UPLOAD_PART_SIZE",
         &[],
         Some("8MiB"),
-        "Multipart part size, 5MiB-5GiB. Upload memory is part size x (concurrency + 1).",
+        "Multipart part size, 5MiB-5GiB. Upload memory is about part size x (concurrency + 3).",
     ),
     var(
         "BACKUP_UPLOAD_CONCURRENCY",
         &[],
-        Some("4"),
+        Some("2"),
         "Parts uploaded at once, 1-64.",
     ),
     var(

@@ -25,19 +25,37 @@ pub const BLOCK: usize = 1 << 20;
 pub struct ParallelGzip<W: Write> {
     inner: Option<W>,
     block: Vec<u8>,
-    work: Option<SyncSender<(u64, Vec<u8>)>>,
-    done: Receiver<(u64, io::Result<Vec<u8>>)>,
+    work: Option<SyncSender<Job>>,
+    done: Receiver<Done>,
     workers: Vec<JoinHandle<()>>,
     /// Compressed members that arrived ahead of their turn.
     pending: BTreeMap<u64, Vec<u8>>,
     submitted: u64,
     written: u64,
     max_in_flight: u64,
+    /// Buffers back from the workers, reused so that the steady state allocates nothing: a
+    /// buffer allocated on one thread and freed on another is what allocators keep longest.
+    spare_blocks: Vec<Vec<u8>>,
+    spare_outputs: Vec<Vec<u8>>,
 }
 
-/// One complete gzip member holding `block`.
-fn gzip_member(deflate: &mut Compressor, block: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = vec![0; deflate.gzip_compress_bound(block.len())];
+/// A block to compress, with a buffer for its member.
+struct Job {
+    seq: u64,
+    block: Vec<u8>,
+    output: Vec<u8>,
+}
+
+/// A compressed member, with the block's buffer handed back.
+struct Done {
+    seq: u64,
+    block: Vec<u8>,
+    member: io::Result<Vec<u8>>,
+}
+
+/// One complete gzip member holding `block`, written into `out`.
+fn gzip_member(deflate: &mut Compressor, block: &[u8], mut out: Vec<u8>) -> io::Result<Vec<u8>> {
+    out.resize(deflate.gzip_compress_bound(block.len()), 0);
     let n = deflate
         .gzip_compress(block, &mut out)
         .map_err(|e| io::Error::other(format!("gzip compression failed: {e:?}")))?;
@@ -55,7 +73,7 @@ impl<W: Write> ParallelGzip<W> {
         let threads = threads.max(1);
         // libdeflate's levels 1-9 mean what gzip's do (it also has 10-12, which we do not offer).
         let level = CompressionLvl::new(level.clamp(1, 9) as i32).expect("1-9 is valid");
-        let (work, jobs) = sync_channel::<(u64, Vec<u8>)>(threads);
+        let (work, jobs) = sync_channel::<Job>(threads);
         let (done_tx, done) = channel();
         let jobs = Arc::new(Mutex::new(jobs));
         let workers = (0..threads)
@@ -66,9 +84,11 @@ impl<W: Write> ParallelGzip<W> {
                     loop {
                         // The lock is held only while waiting for a job, not while compressing.
                         let job = jobs.lock().map(|j| j.recv());
-                        let Ok(Ok((seq, block))) = job else { return };
-                        let member = gzip_member(&mut deflate, &block);
-                        if done_tx.send((seq, member)).is_err() {
+                        let Ok(Ok(Job { seq, block, output })) = job else {
+                            return;
+                        };
+                        let member = gzip_member(&mut deflate, &block, output);
+                        if done_tx.send(Done { seq, block, member }).is_err() {
                             return;
                         }
                     }
@@ -85,18 +105,28 @@ impl<W: Write> ParallelGzip<W> {
             submitted: 0,
             written: 0,
             max_in_flight: 2 * threads as u64,
+            spare_blocks: Vec::new(),
+            spare_outputs: Vec::new(),
         }
     }
 
     fn submit(&mut self) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
         while self.submitted - self.written >= self.max_in_flight {
             self.receive()?;
         }
+        let next = self
+            .spare_blocks
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK));
+        let job = Job {
+            seq: self.submitted,
+            block: std::mem::replace(&mut self.block, next),
+            output: self.spare_outputs.pop().unwrap_or_default(),
+        };
         self.work
             .as_ref()
             .ok_or_else(stopped)?
-            .send((self.submitted, block))
+            .send(job)
             .map_err(|_| stopped())?;
         self.submitted += 1;
         Ok(())
@@ -104,11 +134,15 @@ impl<W: Write> ParallelGzip<W> {
 
     /// Waits for one member, then writes every member that is next in order.
     fn receive(&mut self) -> io::Result<()> {
-        let (seq, member) = self.done.recv().map_err(|_| stopped())?;
+        let Done { seq, block, member } = self.done.recv().map_err(|_| stopped())?;
+        let mut block = block;
+        block.clear();
+        self.spare_blocks.push(block);
         self.pending.insert(seq, member?);
         let inner = self.inner.as_mut().ok_or_else(stopped)?;
         while let Some(member) = self.pending.remove(&self.written) {
             inner.write_all(&member)?;
+            self.spare_outputs.push(member);
             self.written += 1;
         }
         Ok(())
