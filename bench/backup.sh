@@ -66,10 +66,10 @@ cpu_ns() {
 # measure NAME CMD...: appends "NAME seconds maxrss_kib cpu_s etcd_cpu_s s3_cpu_s" to $work/results
 measure() {
   local name=$1; shift
-  local e0 s0; e0=$(cpu_ns "$etcd"); s0=$(cpu_ns "$s3")
+  local member=${MEMBER:-$etcd} e0 s0; e0=$(cpu_ns "$member"); s0=$(cpu_ns "$s3")
   /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >"$work/out.$name" 2>"$work/err.$name" || { cat "$work/err.$name"; exit 1; }
   read -r wall rss user sys < "$work/time"
-  echo "$name $wall $rss $(awk -v u="$user" -v s="$sys" -v e="$(( $(cpu_ns "$etcd") - e0 ))" -v c="$(( $(cpu_ns "$s3") - s0 ))" \
+  echo "$name $wall $rss $(awk -v u="$user" -v s="$sys" -v e="$(( $(cpu_ns "$member") - e0 ))" -v c="$(( $(cpu_ns "$s3") - s0 ))" \
     'BEGIN { printf "%.2f %.2f %.2f", u + s, e / 1e9, c / 1e9 }')" >> "$work/results"
 }
 # The seed's script, as its article shows it (with our endpoint and bucket).
@@ -96,7 +96,7 @@ for r in $(seq "$ROUNDS"); do
   grep -o 'stored_bytes=[0-9]*' "$work/err.zstd" | cut -d= -f2 > "$work/stored.zstd"
   measure etcdutl-status "$work/bin/etcdutl" snapshot status "$work/snap.db" -w json
   measure verify "$bin" verify "$work/snap.db" -o json
-  measure gzip-128MiB env BACKUP_COMPRESSION=gzip ETCD_ENDPOINTS="$small_endpoint" "$bin" backup
+  MEMBER=$small measure gzip-128MiB env BACKUP_COMPRESSION=gzip ETCD_ENDPOINTS="$small_endpoint" "$bin" backup
   sleep 1
 done
 raw=$(stat -c %s "$work/snap.db")
