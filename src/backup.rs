@@ -129,7 +129,7 @@ fn spool(
                 Some(Feed::Chunk(chunk)) => {
                     trailer.update(&chunk);
                     raw.write_all(&chunk).map_err(disk)?;
-                    enc.write_all(&chunk).map_err(stopped_or)?;
+                    enc.write_all(&chunk).map_err(encode_error)?;
                 }
                 Some(Feed::End) => break,
                 Some(Feed::Failed(e)) => return Err(e),
@@ -140,7 +140,7 @@ fn spool(
             .map_err(|e| disk(e.into_error()))?
             .sync_data()
             .map_err(disk)?;
-        let stored_len = enc.finish().and_then(Parts::finish).map_err(stopped_or)?;
+        let stored_len = enc.finish().and_then(Parts::finish).map_err(encode_error)?;
         Ok((trailer, stored_len))
     };
     match work() {
@@ -152,8 +152,9 @@ fn spool(
     }
 }
 
-/// An encoder error, or the sign that the uploader is gone (whose error is the one reported).
-fn stopped_or(e: std::io::Error) -> anyhow::Error {
+/// An encoder error, or the sign that the uploader is gone (whose own error is then the one
+/// reported: ours goes down a closed channel).
+fn encode_error(e: std::io::Error) -> anyhow::Error {
     anyhow::Error::new(e).context("compressing the snapshot")
 }
 

@@ -22,6 +22,8 @@ struct Faulty {
     /// Parts never finish (a stalled network).
     hang: bool,
     aborts: Arc<AtomicUsize>,
+    /// Parts stored so far.
+    stored: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Display for Faulty {
@@ -37,6 +39,7 @@ struct FaultyUpload {
     fail_part: Option<usize>,
     hang: bool,
     aborts: Arc<AtomicUsize>,
+    stored: Arc<AtomicUsize>,
 }
 
 #[async_trait::async_trait]
@@ -56,7 +59,14 @@ impl MultipartUpload for FaultyUpload {
             }
             .boxed();
         }
-        self.inner.put_part(data)
+        let stored = self.stored.clone();
+        self.inner
+            .put_part(data)
+            .map(move |r| {
+                stored.fetch_add(1, Ordering::SeqCst);
+                r
+            })
+            .boxed()
     }
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         self.inner.complete().await
@@ -89,6 +99,7 @@ impl ObjectStore for Faulty {
             fail_part: self.fail_part,
             hang: self.hang,
             aborts: self.aborts.clone(),
+            stored: self.stored.clone(),
         }))
     }
     async fn get_opts(
@@ -182,6 +193,41 @@ async fn uploads_whole_with_metadata_and_storage_class() {
         store.metadata(&key()).await.unwrap(),
         [("etcd-version".to_string(), "3.5.1".to_string())]
     );
+}
+
+#[tokio::test]
+async fn parts_are_stored_while_the_stream_is_still_open() {
+    let inner = Arc::new(Faulty::default());
+    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+    let input = data(PART * 4);
+    let stored = inner.stored.clone();
+    // Three parts, then the stream holds its last one back until two parts are stored: if
+    // the upload waited for the end of the stream, this would time out.
+    let first = parts_of(&input[..PART * 3]);
+    let last = futures::stream::once(async move {
+        let wait = async {
+            while stored.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("no part was stored while the stream was open"))?;
+        Ok(Bytes::copy_from_slice(&input[PART * 3..]))
+    });
+    let (sent, ()) = store
+        .put_stream(
+            &key(),
+            vec![],
+            first.chain(last),
+            2,
+            pass(),
+            &Shutdown::never(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent, (PART * 4) as u64);
+    assert_eq!(inner.stored.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
