@@ -1,13 +1,15 @@
-//! Object storage: publish a file whole-or-nothing, list our backups, read and delete them.
+//! Object storage: publish a stream whole-or-nothing, list our backups and their manifests,
+//! read and delete them.
 //!
 //! Built on `object_store`, whose `ObjectStore` trait has two real implementations we use: S3
 //! (AWS, MinIO, Hetzner, SeaweedFS, GCS interop) and an in-memory store for unit tests.
 //!
-//! Publishing is a multipart upload: parts go up `concurrency` at a time, and the object
-//! appears only when the upload is completed, which is the last step and happens only after
-//! every part succeeded and the key is still free. Any failure aborts the upload, so no part
-//! lingers and no reader ever sees a partial object. Memory is at most
-//! `part_size x (concurrency + 1)`: the parts in flight and the one being read.
+//! Publishing is a multipart upload: parts go up `concurrency` at a time while the caller is
+//! still producing them, and the object appears only when the upload is completed, which is the
+//! last step and happens only after the part stream ended cleanly, every part succeeded, the
+//! caller's gate (the verification) passed and the key is still free. Any failure aborts the
+//! upload, so no part lingers and no reader ever sees a partial object. The parts held here are
+//! the `concurrency` in flight.
 
 use std::borrow::Cow;
 use std::sync::Arc;
