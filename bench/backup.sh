@@ -22,6 +22,8 @@ work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
 
 bash tests/images/build.sh
+# gnuplot draws the chart; Debian's package, where we may install it (the table needs nothing).
+command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null; } || true
 # The AWS CLI for the seed's pipeline, in a venv of its own.
 venv=${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}
 [ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
