@@ -471,27 +471,20 @@ pub struct Summary {
     pub prune_error: Option<String>,
 }
 
-/// The `backup` command. `now` names the object and anchors retention.
-pub async fn run(
+/// One try of the backup from the member whose `status` this is: the scratch space check, then
+/// the stream into [`publish`].
+async fn attempt(
     cfg: &BackupConfig,
-    now: DateTime<Utc>,
-    shutdown: Shutdown,
-) -> anyhow::Result<Summary> {
-    let store = Store::s3(&cfg.store)?;
-    let prepare = async {
-        store.check().await?;
-        anyhow::Ok(etcd::start_snapshot(&cfg.etcd).await?)
-    };
-    let (member, snapshot) = tokio::select! {
-        m = prepare => m?,
-        i = shutdown.requested() => return Err(i.into()),
-    };
-    let status = member.status.clone();
+    store: &Store,
+    key: BackupKey,
+    status: &MemberStatus,
+    snapshot: etcd::Snapshot,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Published> {
     tracing::info!("using {status}");
-    if let Some(w) = etcd::quota_warning(&status, cfg.etcd.quota) {
+    if let Some(w) = etcd::quota_warning(status, cfg.etcd.quota) {
         tracing::warn!("{w}");
     }
-
     let need = space_needed(status.db_size);
     let dir: &PathBuf = &cfg.pipeline.tmp_dir;
     let free = free_space(dir)
@@ -502,8 +495,6 @@ pub async fn run(
             dir.display(), status.db_size
         );
     }
-
-    let key = BackupKey::new(now, cfg.pipeline.codec);
     let source = futures::stream::unfold(Some(snapshot), |s| async move {
         let mut s = s?;
         match s.next_chunk().await {
@@ -522,7 +513,43 @@ pub async fn run(
         stall: cfg.etcd.stall_timeout,
         shutdown: shutdown.clone(),
     };
-    let published = publish(source, &store, key, &cfg.pipeline, &limits, extra).await?;
+    publish(source, store, key, &cfg.pipeline, &limits, extra).await
+}
+
+/// The `backup` command. `now` names the object and anchors retention.
+pub async fn run(
+    cfg: &BackupConfig,
+    now: DateTime<Utc>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Summary> {
+    let store = Store::s3(&cfg.store)?;
+    tokio::select! {
+        r = store.check() => r?,
+        i = shutdown.requested() => return Err(i.into()),
+    };
+    let key = BackupKey::new(now, cfg.pipeline.codec);
+    let mut etcd_cfg = cfg.etcd.clone();
+    // A stream that breaks midway is started over from the next member: the failed attempt
+    // published nothing (its upload was aborted), so the same key is still free.
+    let (published, status) = loop {
+        let (member, snapshot) = tokio::select! {
+            m = etcd::start_snapshot(&etcd_cfg) => m?,
+            i = shutdown.requested() => return Err(i.into()),
+        };
+        let status = member.status.clone();
+        match attempt(cfg, &store, key, &status, snapshot, &shutdown).await {
+            Ok(p) => break (p, status),
+            Err(e) => {
+                etcd::pass_over(&mut etcd_cfg, &status.endpoint);
+                if !etcd::is_broken_stream(&e) || etcd_cfg.endpoints.is_empty() {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    "{e:#}; nothing was published; starting over from the next endpoint"
+                );
+            }
+        }
+    };
 
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();

@@ -253,10 +253,23 @@ pub struct Snapshot {
     first: Option<bytes::Bytes>,
 }
 
+/// Removes `used` (an endpoint as [`MemberStatus::endpoint`] names it) from the endpoints.
+pub fn pass_over(cfg: &mut EtcdConfig, used: &str) {
+    cfg.endpoints
+        .retain(|u| u.as_str().trim_end_matches('/') != used);
+}
+
+/// Whether `e` is, or was caused by, a snapshot stream that broke (rather than the store, the
+/// verification or a shutdown): the kind of failure another member may not have.
+pub fn is_broken_stream(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref(), Some(EtcdError::Stream { .. })))
+}
+
 /// Connects and starts a snapshot, trying the endpoints in order. A member that answers its
 /// status but fails before the first chunk of its snapshot arrives is passed over like one
-/// that does not answer; a failure after that is the backup's failure (the bytes already
-/// spooled are not from the next member). Returns the member and its stream.
+/// that does not answer; a failure after that fails this stream (the caller may start over
+/// from the next member). Returns the member and its stream.
 pub async fn start_snapshot(cfg: &EtcdConfig) -> Result<(Member, Snapshot), EtcdError> {
     let mut remaining = cfg.clone();
     loop {
@@ -273,10 +286,7 @@ pub async fn start_snapshot(cfg: &EtcdConfig) -> Result<(Member, Snapshot), Etcd
         match started.await {
             Ok(s) => return Ok((member, s)),
             Err(e) => {
-                let used = member.status.endpoint.clone();
-                remaining
-                    .endpoints
-                    .retain(|u| u.as_str().trim_end_matches('/') != used);
+                pass_over(&mut remaining, &member.status.endpoint);
                 if remaining.endpoints.is_empty() {
                     return Err(e);
                 }

@@ -362,16 +362,42 @@ async fn assert_failed_cleanly(o: &std::process::Output, want: &str, s3: &S3, bu
 #[tokio::test]
 async fn etcd_dying_mid_stream_publishes_nothing() {
     let (pki, etcd, s3) = start().await;
-    etcd.load(1000).await; // about 1.5 MB of database
+    etcd.load(6000).await; // about 9 MB of database
     let port = rig::port(&etcd.url);
-    // The connection dies after 300 kB from etcd: inside the snapshot stream.
-    let cut = proxy::cut_after(port, 300_000).await;
+    // The connection dies after 7 MB from etcd: inside the snapshot stream, after the first
+    // 5 MiB part (stored as is) went to the upload, so the abort has a part to discard.
+    let cut = proxy::cut_after(port, 7_000_000).await;
     let url = format!("https://127.0.0.1:{}", cut.port);
     let o = rig::backup_cmd(&pki, &url, &s3, "backups")
+        .env("BACKUP_COMPRESSION", "none")
+        .env("BACKUP_UPLOAD_PART_SIZE", "5MiB")
         .output()
         .await
         .unwrap();
     assert_failed_cleanly(&o, "snapshot stream from", &s3, "backups").await;
+}
+
+#[tokio::test]
+async fn a_stream_breaking_midway_starts_over_from_the_next_endpoint() {
+    let (pki, etcd, s3) = start().await;
+    etcd.load(1000).await; // about 1.5 MB of database
+    let port = rig::port(&etcd.url);
+    let cut = proxy::cut_after(port, 300_000).await;
+    let endpoints = format!("https://127.0.0.1:{},{}", cut.port, etcd.url);
+    let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("snapshot stream from")
+            && log.contains("starting over from the next endpoint"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("at {}", etcd.url)), "{log}");
+    assert_eq!(s3.backups("backups").await.len(), 1);
+    assert!(s3.open_uploads("backups").await.is_empty());
 }
 
 #[tokio::test]
