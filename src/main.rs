@@ -4,10 +4,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,6 +11,12 @@ use etcd_backup::config::{self, Env, LogFormat, Problems};
 use etcd_backup::restore::{self, RestoreFlags, Which};
 use etcd_backup::shutdown::Shutdown;
 use etcd_backup::{backup, etcd, output, store::Store, verify};
+
+/// The static (musl) build's allocator: musl's own costs this pipeline about 40% more CPU
+/// (`bench/RESULTS.md`).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "etcd-backup", version, about = "Streamed, verified etcd snapshots to S3-compatible storage.",
