@@ -334,3 +334,26 @@ impl Snapshot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn only_a_broken_stream_is_worth_another_member() {
+        let broken: anyhow::Result<()> = Err(EtcdError::Stream {
+            endpoint: "https://10.0.0.1:2379".into(),
+            bytes: 7_000_000,
+            error: "connection reset".into(),
+        }
+        .into());
+        // As `publish` returns it: wrapped in the upload's context.
+        let broken = broken.context("uploading s3://b/etcd/x.db.gz").unwrap_err();
+        assert!(is_broken_stream(&broken));
+        let store = anyhow::anyhow!("the bbolt walk found damage").context("verifying");
+        assert!(!is_broken_stream(&store));
+        let interrupted = anyhow::Error::from(crate::shutdown::Interrupted("SIGTERM"));
+        assert!(!is_broken_stream(&interrupted));
+    }
+}
