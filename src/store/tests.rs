@@ -151,6 +151,18 @@ async fn pass() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A store under `prefix` on an in-memory bucket holding an object at each of `names`.
+async fn holding(prefix: &str, names: &[&str]) -> Store {
+    let inner = Arc::new(InMemory::new());
+    for name in names {
+        inner
+            .put(&Path::from(*name), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    Store::new(inner, "mem://b", prefix, None)
+}
+
 fn key() -> BackupKey {
     "20260529-060000.db.gz".parse().unwrap()
 }
@@ -346,20 +358,17 @@ async fn never_overwrites() {
 
 #[tokio::test]
 async fn manifests_belong_to_their_backup_and_go_first() {
-    let inner = Arc::new(InMemory::new());
-    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
-    for name in [
-        "etcd/20260101-000000.db.gz",
-        "etcd/20260201-000000.db.gz",
-        "etcd/20260201-000000.db.gz.json",
-        "etcd/20260301-000000.db.zst.json",
-        "etcd/notes.json",
-    ] {
-        inner
-            .put(&Path::from(name), PutPayload::from_static(b"x"))
-            .await
-            .unwrap();
-    }
+    let store = holding(
+        "etcd/",
+        &[
+            "etcd/20260101-000000.db.gz",
+            "etcd/20260201-000000.db.gz",
+            "etcd/20260201-000000.db.gz.json",
+            "etcd/20260301-000000.db.zst.json",
+            "etcd/notes.json",
+        ],
+    )
+    .await;
     let figures = [("etcd-revision", "42".to_string())];
     store.put_manifest(&key(), &figures).await.unwrap();
     store
@@ -403,22 +412,19 @@ async fn manifests_belong_to_their_backup_and_go_first() {
 
 #[tokio::test]
 async fn listing_returns_only_our_names_newest_first() {
-    let inner = Arc::new(InMemory::new());
-    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
-    for name in [
-        "etcd/20260101-000000.db.gz",
-        "etcd/20260301-000000.db.zst",
-        "etcd/20260201-000000.db",
-        "etcd/notes.txt",
-        "etcd/sub/20260401-000000.db.gz",
-        "etcd/20260501-000000.db.gz.tmp",
-        "other/20260601-000000.db.gz",
-    ] {
-        inner
-            .put(&Path::from(name), PutPayload::from_static(b"x"))
-            .await
-            .unwrap();
-    }
+    let store = holding(
+        "etcd/",
+        &[
+            "etcd/20260101-000000.db.gz",
+            "etcd/20260301-000000.db.zst",
+            "etcd/20260201-000000.db",
+            "etcd/notes.txt",
+            "etcd/sub/20260401-000000.db.gz",
+            "etcd/20260501-000000.db.gz.tmp",
+            "other/20260601-000000.db.gz",
+        ],
+    )
+    .await;
     let l = store.list().await.unwrap();
     let names: Vec<_> = l.backups.iter().map(|b| b.key.to_string()).collect();
     assert_eq!(
@@ -444,22 +450,7 @@ async fn listing_returns_only_our_names_newest_first() {
 
 #[tokio::test]
 async fn an_empty_prefix_lists_the_bucket_root() {
-    let inner = Arc::new(InMemory::new());
-    let store = Store::new(inner.clone(), "mem://b", "", None);
-    inner
-        .put(
-            &Path::from("20260101-000000.db.gz"),
-            PutPayload::from_static(b"x"),
-        )
-        .await
-        .unwrap();
-    inner
-        .put(
-            &Path::from("etcd/20260101-000000.db.gz"),
-            PutPayload::from_static(b"x"),
-        )
-        .await
-        .unwrap();
+    let store = holding("", &["20260101-000000.db.gz", "etcd/20260101-000000.db.gz"]).await;
     let l = store.list().await.unwrap();
     assert_eq!(l.backups.len(), 1);
     assert_eq!(l.skipped, ["etcd/20260101-000000.db.gz"]);
