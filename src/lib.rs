@@ -1,32 +1,42 @@
 //! etcd-backup: streamed, verified etcd snapshots to S3-compatible storage.
 //!
-//! The pipeline of one `backup` run, stage by stage (each a module):
+//! **Stages.** One `backup` run passes a snapshot through these, each a module:
 //!
 //! 1. [`config`]: the environment becomes a validated, typed configuration, every problem
 //!    reported at once;
-//! 2. [`etcd`]: connect to a member over mTLS, with failover across endpoints, and stream its
-//!    snapshot;
-//! 3. [`verify`] (with [`bbolt`]): check the snapshot's SHA-256 trailer as it streams, then walk
-//!    the database like `etcdutl snapshot status`;
-//! 4. [`compress`]: gzip, zstd or none;
-//! 5. [`store`]: upload whole-or-nothing under a [`key::BackupKey`];
-//! 6. [`retention`]: decide, purely, which backups to delete.
+//! 2. [`etcd`]: [`etcd::Members`] chooses a member (over mTLS, failing over across endpoints)
+//!    and [`etcd::Snapshot`] streams its snapshot;
+//! 3. [`pipeline`]: the streaming engine. Each chunk is checked against the SHA-256 trailer
+//!    ([`snapshot::verify`]), spooled to [`scratch`] for the walk ([`snapshot::bbolt`]),
+//!    compressed ([`compress`]) and cut into parts that [`store`] uploads whole-or-nothing
+//!    under a [`key::BackupKey`];
+//! 4. [`retention`]: decide, purely, which backups to delete.
 //!
-//! [`backup`] is the only module that knows this order; [`restore`] runs the way back.
+//! **Commands** ([`commands`]): `backup` (the only place that knows the order above), `prune`,
+//! `list`, `restore` (the way back), `status`, `verify`. Each returns data; the binary prints
+//! it and picks the exit code.
+//!
+//! **Support**: [`output`] (tables and JSON), [`shutdown`] (SIGTERM as a value passed in),
+//! [`scratch`] (scratch files and free space).
 
-pub mod backup;
-pub mod bbolt;
+pub mod commands;
 pub mod compress;
 pub mod config;
 pub mod etcd;
 pub mod key;
 pub mod output;
-pub mod pgzip;
-pub mod restore;
+pub mod pipeline;
 pub mod retention;
+pub mod scratch;
 pub mod shutdown;
+pub mod snapshot;
 pub mod store;
-pub mod verify;
+
+/// A failure that is the operator's input, not the world (an unreadable file named on the
+/// command line): the binary exits 2 for it, as for configuration problems.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// An error and its sources on one line, each cause once: tonic hides the TLS cause two levels
 /// down, and object_store repeats its sources in its own message.

@@ -5,12 +5,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use etcd_backup::config::{self, Env, LogFormat, Problems};
-use etcd_backup::restore::{self, RestoreFlags, Which};
+use etcd_backup::commands::{self, restore};
+use etcd_backup::config::{self, Env, LogFormat, Logging, Problems};
 use etcd_backup::shutdown::Shutdown;
-use etcd_backup::{backup, etcd, output, store::Store, verify};
+use etcd_backup::{output, store::Store, Usage};
+use restore::{RestoreFlags, Which};
 
 /// The static (musl) build's allocator: musl's own costs this pipeline about 40% more CPU
 /// (`bench/RESULTS.md`).
@@ -84,19 +86,14 @@ enum Output {
     Json,
 }
 
-/// A failure that is the operator's input, not the world: exits 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Usage(String);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = Env::from_process();
-    let format = match env.log_format() {
-        Ok(f) => f,
+    let logging = match env.logging() {
+        Ok(l) => l,
         Err(p) => return fail(&p.into()),
     };
-    init_logging(format);
+    init_logging(logging);
     // Two TLS stacks share rustls (tonic for etcd, reqwest for S3); name the provider once.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -106,7 +103,12 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
     };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Backup), &env)) {
+    let result = runtime.block_on(run(cli.command.unwrap_or(Command::Backup), &env));
+    // Dropping a runtime waits for its blocking threads (a bbolt walk, a decode) to finish;
+    // after a shutdown, that could outlast the grace period. Their scratch files are already
+    // removed (their owners were dropped), so give them a moment and no more.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
@@ -114,7 +116,7 @@ fn main() -> ExitCode {
 
 /// After SIGTERM/SIGINT, how long the command may take to abort its upload and clean up
 /// (Kubernetes waits 30 s by default before SIGKILL).
-const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+const GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `work` to the end, or, after a signal, for at most [`GRACE`] more: the stages watch the
 /// same signal and stop by themselves; what is still running after that is dropped, which
@@ -143,17 +145,15 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(if usage { 2 } else { 1 })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("BACKUP_LOG").unwrap_or_else(|_| "info".into());
+fn init_logging(logging: Logging) {
     // Colours only on a terminal: `kubectl logs` and log shippers get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(logging.filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match format {
+    match logging.format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder
             .json()
@@ -168,6 +168,17 @@ fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_as<T: serde::Serialize>(
+    output: Output,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print(format_args!("{}\n", serde_json::to_string(value)?)),
+        Output::Table => print(table(value)),
+    }
+}
+
 async fn run(command: Command, env: &Env) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::on_signals()?;
     until_shutdown(&shutdown, dispatch(command, env, &shutdown)).await
@@ -178,7 +189,8 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
     match command {
         Command::Backup => {
             let cfg = env.backup()?;
-            let s = backup::run(&cfg, now, shutdown.clone()).await?;
+            let store = Store::s3(&cfg.store)?;
+            let s = commands::backup::run(&cfg, &store, now, shutdown).await?;
             let p = &s.published;
             tracing::info!(
                 key = %p.url,
@@ -198,12 +210,12 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
                 manifest_failed = p.manifest_error.is_some(),
                 "backup complete"
             );
-            Ok(ExitCode::SUCCESS)
         }
         Command::Prune { dry_run } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
-            let pruned = backup::prune(&store, &cfg.policy, now, None, dry_run, shutdown).await?;
+            let pruned =
+                commands::prune::prune(&store, &cfg.policy, now, None, dry_run, shutdown).await?;
             print(&pruned.plan)?;
             tracing::info!(
                 deleted = pruned.deleted.len(),
@@ -211,22 +223,12 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
                 dry_run,
                 "prune complete"
             );
-            Ok(ExitCode::SUCCESS)
         }
         Command::List { output } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
-            let (listing, plan) = backup::survey(&store, &cfg.policy, now, None).await?;
-            let mut meta = Vec::new();
-            for b in &listing.backups {
-                meta.push(store.figures(b).await?);
-            }
-            let rows = output::list_rows(&cfg.store.prefix, &listing.backups, &meta, &plan);
-            match output {
-                Output::Json => print(format_args!("{}\n", serde_json::to_string(&rows)?))?,
-                Output::Table => print(output::list_table(&rows))?,
-            }
-            Ok(ExitCode::SUCCESS)
+            let rows = commands::list::list(&store, &cfg.policy, now, shutdown).await?;
+            print_as(output, &rows, |r| output::list_table(r))?;
         }
         Command::Restore {
             backup,
@@ -241,7 +243,7 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             let store = Store::s3(&cfg)?;
             let key = restore::resolve(&store, backup).await?;
             tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
-            let r = restore::restore(&store, key, &output, force).await?;
+            let r = restore::restore(&store, key, &output, force, shutdown).await?;
             print(output::verified_table(&r.verified, r.codec))?;
             let flags = RestoreFlags {
                 name,
@@ -254,70 +256,42 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
                 r.path.display(),
                 restore::etcdutl_command(&r.path, &flags)
             ))?;
-            Ok(ExitCode::SUCCESS)
         }
         Command::Status { output } => {
             let cfg = env.etcd()?;
-            let rows: Vec<_> = etcd::status_all(&cfg)
-                .await
-                .into_iter()
-                .map(|(endpoint, r)| {
-                    let warning = r
-                        .as_ref()
-                        .ok()
-                        .and_then(|s| etcd::quota_warning(s, cfg.quota));
-                    if let Some(w) = &warning {
-                        tracing::warn!("{w}");
-                    }
-                    let (status, error) = match r {
-                        Ok(s) => (Some(s), None),
-                        Err(e) => (None, Some(e)),
-                    };
-                    output::EndpointRow {
-                        endpoint,
-                        healthy: status.is_some(),
-                        status,
-                        error,
-                        quota: cfg.quota,
-                        warning,
-                    }
-                })
-                .collect();
-            match output {
-                Output::Json => print(format_args!("{}\n", serde_json::to_string(&rows)?))?,
-                Output::Table => print(output::status_table(&rows))?,
+            let rows = commands::status::status(&cfg).await;
+            for w in rows.iter().filter_map(|r| r.warning.as_ref()) {
+                tracing::warn!("{w}");
             }
-            let healthy = rows.iter().filter(|r| r.healthy).count();
-            if healthy == 0 {
+            print_as(output, &rows, |r| output::status_table(r))?;
+            if !rows.iter().any(|r| r.healthy) {
                 tracing::error!(
                     "no endpoint is healthy: check ETCD_ENDPOINTS and the PKI settings"
                 );
                 return Ok(ExitCode::from(1));
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Verify { path, output } => {
             let tmp = env.tmp_dir();
+            let stop = shutdown.clone();
             let shown = path.display().to_string();
-            let (codec, result) =
-                tokio::task::spawn_blocking(move || verify::check_path(&path, &tmp))
-                    .await?
-                    .map_err(|e| Usage(format!("cannot read {shown}: {e}")))?;
-            match result {
-                Ok(v) => {
-                    match output {
-                        Output::Json => {
-                            print(format_args!("{}\n", output::verified_json(&v, codec)))?
-                        }
-                        Output::Table => print(output::verified_table(&v, codec))?,
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
+            let checked =
+                tokio::task::spawn_blocking(move || commands::verify::verify(&path, &tmp, &stop))
+                    .await??;
+            match checked.verdict {
+                Ok(v) => match output {
+                    Output::Json => print(format_args!(
+                        "{}\n",
+                        output::verified_json(&v, checked.codec)
+                    ))?,
+                    Output::Table => print(output::verified_table(&v, checked.codec))?,
+                },
                 Err(invalid) => {
                     tracing::error!("{shown} is not a valid snapshot: {invalid}");
-                    Ok(ExitCode::from(1))
+                    return Ok(ExitCode::from(1));
                 }
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

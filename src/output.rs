@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::compress::Codec;
 use crate::etcd::MemberStatus;
 use crate::retention::Plan;
+use crate::snapshot::verify::{hex, Verified};
 use crate::store::Listed;
-use crate::verify::{hex, Verified};
 
 /// Pads columns to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

@@ -77,3 +77,22 @@ impl Shutdown {
         }
     }
 }
+
+/// A `Read` that fails once the shutdown fired, so that a blocking loop over a large input (a
+/// decode, a download) stops at its next read instead of running to the end.
+pub struct StopOnShutdown<R> {
+    pub inner: R,
+    pub shutdown: Shutdown,
+}
+
+impl<R: std::io::Read> std::io::Read for StopOnShutdown<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(why) = self.shutdown.fired() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                Interrupted(why),
+            ));
+        }
+        self.inner.read(buf)
+    }
+}

@@ -172,7 +172,7 @@ fn readme_table_matches_help() {
 fn every_bad_setting_exits_2_naming_the_variable() {
     // (variable, bad value): each alone must exit 2 with a message naming it.
     let cases = [
-        ("ETCD_ENDPOINTS", "127.0.0.1:2379"),
+        ("ETCD_ENDPOINTS", "etcd-without-a-port"),
         ("ETCD_ENDPOINTS", "ftp://etcd:2379"),
         ("ETCD_CACERT", "/nonexistent/ca.crt"),
         ("ETCD_CERT", "/nonexistent/client.crt"),
@@ -195,6 +195,9 @@ fn every_bad_setting_exits_2_naming_the_variable() {
         ("BACKUP_RETRIES", "many"),
         ("BACKUP_S3_TIMEOUT", "never"),
         ("BACKUP_LOG_FORMAT", "xml"),
+        ("BACKUP_LOG", "info,=["),
+        ("AWS_SERVER_SIDE_ENCRYPTION", "rot13"),
+        ("AWS_SSE_KMS_KEY_ID", "arn:aws:kms:eu-west-1:1:key/x"),
         ("AWS_ENDPOINT_URL", "minio:9000"),
         ("BACKUP_KEEPLAST", "3"),
     ];
@@ -244,4 +247,122 @@ fn sigterm_while_connecting_exits_1_saying_so() {
         started.elapsed()
     );
     drop(listener);
+}
+
+#[test]
+fn backup_log_works_with_every_command() {
+    // A port nothing listens on: each command fails at runtime (exit 1), never on BACKUP_LOG.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    for args in [
+        &["status"][..],
+        &["list"],
+        &["prune", "--dry-run"],
+        &["backup"],
+    ] {
+        let o = bin()
+            .args(args)
+            .env("BACKUP_LOG", "debug")
+            .env("ETCD_ENDPOINTS", &url)
+            .env("ETCD_DIAL_TIMEOUT", "1s")
+            .env("BACKUP_BUCKET", "backups")
+            .env("AWS_ENDPOINT_URL", &url)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+            .env("BACKUP_RETRIES", "0")
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {out}");
+        assert!(!out.contains("unknown variable"), "{args:?}: {out}");
+        assert!(
+            out.contains("DEBUG"),
+            "{args:?}: the filter is applied: {out}"
+        );
+    }
+}
+
+#[test]
+fn verify_with_a_missing_scratch_directory_is_a_runtime_failure_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("small.db.gz");
+    let mut enc =
+        etcd_backup::compress::Encoder::new(etcd_backup::compress::Codec::Gzip, 6, 1, Vec::new())
+            .unwrap();
+    std::io::Write::write_all(&mut enc, &crate::common::read_data("small.db")).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let o = bin()
+        .arg("verify")
+        .arg(&gz)
+        .env("BACKUP_TMP_DIR", dir.path().join("missing"))
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("BACKUP_TMP_DIR"), "{out}");
+    assert!(!out.contains("cannot read"), "{out}");
+    // An input that cannot be read is still the operator's to fix: exit 2.
+    let o = bin().args(["verify", "/nonexistent.db"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn verify_of_a_crafted_meta_page_exits_1_and_does_not_abort() {
+    use etcd_backup::snapshot::bbolt::field;
+    let dir = tempfile::tempdir().unwrap();
+    for (what, at, value) in [
+        ("pgid", field::PGID, 1u64 << 53),
+        ("freelist", field::FREELIST, 99),
+    ] {
+        let path = dir.path().join(format!("{what}.db"));
+        let snap =
+            crate::mutate::with_meta_field(&crate::common::read_data("small.db"), at, 8, value);
+        std::fs::write(&path, snap).unwrap();
+        let o = bin().arg("verify").arg(&path).output().unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{what}: {out}");
+        assert!(out.contains("is not a valid snapshot"), "{what}: {out}");
+    }
+}
+
+#[test]
+fn sigterm_during_a_long_decode_stops_verify_promptly_and_cleans_up() {
+    // A gzip of 4 GiB of zeros, 4 MB on disk: 64 identical members of 64 MiB each, which
+    // takes the decoder several seconds to expand into the scratch file.
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        std::io::Write::write_all(&mut member, &zeros).unwrap();
+    }
+    let member = member.finish().unwrap();
+    let gz = dir.path().join("zeros.db.gz");
+    std::fs::write(&gz, member.repeat(64)).unwrap();
+
+    let child = bin()
+        .arg("verify")
+        .arg(&gz)
+        .env("BACKUP_TMP_DIR", &scratch)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let signalled = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("interrupted by SIGTERM"), "{out}");
+    // Far inside the 10 s grace period: the decode watched the signal itself.
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?} to stop: {out}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
 }

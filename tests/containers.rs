@@ -13,6 +13,15 @@ use sha2::{Digest, Sha256};
 use crate::cli::text;
 use rig::{Etcd, Pki, S3};
 
+/// Returns from the test when no Docker engine answers (see [`rig::docker_available`]).
+macro_rules! require_docker {
+    () => {
+        if !rig::docker_available() {
+            return;
+        }
+    };
+}
+
 /// A PKI, an etcd with mTLS and an S3 server with the bucket "backups".
 async fn start() -> (Pki, Etcd, S3) {
     let pki = Pki::new();
@@ -23,6 +32,7 @@ async fn start() -> (Pki, Etcd, S3) {
 
 #[tokio::test]
 async fn backup_round_trip_restores_and_prunes() {
+    require_docker!();
     let (pki, etcd, s3) = start().await;
     etcd.load(300).await;
 
@@ -95,9 +105,10 @@ async fn backup_round_trip_restores_and_prunes() {
     let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
     assert_eq!(
         m["snapshot-sha256"],
-        etcd_backup::verify::hex(&Sha256::digest(db))
+        etcd_backup::snapshot::verify::hex(&Sha256::digest(db))
     );
-    let status = etcd_backup::verify::walk(&rig::temp_file(&raw), db.len() as u64).unwrap();
+    let status =
+        etcd_backup::snapshot::verify::walk(&rig::temp_file(&raw), db.len() as u64).unwrap();
     assert_eq!(m["etcd-revision"], status.revision.to_string());
     assert_eq!(m["etcd-total-keys"], status.total_key.to_string());
     assert_eq!(m["etcd-version"], "3.5.1");
@@ -110,6 +121,7 @@ async fn backup_round_trip_restores_and_prunes() {
 
 #[tokio::test]
 async fn failures_leave_no_object_and_no_open_upload() {
+    require_docker!();
     let (pki, etcd, s3) = start().await;
     let other = Pki::new();
 
@@ -162,6 +174,7 @@ async fn failures_leave_no_object_and_no_open_upload() {
 
 #[tokio::test]
 async fn fails_over_to_the_next_endpoint() {
+    require_docker!();
     let (pki, etcd, s3) = start().await;
     let endpoints = format!("https://127.0.0.1:1,{}", etcd.url);
     let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups")
@@ -183,6 +196,7 @@ async fn fails_over_to_the_next_endpoint() {
 
 #[tokio::test]
 async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
+    require_docker!();
     let (pki, etcd, s3) = start().await;
 
     // Restoring from an empty bucket is a clear runtime error.
@@ -308,6 +322,7 @@ async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
 
 #[tokio::test]
 async fn status_reports_every_endpoint() {
+    require_docker!();
     let pki = Pki::new();
     let etcd = Etcd::start(&pki).await;
     let both = format!("{},https://127.0.0.1:1", etcd.url);
@@ -361,6 +376,7 @@ async fn assert_failed_cleanly(o: &std::process::Output, want: &str, s3: &S3, bu
 
 #[tokio::test]
 async fn etcd_dying_mid_stream_publishes_nothing() {
+    require_docker!();
     let (pki, etcd, s3) = start().await;
     etcd.load(6000).await; // about 9 MB of database
     let port = rig::port(&etcd.url);
@@ -401,6 +417,7 @@ async fn succeeds_from_the_second_endpoint(keys: usize, cut: usize, want: &[&str
 
 #[tokio::test]
 async fn a_stream_breaking_midway_starts_over_from_the_next_endpoint() {
+    require_docker!();
     // About 1.5 MB of database, cut after 300 kB: inside the snapshot stream.
     let want = [
         "snapshot stream from",
@@ -411,6 +428,7 @@ async fn a_stream_breaking_midway_starts_over_from_the_next_endpoint() {
 
 #[tokio::test]
 async fn s3_slowing_down_then_recovering_is_retried() {
+    require_docker!();
     let (pki, etcd, s3) = start().await;
     let s3_port = rig::port(&s3.endpoint);
     let slow = proxy::slow_down(s3_port, 3).await;
@@ -450,6 +468,7 @@ async fn s3_slowing_down_then_recovering_is_retried() {
 
 #[tokio::test]
 async fn three_members_with_one_and_then_two_down() {
+    require_docker!();
     let pki = Pki::new();
     let net = format!("etcd-backup-3m-{}", std::process::id());
     let (members, s3) = tokio::join!(Etcd::start_cluster(&pki, &net), S3::start());
@@ -503,6 +522,7 @@ async fn three_members_with_one_and_then_two_down() {
 
 #[tokio::test]
 async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
+    require_docker!();
     let (pki, etcd, s3) = start().await;
     etcd.load(1000).await; // a 1.5 MB database, stored uncompressed: one part of that size
     let s3_port = rig::port(&s3.endpoint);
@@ -531,6 +551,7 @@ async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
 
 #[tokio::test]
 async fn sigterm_during_the_upload_aborts_it() {
+    require_docker!();
     use tokio::io::AsyncBufReadExt;
     let (pki, etcd, s3) = start().await;
     etcd.load(1000).await;
@@ -577,6 +598,7 @@ async fn sigterm_during_the_upload_aborts_it() {
 
 #[tokio::test]
 async fn a_snapshot_failing_at_its_start_falls_over_to_the_next_endpoint() {
+    require_docker!();
     // Enough for the TLS handshake and the status call, not for the first snapshot chunk.
     let want = ["failed after 0 bytes", "trying the next endpoint"];
     succeeds_from_the_second_endpoint(100, 12_000, &want).await;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_backup::backup::{self, publish, Limits};
+use etcd_backup::commands::prune;
 use etcd_backup::compress::{self, Codec};
 use etcd_backup::config::PipelineConfig;
 use etcd_backup::key::BackupKey;
+use etcd_backup::pipeline::{publish, Limits};
 use etcd_backup::shutdown::{self, Shutdown};
 use etcd_backup::store::Store;
 use object_store::memory::InMemory;
@@ -111,7 +112,7 @@ async fn publishes_every_codec_whole_with_metadata() {
         let db = &snapshot[..snapshot.len() - 32];
         assert_eq!(
             meta["snapshot-sha256"],
-            etcd_backup::verify::hex(&Sha256::digest(db))
+            etcd_backup::snapshot::verify::hex(&Sha256::digest(db))
         );
         assert_eq!(meta["etcd-revision"], golden["revision"].to_string());
         assert_eq!(meta["etcd-hash"], golden["hash"].to_string());
@@ -223,13 +224,13 @@ async fn prune_deletes_only_what_the_plan_says() {
         max_age: Duration::from_secs(30 * 86400),
         keep_last: 1,
     };
-    let dry = backup::prune(&store, &policy, now, None, true, &Shutdown::never())
+    let dry = prune::prune(&store, &policy, now, None, true, &Shutdown::never())
         .await
         .unwrap();
     assert_eq!(dry.plan.delete_count(), 2);
     assert!(dry.deleted.is_empty());
     assert_eq!(store.list().await.unwrap().backups.len(), 3);
-    let done = backup::prune(&store, &policy, now, None, false, &Shutdown::never())
+    let done = prune::prune(&store, &policy, now, None, false, &Shutdown::never())
         .await
         .unwrap();
     let deleted: Vec<_> = done.deleted.iter().map(|k| k.to_string()).collect();

@@ -5,5 +5,6 @@
 mod cli;
 mod common;
 mod containers;
+mod mutate;
 mod pipeline;
 mod verify;

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use etcd_backup::verify::{self, Invalid};
+use etcd_backup::snapshot::verify::{self, Invalid};
 use sha2::{Digest, Sha256};
 
 use crate::common::{golden_status, read_data, GOLDEN};
@@ -146,7 +146,7 @@ fn the_walk_catches_structural_damage_behind_a_valid_trailer() {
     }
     // Damage to every page the walk reads, in turn: a flipped page type must be caught.
     let f = file_with(body);
-    let mut db = etcd_backup::bbolt::Db::open(&f, body.len() as u64).unwrap();
+    let mut db = etcd_backup::snapshot::bbolt::Db::open(&f, body.len() as u64).unwrap();
     db.walk(&mut NoOp).unwrap();
     let mut heads = Vec::new();
     let mut p = 2;
@@ -172,9 +172,9 @@ fn the_walk_catches_structural_damage_behind_a_valid_trailer() {
 }
 
 struct NoOp;
-impl etcd_backup::bbolt::Visitor for NoOp {
+impl etcd_backup::snapshot::bbolt::Visitor for NoOp {
     fn bucket(&mut self, _: &[u8]) {}
-    fn entry(&mut self, _: &[u8], _: etcd_backup::bbolt::Entry<'_>) {}
+    fn entry(&mut self, _: &[u8], _: etcd_backup::snapshot::bbolt::Entry<'_>) {}
 }
 
 #[test]
@@ -194,4 +194,66 @@ fn no_flip_panics_or_hangs_the_walk() {
             f.write_all_at(&byte, o).unwrap();
         }
     }
+}
+
+#[test]
+fn a_huge_high_water_page_with_a_valid_checksum_is_rejected_not_allocated() {
+    use etcd_backup::snapshot::bbolt::field;
+    // 2^53 pages: 2^65 bytes overflows; bbolt's bitmap of it would be 2^50 bytes.
+    for pgid in [1u64 << 53, u64::MAX / 4096 + 1, u64::MAX] {
+        let snap = crate::mutate::with_meta_field(&read_data("small.db"), field::PGID, 8, pgid);
+        match check(&snap) {
+            Err(Invalid::Corrupt(c)) => assert!(c.to_string().contains("meta page"), "{c}"),
+            other => panic!("pgid {pgid}: {other:?}"),
+        }
+    }
+    // Valid but larger than the file: truncated, still no allocation of the claimed size.
+    let snap = crate::mutate::with_meta_field(&read_data("small.db"), field::PGID, 8, 1 << 40);
+    assert!(matches!(check(&snap), Err(Invalid::Corrupt(_))));
+}
+
+#[test]
+fn a_freelist_page_beyond_the_file_is_rejected() {
+    use etcd_backup::snapshot::bbolt::field;
+    let small = read_data("small.db");
+    // small.db has 5 pages and no synced freelist (u64::MAX), which stays valid.
+    assert!(check(&small).is_ok());
+    for freelist in [5u64, 6, 1 << 40, 0, 1] {
+        let snap = crate::mutate::with_meta_field(&small, field::FREELIST, 8, freelist);
+        match check(&snap) {
+            Err(Invalid::Corrupt(c)) => assert!(c.to_string().contains("freelist"), "{c}"),
+            other => panic!("freelist {freelist}: {other:?}"),
+        }
+    }
+    // In range, but not a freelist page: bbolt would read a tree page as its freelist.
+    let snap = crate::mutate::with_meta_field(&small, field::FREELIST, 8, 2);
+    match check(&snap) {
+        Err(Invalid::Corrupt(c)) => assert!(c.to_string().contains("freelist"), "{c}"),
+        other => panic!("freelist on a leaf: {other:?}"),
+    }
+}
+
+#[test]
+fn the_fuzzer_regression_files_are_rejected_without_panic() {
+    // Each file is a mutation script (tests/mutate.rs) that once crashed or hung the walk.
+    let dir = crate::common::data("fuzz");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let snap = crate::mutate::build(&std::fs::read(&path).unwrap());
+        let _ = check(&snap);
+        n += 1;
+    }
+    // The mutator itself: its output always has a valid trailer, so the walk is what judges.
+    for script in [
+        &b"\x01"[..],
+        b"\x02\x00\x00\x03\x05",
+        b"\x00\x04\x00\x00\x00",
+    ] {
+        let snap = crate::mutate::build(script);
+        let mut t = verify::TrailerCheck::default();
+        t.update(&snap);
+        assert!(t.finish().is_ok());
+    }
+    println!("{n} regression files");
 }

@@ -1,15 +1,19 @@
-//! The bbolt walker and the trailer check on arbitrary bytes: they may reject anything, but
-//! must never panic, hang or allocate without bound.
+//! The snapshot checks on crafted files: a script mutates bbolt's fields in a golden snapshot
+//! and recomputes the meta checksums and the SHA-256 trailer (`tests/mutate.rs`), so every input
+//! reaches the walk. It may reject anything, but must never panic, hang or allocate without
+//! bound. Crashes become regression files in `tests/data/fuzz/`.
 #![no_main]
 
-use etcd_backup::verify;
+use etcd_backup::snapshot::verify;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = verify::walk(&data, data.len() as u64);
+#[path = "../../tests/mutate.rs"]
+mod mutate;
+
+fuzz_target!(|script: &[u8]| {
+    let snapshot = mutate::build(script);
     let mut t = verify::TrailerCheck::default();
-    t.update(data);
-    if t.finish().is_ok() {
-        let _ = verify::walk(&data, data.len() as u64 - 32);
-    }
+    t.update(&snapshot);
+    assert!(t.finish().is_ok(), "the mutator seals every file");
+    let _ = verify::walk(&snapshot.as_slice(), snapshot.len() as u64 - 32);
 });

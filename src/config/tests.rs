@@ -106,7 +106,7 @@ fn every_problem_at_once_with_variable_value_and_form() {
     let pki = Pki::new();
     let got = problems(
         env(&[
-            ("ETCD_ENDPOINTS", "127.0.0.1:2379"),
+            ("ETCD_ENDPOINTS", "ftp://127.0.0.1:2379"),
             ("ETCD_CACERT", "/nonexistent/ca.crt"),
             ("ETCD_CERT", &pki.path("junk.txt")),
             ("ETCD_DIAL_TIMEOUT", "soon"),
@@ -121,9 +121,9 @@ fn every_problem_at_once_with_variable_value_and_form() {
     );
     let want = [
         "BACKUP_RETENTON: unknown variable; did you mean BACKUP_RETENTION?".to_string(),
-        "ETCD_ENDPOINTS=\"127.0.0.1:2379\": \"127.0.0.1:2379\" is not an etcd URL: expected https://HOST:PORT, comma-separated".into(),
         "ETCD_CACERT=\"/nonexistent/ca.crt\": cannot read the file (No such file or directory (os error 2)): expected a readable PEM file".into(),
         format!("ETCD_CERT={:?}: the file is not a PEM certificate (-----BEGIN CERTIFICATE-----)", pki.path("junk.txt")),
+        "ETCD_ENDPOINTS=\"ftp://127.0.0.1:2379\": \"ftp://127.0.0.1:2379\" is not an etcd endpoint: expected https://HOST:PORT or HOST:PORT, comma-separated".into(),
         "ETCD_KEY: is not set but ETCD_CERT is: expected the path of the client key (PEM) that goes with the certificate".into(),
         "ETCD_DIAL_TIMEOUT=\"soon\": expected a duration such as 90s, 30m, 30d or 720h, greater than zero".into(),
         "BACKUP_BUCKET: is not set: expected the name of the bucket to store backups in".into(),
@@ -203,6 +203,30 @@ fn conflicting_aliases_are_a_problem_and_equal_ones_are_not() {
 }
 
 #[test]
+fn a_conflict_of_pki_aliases_is_reported_once() {
+    let pki = Pki::new();
+    for name in ["ETCD_CERT", "ETCD_KEY", "ETCD_CACERT"] {
+        let (file, other) = match name {
+            "ETCD_KEY" => ("client.key", "ca.crt"),
+            _ => ("client.crt", "ca.crt"),
+        };
+        let got = problems(
+            env(&[
+                ("BACKUP_BUCKET", "backups"),
+                ("ETCD_CACERT", &pki.path("ca.crt")),
+                ("ETCD_CERT", &pki.path("client.crt")),
+                ("ETCD_KEY", &pki.path("client.key")),
+                (name, &pki.path(file)),
+                (&format!("ETCDCTL_{}", &name[5..]), &pki.path(other)),
+            ])
+            .backup(),
+        );
+        let conflicts = got.iter().filter(|p| p.contains("conflicts with")).count();
+        assert_eq!(conflicts, 1, "{name}: {got:?}");
+    }
+}
+
+#[test]
 fn compression_levels_follow_the_codec() {
     let base = [
         ("BACKUP_BUCKET", "backups"),
@@ -257,15 +281,19 @@ fn secrets_never_show() {
     let debug = format!("{cfg:?}");
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(debug.contains("**redacted**"));
-    // Nor in problems about them.
+    // Nor in problems about them: a secret without its key id is a problem about the secret,
+    // and its value goes through the same reader as every other value.
     let got = problems(
         env(&[
-            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
-            ("AWS_SECRET_ACCESS_KEY_X", "x"),
+            ("BACKUP_BUCKET", "backups"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2-very-secret"),
         ])
         .prune(),
     );
-    assert!(got.iter().all(|p| !p.contains("hunter2")), "{got:?}");
+    assert_eq!(
+        got,
+        ["AWS_SECRET_ACCESS_KEY: is set but AWS_ACCESS_KEY_ID is not: expected both, or neither (for a role)"]
+    );
     let pki = Pki::new();
     let cfg = env(&[
         ("BACKUP_BUCKET", "backups"),
@@ -276,6 +304,103 @@ fn secrets_never_show() {
     .backup()
     .unwrap();
     assert!(!format!("{cfg:?}").contains("PRIVATE KEY"));
+}
+
+#[test]
+fn a_secret_variable_is_redacted_by_the_table_not_by_the_caller() {
+    // `problem` is handed the value; only the table's `secret` flag keeps it out.
+    let e = env(&[("AWS_SECRET_ACCESS_KEY", "hunter2")]);
+    let mut r = Reader {
+        env: &e,
+        problems: vec![],
+    };
+    r.problem("AWS_SECRET_ACCESS_KEY", Some("hunter2"), "bad");
+    r.problem("AWS_ACCESS_KEY_ID", Some("AKID"), "bad");
+    let shown = Problems(r.problems).to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("AWS_ACCESS_KEY_ID=\"AKID\""), "{shown}");
+}
+
+#[test]
+fn an_endpoint_without_a_scheme_reads_as_etcdctl_reads_it() {
+    let pki = Pki::new();
+    let tls = env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCDCTL_ENDPOINTS", "127.0.0.1:2379,10.0.1.11:2379"),
+        ("ETCDCTL_CACERT", &pki.path("ca.crt")),
+    ])
+    .backup()
+    .unwrap();
+    let urls: Vec<_> = tls.etcd.endpoints.iter().map(Url::as_str).collect();
+    assert_eq!(urls, ["https://127.0.0.1:2379/", "https://10.0.1.11:2379/"]);
+    let plain = env(&[
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCDCTL_ENDPOINTS", "localhost:2379"),
+    ])
+    .backup()
+    .unwrap();
+    assert_eq!(plain.etcd.endpoints[0].as_str(), "http://localhost:2379/");
+    for bad in ["localhost", "ftp://a:1", "https://a:2379/v3", "a:2379?x=1"] {
+        let got = problems(env(&[("BACKUP_BUCKET", "backups"), ("ETCD_ENDPOINTS", bad)]).etcd());
+        assert!(got[0].starts_with("ETCD_ENDPOINTS="), "{bad}: {got:?}");
+    }
+}
+
+#[test]
+fn backup_log_is_a_known_variable_and_is_checked() {
+    let e = env(&[("BACKUP_LOG", "debug"), ("BACKUP_BUCKET", "backups")]);
+    assert!(
+        e.prune().is_ok(),
+        "BACKUP_LOG must not be an unknown variable"
+    );
+    assert_eq!(e.logging().unwrap().filter, "debug");
+    assert_eq!(
+        e.logging().unwrap().format,
+        LogFormat::Text,
+        "the default format"
+    );
+    let per_module = env(&[("BACKUP_LOG", "info,etcd_backup=debug")]);
+    assert_eq!(
+        per_module.logging().unwrap().filter,
+        "info,etcd_backup=debug"
+    );
+    let got = problems(env(&[("BACKUP_LOG", "info,=[")]).logging());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("BACKUP_LOG=\"info,=[\": expected a level"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn server_side_encryption_is_checked_by_us() {
+    let got = problems(
+        env(&[
+            ("BACKUP_BUCKET", "backups"),
+            ("AWS_SERVER_SIDE_ENCRYPTION", "rot13"),
+        ])
+        .prune(),
+    );
+    assert_eq!(
+        got,
+        ["AWS_SERVER_SIDE_ENCRYPTION=\"rot13\": expected AES256 (SSE-S3), aws:kms (SSE-KMS) or aws:kms:dsse (DSSE-KMS)"]
+    );
+    for ok in ["AES256", "aws:kms", "aws:kms:dsse"] {
+        let e = env(&[("BACKUP_BUCKET", "b12"), ("AWS_SERVER_SIDE_ENCRYPTION", ok)]);
+        assert!(e.prune().is_ok(), "{ok}");
+    }
+    let got = problems(
+        env(&[
+            ("BACKUP_BUCKET", "backups"),
+            ("AWS_SERVER_SIDE_ENCRYPTION", "AES256"),
+            ("AWS_SSE_KMS_KEY_ID", "arn:aws:kms:eu-west-1:1:key/x"),
+        ])
+        .prune(),
+    );
+    assert!(
+        got[0].starts_with("AWS_SSE_KMS_KEY_ID: is set, but"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -290,12 +415,25 @@ fn sizes() {
 }
 
 #[test]
-fn help_lists_every_variable_with_its_default() {
+fn help_shows_name_aliases_doc_and_default_of_each_variable() {
     let help = help_table();
-    for v in VARS {
-        assert!(help.contains(v.name), "{}", v.name);
-        if let Some(d) = v.default {
-            assert!(help.contains(&format!("(default: {d})")), "{}", v.name);
-        }
+    // Literal lines, as an operator reads them: a variable with aliases and a default, one
+    // without either, and a secret (whose doc shows, never a value).
+    for want in [
+        "  ETCD_ENDPOINTS [ETCD_ENDPOINT, ETCDCTL_ENDPOINTS]\n      Comma-separated etcd client URLs, tried in order. (default: https://127.0.0.1:2379)\n",
+        "  BACKUP_BUCKET\n      Bucket to store backups in (required by backup, prune, list, restore).\n",
+        "  BACKUP_LOG\n      Log filter: error, warn, info, debug or trace, or per module, e.g. info,etcd_backup=debug. (default: info)\n",
+        "  AWS_SECRET_ACCESS_KEY\n      Secret for AWS_ACCESS_KEY_ID.\n",
+    ] {
+        assert!(help.contains(want), "missing {want:?} in\n{help}");
     }
+    // One entry per variable: the name lines are exactly the table's names, in order.
+    let names: Vec<&str> = help
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names.len(), VARS.len());
+    assert_eq!(names.first(), Some(&"ETCD_ENDPOINTS"));
+    assert!(names.contains(&"BACKUP_LOG"));
 }

@@ -5,11 +5,11 @@ use super::*;
 use crate::shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use object_store::memory::InMemory;
 use object_store::{
-    CopyOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutOptions, PutResult,
-    UploadPart,
+    CopyOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutOptions, PutPayload,
+    PutResult, UploadPart,
 };
 
 use crate::compress::Codec;

@@ -19,6 +19,54 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Whether a Docker engine answers. Without one, the container tests are skipped with one line
+/// on stderr saying why; with `CI=true` a missing engine fails the run instead, so CI cannot
+/// pass by skipping them.
+pub fn docker_available() -> bool {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let r = CHECKED.get_or_init(|| {
+        let r = ping_docker();
+        if let Err(why) = &r {
+            if std::env::var("CI").as_deref() != Ok("true") {
+                // Straight to stderr, past the test harness's capture: one line for the run.
+                let _ = std::io::stderr().write_all(
+                    format!("container tests skipped: no Docker engine ({why}); set CI=true to make this a failure\n").as_bytes(),
+                );
+            }
+        }
+        r
+    });
+    match r {
+        Ok(()) => true,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but no Docker engine answers ({why}): the container tests must run")
+        }
+        Err(_) => false,
+    }
+}
+
+fn ping_docker() -> Result<(), String> {
+    use std::io::Read;
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let Some(path) = host.strip_prefix("unix://") else {
+        // A TCP engine: trust the setting, testcontainers reports what fails.
+        return Ok(());
+    };
+    let mut sock = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("cannot connect to {path}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    sock.write_all(b"GET /_ping HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("{path}: {e}"))?;
+    let mut reply = String::new();
+    let _ = sock.read_to_string(&mut reply);
+    if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("{path} did not answer /_ping with 200"))
+    }
+}
+
 pub const ACCESS: &str = "etcdbackuptest";
 pub const SECRET: &str = "s3-test-secret-value";
 

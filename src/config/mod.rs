@@ -177,6 +177,12 @@ pub const VARS: &[Var] = &[
         "text or json (one object a line, on stderr).",
     ),
     var(
+        "BACKUP_LOG",
+        &[],
+        Some("info"),
+        "Log filter: error, warn, info, debug or trace, or per module, e.g. info,etcd_backup=debug.",
+    ),
+    var(
         "AWS_ENDPOINT_URL",
         &["AWS_ENDPOINT"],
         None,
@@ -350,7 +356,7 @@ impl<'e> Reader<'e> {
             } else {
                 format!("{:?}", other.1)
             };
-            self.problems.push(Problem {
+            self.push(Problem {
                 var: first.0.into(),
                 value: (!var.secret).then(|| first.1.to_string()),
                 expected: format!("conflicts with {}={shown}: set one of them", other.0),
@@ -371,11 +377,19 @@ impl<'e> Reader<'e> {
         } else {
             value.map(str::to_string)
         };
-        self.problems.push(Problem {
+        self.push(Problem {
             var: var.into(),
             value,
             expected: expected.into(),
         });
+    }
+
+    /// Records a problem once: a variable read by two sections (an alias conflict of
+    /// ETCD_CERT, say) is still one problem to fix.
+    fn push(&mut self, p: Problem) {
+        if !self.problems.contains(&p) {
+            self.problems.push(p);
+        }
     }
 
     /// Parses a variable with `parse`, recording `expected` when it fails.
@@ -484,6 +498,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// How to log: the format and the filter (`BACKUP_LOG`, checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
 /// What `backup` needs.
 #[derive(Debug, Clone)]
 pub struct BackupConfig {
@@ -529,17 +550,32 @@ impl Env {
         }
     }
 
-    pub fn log_format(&self) -> Result<LogFormat, Problems> {
+    /// The logging settings, read before anything else so that every later problem is logged
+    /// as the operator asked.
+    pub fn logging(&self) -> Result<Logging, Problems> {
         let mut r = Reader {
             env: self,
             problems: vec![],
         };
-        let f = r.parse("BACKUP_LOG_FORMAT", "expected text or json", |v| match v {
+        let format = r.parse("BACKUP_LOG_FORMAT", "expected text or json", |v| match v {
             "text" => Some(LogFormat::Text),
             "json" => Some(LogFormat::Json),
             _ => None,
         });
-        r.finish(f.unwrap_or(LogFormat::Text))
+        let filter = r.parse(
+            "BACKUP_LOG",
+            "expected a level (error, warn, info, debug, trace) or a filter such as info,etcd_backup=debug",
+            |v| {
+                tracing_subscriber::EnvFilter::builder()
+                    .parse(v)
+                    .ok()
+                    .map(|_| v.to_string())
+            },
+        );
+        r.finish(Logging {
+            format: format.unwrap_or(LogFormat::Text),
+            filter: filter.unwrap_or_else(|| "info".into()),
+        })
     }
 
     /// Reads what `read` asks for, collecting every problem (unknown `BACKUP_*` names
@@ -605,22 +641,23 @@ impl Env {
 
 fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     let before = r.problems.len();
+    let ca = read_pem(r, "ETCD_CACERT", PemKind::Cert);
+    let cert = read_pem(r, "ETCD_CERT", PemKind::Cert);
+    let key = read_pem(r, "ETCD_KEY", PemKind::Key);
+    // etcdctl reads an endpoint without a scheme as host:port over TLS when any TLS file is
+    // given, and plain otherwise; operators write ETCDCTL_ENDPOINTS=10.0.1.10:2379 that way.
+    let any_tls = ["ETCD_CACERT", "ETCD_CERT", "ETCD_KEY"]
+        .iter()
+        .any(|n| r.raw(n).is_some());
     let (used, list) = r.get("ETCD_ENDPOINTS").expect("has a default");
     let mut endpoints = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match Url::parse(item) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.path() == "/"
-                    && u.query().is_none() =>
-            {
-                endpoints.push(u)
-            }
-            _ => r.problem(
+        match endpoint_url(item, any_tls) {
+            Some(u) => endpoints.push(u),
+            None => r.problem(
                 used,
                 Some(list),
-                format!("{item:?} is not an etcd URL: expected https://HOST:PORT, comma-separated"),
+                format!("{item:?} is not an etcd endpoint: expected https://HOST:PORT or HOST:PORT, comma-separated"),
             ),
         }
     }
@@ -631,9 +668,6 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
             "expected at least one URL such as https://127.0.0.1:2379",
         );
     }
-    let ca = read_pem(r, "ETCD_CACERT", PemKind::Cert);
-    let cert = read_pem(r, "ETCD_CERT", PemKind::Cert);
-    let key = read_pem(r, "ETCD_KEY", PemKind::Key);
     let tls = endpoints.iter().any(|u| u.scheme() == "https");
     if tls && ca.is_none() && r.raw("ETCD_CACERT").is_none() {
         r.problem("ETCD_CACERT", None, "is not set: expected the path of the CA certificate (PEM) that signed etcd's server certificate, required for https endpoints (kubeadm: /etc/kubernetes/pki/etcd/ca.crt)");
@@ -678,6 +712,29 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         identity,
         dial_timeout: dial_timeout.expect("no problems"),
         snapshot_timeout: snapshot_timeout.expect("no problems"),
+    })
+}
+
+/// An endpoint as etcdctl reads it: a URL with http or https, or `HOST:PORT` whose scheme
+/// follows from whether TLS files are given.
+fn endpoint_url(item: &str, tls: bool) -> Option<Url> {
+    let full = if item.contains("://") {
+        item.to_string()
+    } else if !item
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        // Without a scheme there is no default port to fall back on: HOST:PORT, as etcdctl.
+        return None;
+    } else {
+        format!("{}://{item}", if tls { "https" } else { "http" })
+    };
+    Url::parse(&full).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.path() == "/"
+            && u.query().is_none()
+            && u.username().is_empty()
     })
 }
 
@@ -764,6 +821,40 @@ fn store(r: &mut Reader<'_>) -> Option<StoreConfig> {
         .filter(|(k, v)| k.starts_with("AWS_") && !v.is_empty())
         .map(|(k, v)| (k.clone(), Secret(v.clone())))
         .collect();
+    let sse = r.parse(
+        "AWS_SERVER_SIDE_ENCRYPTION",
+        "expected AES256 (SSE-S3), aws:kms (SSE-KMS) or aws:kms:dsse (DSSE-KMS)",
+        |v| {
+            ["AES256", "aws:kms", "aws:kms:dsse"]
+                .into_iter()
+                .find(|t| *t == v)
+        },
+    );
+    if let Some((used, _)) = r.raw("AWS_SSE_KMS_KEY_ID") {
+        if !matches!(sse, Some("aws:kms" | "aws:kms:dsse")) {
+            r.problem(
+                used,
+                None,
+                "is set, but AWS_SERVER_SIDE_ENCRYPTION is not aws:kms or aws:kms:dsse: expected both, or neither",
+            );
+        }
+    }
+    let secret = r.raw("AWS_SECRET_ACCESS_KEY").map(|(_, v)| v);
+    if secret.is_some() && r.raw("AWS_ACCESS_KEY_ID").is_none() {
+        // The value goes in like any other; the table marks it secret and it never shows.
+        r.problem(
+            "AWS_SECRET_ACCESS_KEY",
+            secret,
+            "is set but AWS_ACCESS_KEY_ID is not: expected both, or neither (for a role)",
+        );
+    }
+    if r.raw("AWS_ACCESS_KEY_ID").is_some() && r.raw("AWS_SECRET_ACCESS_KEY").is_none() {
+        r.problem(
+            "AWS_ACCESS_KEY_ID",
+            None,
+            "is set but AWS_SECRET_ACCESS_KEY is not: expected both, or neither (for a role)",
+        );
+    }
     let retries = r.parse(
         "BACKUP_RETRIES",
         "expected a whole number from 0 to 20",

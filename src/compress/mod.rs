@@ -4,6 +4,8 @@
 //! returns the inner writer, and its error is the caller's to keep. Decoders pick the codec
 //! from the magic bytes, not the name, so a renamed file still restores.
 
+pub mod pgzip;
+
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::str::FromStr;
@@ -86,7 +88,7 @@ impl FromStr for Codec {
 
 /// A streaming encoder that writes into `W`.
 pub enum Encoder<W: Write> {
-    Gzip(crate::pgzip::ParallelGzip<W>),
+    Gzip(pgzip::ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -97,7 +99,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
     /// past one thread).
     pub fn new(codec: Codec, level: u32, threads: usize, inner: W) -> io::Result<Self> {
         Ok(match codec {
-            Codec::Gzip => Encoder::Gzip(crate::pgzip::ParallelGzip::new(inner, level, threads)),
+            Codec::Gzip => Encoder::Gzip(pgzip::ParallelGzip::new(inner, level, threads)),
             Codec::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, level as i32)?;
                 if threads > 1 {

@@ -18,18 +18,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use std::future::Future;
 
-use futures::stream::{BoxStream, FuturesUnordered};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{Stream, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutPayload, RetryConfig,
+    ObjectStoreExt, PutMultipartOptions, RetryConfig,
 };
 
 use crate::config::StoreConfig;
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
+
+mod upload;
+use upload::upload_parts;
+pub use upload::Parts;
 
 /// A store failure, with what we were doing and a hint of what to check.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +164,11 @@ impl Store {
 
     pub fn path(&self, key: &BackupKey) -> Path {
         Path::from(format!("{}{key}", self.prefix))
+    }
+
+    /// The key prefix of our objects.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// `s3://bucket/prefix`, for messages.
@@ -439,50 +448,6 @@ impl Store {
             ..Default::default()
         }
     }
-}
-
-/// Uploads every part of `parts`, at most `concurrency` at once, then waits for the last ones
-/// and for `gate` together. The first error wins: the stream's, a part's, then the gate's.
-async fn upload_parts<S, G, T, E>(
-    upload: &mut dyn object_store::MultipartUpload,
-    parts: S,
-    concurrency: usize,
-    gate: G,
-    part_error: impl Fn() -> E,
-) -> anyhow::Result<(u64, T)>
-where
-    S: Stream<Item = anyhow::Result<Bytes>>,
-    G: Future<Output = anyhow::Result<T>>,
-    E: FnOnce(object_store::Error) -> StoreError,
-{
-    let mut in_flight = FuturesUnordered::new();
-    let mut sent = 0u64;
-    futures::pin_mut!(parts);
-    while let Some(part) = parts.next().await {
-        let part = part?;
-        sent += part.len() as u64;
-        in_flight.push(upload.put_part(PutPayload::from(part)));
-        while in_flight.len() >= concurrency {
-            in_flight
-                .next()
-                .await
-                .expect("not empty")
-                .map_err(part_error())?;
-        }
-    }
-    if sent == 0 {
-        // S3 needs at least one part, even for an empty object.
-        in_flight.push(upload.put_part(PutPayload::default()));
-    }
-    let drain = async {
-        while let Some(r) = in_flight.next().await {
-            r.map_err(part_error())?;
-        }
-        anyhow::Ok(())
-    };
-    let (drained, gated) = tokio::join!(drain, gate);
-    drained?;
-    Ok((sent, gated?))
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use futures::StreamExt;
 
 use crate::compress::{self, Codec};
 use crate::key::BackupKey;
+use crate::shutdown::Shutdown;
+use crate::snapshot::verify::{self, Verified};
 use crate::store::Store;
-use crate::verify::{self, Verified};
 
 /// Which backup to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +99,14 @@ impl Drop for Part {
 }
 
 /// Downloads and checks `key`, writing it to `output`. Refuses to replace an existing file
-/// unless `force`.
+/// unless `force`. A shutdown stops the download; `output` is then untouched and the `.part`
+/// file removed.
 pub async fn restore(
     store: &Store,
     key: BackupKey,
     output: &Path,
     force: bool,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Restored> {
     if output.exists() && !force {
         bail!(
@@ -151,7 +154,14 @@ pub async fn restore(
             Ok((codec, checked, file))
         },
     );
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = tokio::select! {
+            c = stream.next() => c,
+            // Dropping the worker's channel ends its input; its file is the `.part`, removed
+            // when `part` drops on the way out.
+            i = shutdown.requested() => return Err(i.into()),
+        };
+        let Some(chunk) = chunk else { break };
         let failed = chunk.is_err();
         if tx
             .send(chunk.map_err(|e| crate::describe(&e)))

@@ -4,7 +4,7 @@
 //!    [`TrailerCheck`] is a pass-through adapter that hashes everything but the last 32 bytes
 //!    it has seen, so it works on any chunking of the stream; the trailer stays in the data,
 //!    which is what `etcdutl snapshot restore` checks without `--skip-hash-check`.
-//! 2. The bbolt walk ([`crate::bbolt`]), which computes [`Status`] exactly as etcdutl does:
+//! 2. The bbolt walk ([`crate::snapshot::bbolt`]), which computes [`Status`] exactly as etcdutl does:
 //!    `hash` is CRC-32C over each bucket's name and then its keys and values in iteration order,
 //!    `revision` is the main revision of the last key of the `key` bucket, `totalKey` counts the
 //!    entries of every bucket, `totalSize` is the database size from the meta page.
@@ -18,7 +18,7 @@ use std::io::Read;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::bbolt::{self, Corruption, Entry, Visitor};
+use crate::snapshot::bbolt::{self, Corruption, Entry, Visitor};
 
 pub const TRAILER_LEN: usize = 32;
 
@@ -252,36 +252,6 @@ pub fn copy_hashed(from: &mut dyn Read, to: &mut dyn std::io::Write) -> Result<T
         trailer.update(&buf[..n]);
         to.write_all(&buf[..n]).map_err(Copy::Write)?;
     }
-}
-
-/// Checks a snapshot file on disk, raw or compressed (the codec is found by magic bytes). A
-/// compressed file is decoded into a scratch file in `tmp` first, since the walk needs random
-/// access. The outer error is a problem reading the input; the inner, the verdict.
-pub fn check_path(
-    path: &std::path::Path,
-    tmp: &std::path::Path,
-) -> std::io::Result<(crate::compress::Codec, Result<Verified, Invalid>)> {
-    use crate::compress::{self, Codec};
-    use std::io::Write;
-    let (codec, mut reader) = compress::decoder(std::io::BufReader::new(File::open(path)?))?;
-    if codec == Codec::None {
-        drop(reader);
-        return Ok((codec, check_file(&mut File::open(path)?)));
-    }
-    let scratch = tempfile::Builder::new()
-        .prefix(".etcd-backup-verify-")
-        .tempfile_in(tmp)?;
-    let mut out = std::io::BufWriter::new(scratch.reopen()?);
-    let trailer = match copy_hashed(&mut reader, &mut out) {
-        Ok(t) => t,
-        Err(Copy::Read(e)) => {
-            let e = std::io::Error::new(e.kind(), format!("decoding {codec}: {e}"));
-            return Ok((codec, Err(Invalid::Io(e))));
-        }
-        Err(Copy::Write(e)) => return Err(e),
-    };
-    out.flush()?;
-    Ok((codec, check_spooled(scratch.as_file(), trailer)))
 }
 
 #[cfg(test)]

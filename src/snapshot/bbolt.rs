@@ -26,6 +26,9 @@ const META_BODY: usize = 64;
 const BRANCH: u16 = 0x01;
 const LEAF: u16 = 0x02;
 const META: u16 = 0x04;
+const FREELIST: u16 = 0x10;
+/// bbolt's meta `freelist` value when the freelist is not synced to disk (etcd's setting).
+const NO_FREELIST: u64 = u64::MAX;
 const BUCKET_LEAF_FLAG: u32 = 0x01;
 const BUCKET_HEADER: usize = 16;
 /// Deeper than any real B+tree of a file that fits on a disk; past it we call the file corrupt
@@ -66,15 +69,39 @@ pub enum Corruption {
 pub struct Meta {
     pub page_size: u64,
     pub root: u64,
+    /// The freelist page, or [`NO_FREELIST`] when it is not synced (etcd runs bbolt that way).
+    pub freelist: u64,
     /// One past the highest page id in use: the database is `pgid * page_size` bytes.
     pub pgid: u64,
     pub txid: u64,
 }
 
 impl Meta {
+    /// The database size the meta page claims; [`parse_meta`] refuses a meta page whose
+    /// product overflows, so this cannot.
     pub fn db_size(&self) -> u64 {
         self.pgid * self.page_size
     }
+}
+
+/// Offsets of the meta body's fields, from the end of the page header.
+pub mod field {
+    pub const PAGE_SIZE: usize = 8;
+    pub const ROOT: usize = 16;
+    pub const FREELIST: usize = 32;
+    pub const PGID: usize = 40;
+    pub const TXID: usize = 48;
+    pub const CHECKSUM: usize = 56;
+}
+
+/// Recomputes the checksum of the meta page whose header starts at `page[0]`, as bbolt writes
+/// it. For tests and the fuzz target, which change meta fields and must get past the checksum
+/// to reach the checks behind it.
+pub fn seal_meta(page: &mut [u8]) {
+    let body = PAGE_HEADER..PAGE_HEADER + field::CHECKSUM;
+    let sum = fnv1a64(&page[body]);
+    let at = PAGE_HEADER + field::CHECKSUM;
+    page[at..at + 8].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// One entry of a bucket, as bbolt's `Bucket.ForEach` yields it: a nested bucket's value is
@@ -144,14 +171,27 @@ fn parse_meta(buf: &[u8], page: u64, offset: u64) -> Result<Meta, Corruption> {
     }
     let meta = Meta {
         page_size,
-        root: u64_at(body, 16),
-        pgid: u64_at(body, 40),
-        txid: u64_at(body, 48),
+        root: u64_at(body, field::ROOT),
+        freelist: u64_at(body, field::FREELIST),
+        pgid: u64_at(body, field::PGID),
+        txid: u64_at(body, field::TXID),
     };
     if meta.pgid < 3 || meta.root < 2 || meta.root >= meta.pgid {
         return Err(bad(format!(
             "root page {} and high-water page {} are out of range",
             meta.root, meta.pgid
+        )));
+    }
+    if meta.pgid.checked_mul(page_size).is_none() {
+        return Err(bad(format!(
+            "high-water page {} times page size {page_size} overflows",
+            meta.pgid
+        )));
+    }
+    if meta.freelist != NO_FREELIST && !(2..meta.pgid).contains(&meta.freelist) {
+        return Err(bad(format!(
+            "freelist page {} is out of range 2..{} (bbolt could not open this file)",
+            meta.freelist, meta.pgid
         )));
     }
     Ok(meta)
@@ -238,18 +278,62 @@ impl<'f> Db<'f> {
         }
         let meta = if m1.txid > m0.txid { m1 } else { m0 };
         if len < meta.db_size() {
+            // Also what bounds the allocation below.
             return Err(Corruption::Truncated {
                 len,
                 expected: meta.db_size(),
             });
         }
+        // Bounded by the file: `pgid * page_size <= len`, so one bit per page of the file.
         let visited = vec![0; meta.pgid.div_ceil(64) as usize];
-        Ok(Db {
+        let mut db = Db {
             file,
             len,
             meta,
             visited,
-        })
+        };
+        if meta.freelist != NO_FREELIST {
+            db.check_freelist(meta.freelist)?;
+        }
+        Ok(db)
+    }
+
+    /// A synced freelist, as bbolt reads it on open: a freelist page whose ids are all pages of
+    /// the file. Its pages count as reached, so a tree page that is also the freelist is caught.
+    fn check_freelist(&mut self, id: u64) -> Result<(), Corruption> {
+        let page = self.read_page(id)?;
+        let at = At {
+            page: id,
+            offset: id * self.meta.page_size,
+        };
+        if u16_at(&page, 8) != FREELIST {
+            return Err(at.err(format!(
+                "flags {:#x}: the meta page names it the freelist",
+                u16_at(&page, 8)
+            )));
+        }
+        // A count of 0xFFFF means the real count is the first u64 of the body (bbolt).
+        let (count, start) = match u16_at(&page, 10) {
+            0xFFFF if page.len() >= PAGE_HEADER + 8 => {
+                (u64_at(&page, PAGE_HEADER), PAGE_HEADER + 8)
+            }
+            0xFFFF => return Err(at.err("freelist count does not fit in the page".into())),
+            n => (n as u64, PAGE_HEADER),
+        };
+        let ids = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(8))
+            .and_then(|n| page.get(start..start.checked_add(n)?))
+            .ok_or_else(|| at.err(format!("{count} free page ids do not fit in the page")))?;
+        for free in ids.chunks_exact(8).map(|c| u64_at(c, 0)) {
+            if !(2..self.meta.pgid).contains(&free) {
+                return Err(at.err(format!(
+                    "free page id {free} is out of range 2..{}",
+                    self.meta.pgid
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn meta(&self) -> Meta {
@@ -398,6 +482,13 @@ impl<'f> Db<'f> {
     /// Reads a page and its overflow pages, once: a second visit means a cycle or a shared page.
     fn read_page(&mut self, id: u64) -> Result<Vec<u8>, Corruption> {
         let ps = self.meta.page_size;
+        if !(2..self.meta.pgid).contains(&id) {
+            return Err(At {
+                page: id,
+                offset: id.wrapping_mul(ps),
+            }
+            .err(format!("page id out of range 2..{}", self.meta.pgid)));
+        }
         let offset = id * ps;
         let at = At { page: id, offset };
         let (word, bit) = ((id / 64) as usize, id % 64);

@@ -1,10 +1,16 @@
-//! The etcd side: connect to one member over (m)TLS, read its status, stream its snapshot.
+//! The etcd side: client options, one member's status, and the submodules that use them:
+//! [`members`] owns which member a run talks to (probing, the choice, what failed), and
+//! [`snapshot`] streams one member's snapshot.
 //!
-//! Endpoints are tried one by one, not through the client's load balancer, because a snapshot
-//! is served by one member from its local database and the operator needs to know which one
-//! and why the others were passed over. A member is chosen if it answers `Status` within the
-//! dial timeout; a member that reports errors (an alarm) or is a learner is used only when no
-//! other member answers cleanly.
+//! Endpoints are not handed to the client's load balancer, because a snapshot is served by one
+//! member from its local database and the operator needs to know which one and why the others
+//! were passed over.
+
+pub mod members;
+pub mod snapshot;
+
+pub use members::Members;
+pub use snapshot::Snapshot;
 
 use std::fmt;
 use std::time::Duration;
@@ -112,7 +118,7 @@ fn hex_id(id: u64) -> String {
 
 /// What an operator should check for a failed connection, from the words of the TLS and
 /// transport errors (tonic gives no typed cause).
-fn hint(why: &str) -> &'static str {
+pub(crate) fn hint(why: &str) -> &'static str {
     if why.contains("invalid peer certificate")
         || why.contains("UnknownIssuer")
         || why.contains("BadSignature")
@@ -165,56 +171,6 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
     }
 }
 
-/// Picks the member to take the snapshot from: the first endpoint that answers cleanly, else
-/// the first that answers at all (with a warning saying why it is second best).
-pub async fn connect(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
-    let chosen = choose(cfg).await?;
-    if !chosen.status.has_leader() {
-        // Snapshot and status are served from the member's local database, so a member
-        // without quorum still gives a consistent (if not the latest) backup: the one the
-        // operator needs most when the API server has gone read-only.
-        tracing::warn!(
-            "member {} knows no leader: the cluster may have lost quorum; taking the snapshot from its local copy anyway",
-            chosen.status.member_id
-        );
-    }
-    Ok(chosen)
-}
-
-async fn choose(cfg: &EtcdConfig) -> Result<Member, EtcdError> {
-    let mut failures = Vec::new();
-    let mut fallback: Option<(Member, String)> = None;
-    for endpoint in &cfg.endpoints {
-        match probe(cfg, endpoint).await {
-            Ok(m) if m.status.errors.is_empty() && !m.status.is_learner => return Ok(m),
-            Ok(m) => {
-                let why = if m.status.is_learner {
-                    "is a learner".to_string()
-                } else {
-                    format!("reports errors: {}", m.status.errors.join("; "))
-                };
-                tracing::warn!(endpoint = %endpoint, "member {} {why}; trying the next endpoint", m.status.member_id);
-                fallback = fallback.or(Some((m, why)));
-            }
-            Err(why) => {
-                let why = format!("{why}{}", hint(&why));
-                tracing::warn!(endpoint = %endpoint, "endpoint unusable: {why}");
-                failures.push((endpoint.to_string(), why));
-            }
-        }
-    }
-    match fallback {
-        Some((m, why)) => {
-            tracing::warn!(
-                "no member answered cleanly; using {} although it {why}",
-                m.status.endpoint
-            );
-            Ok(m)
-        }
-        None => Err(EtcdError::Unreachable(failures)),
-    }
-}
-
 /// The share of the quota above which we warn: etcd refuses writes at the quota (an alarm that
 /// only compaction and defragmentation clear).
 pub const QUOTA_WARN: f64 = 0.8;
@@ -230,109 +186,11 @@ pub fn quota_warning(s: &MemberStatus, quota: u64) -> Option<String> {
     })
 }
 
-/// The status of every endpoint, in order: the member's status or why it did not answer.
-pub async fn status_all(cfg: &EtcdConfig) -> Vec<(String, Result<MemberStatus, String>)> {
-    let probes = cfg.endpoints.iter().map(|e| async move {
-        let r = probe(cfg, e)
-            .await
-            .map(|m| m.status)
-            .map_err(|why| format!("{why}{}", hint(&why)));
-        (e.as_str().trim_end_matches('/').to_string(), r)
-    });
-    futures::future::join_all(probes).await
-}
-
-/// The snapshot stream of one member, as chunks of bytes. It ends when etcd closes the stream,
-/// which is after the message carrying the SHA-256 trailer (stopping at `remaining_bytes == 0`
-/// would drop it).
-pub struct Snapshot {
-    endpoint: String,
-    stream: etcd_client::SnapshotStreaming,
-    bytes: u64,
-    /// The first chunk, read by [`start_snapshot`] to prove the stream works.
-    first: Option<bytes::Bytes>,
-}
-
-/// Removes `used` (an endpoint as [`MemberStatus::endpoint`] names it) from the endpoints.
-pub fn pass_over(cfg: &mut EtcdConfig, used: &str) {
-    cfg.endpoints
-        .retain(|u| u.as_str().trim_end_matches('/') != used);
-}
-
 /// Whether `e` is, or was caused by, a snapshot stream that broke (rather than the store, the
 /// verification or a shutdown): the kind of failure another member may not have.
 pub fn is_broken_stream(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| matches!(c.downcast_ref(), Some(EtcdError::Stream { .. })))
-}
-
-/// Connects and starts a snapshot, trying the endpoints in order. A member that answers its
-/// status but fails before the first chunk of its snapshot arrives is passed over like one
-/// that does not answer; a failure after that fails this stream (the caller may start over
-/// from the next member). Returns the member and its stream.
-pub async fn start_snapshot(cfg: &EtcdConfig) -> Result<(Member, Snapshot), EtcdError> {
-    let mut remaining = cfg.clone();
-    loop {
-        let mut member = connect(&remaining).await?;
-        let started = async {
-            let mut s = Snapshot::start(&mut member).await?;
-            s.first = Some(s.next_chunk().await?.ok_or_else(|| EtcdError::Stream {
-                endpoint: s.endpoint.clone(),
-                bytes: 0,
-                error: "the stream ended before any data".into(),
-            })?);
-            Ok::<_, EtcdError>(s)
-        };
-        match started.await {
-            Ok(s) => return Ok((member, s)),
-            Err(e) => {
-                pass_over(&mut remaining, &member.status.endpoint);
-                if remaining.endpoints.is_empty() {
-                    return Err(e);
-                }
-                tracing::warn!("{e}; trying the next endpoint");
-            }
-        }
-    }
-}
-
-impl Snapshot {
-    pub async fn start(member: &mut Member) -> Result<Snapshot, EtcdError> {
-        let endpoint = member.status.endpoint.clone();
-        let stream = member
-            .client
-            .snapshot()
-            .await
-            .map_err(|e| EtcdError::Stream {
-                endpoint: endpoint.clone(),
-                bytes: 0,
-                error: chain(&e),
-            })?;
-        Ok(Snapshot {
-            endpoint,
-            stream,
-            bytes: 0,
-            first: None,
-        })
-    }
-
-    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, EtcdError> {
-        if let Some(first) = self.first.take() {
-            return Ok(Some(first));
-        }
-        match self.stream.message().await {
-            Ok(Some(m)) => {
-                self.bytes += m.blob().len() as u64;
-                Ok(Some(bytes::Bytes::copy_from_slice(m.blob())))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(EtcdError::Stream {
-                endpoint: self.endpoint.clone(),
-                bytes: self.bytes,
-                error: chain(&e),
-            }),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,112 @@
+//! The `backup` command, the only place that knows the order of a run:
+//!
+//! 1. check the bucket (a missing bucket fails before any snapshot is taken);
+//! 2. choose a member ([`Members`]) and start its snapshot;
+//! 3. check the scratch space against the database size the member reports;
+//! 4. stream, verify and publish ([`pipeline::publish`]); a stream that breaks midway starts
+//!    over from the next member, since the failed attempt published nothing;
+//! 5. prune, only after a successful upload, never the object just written.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::commands::prune::prune;
+use crate::config::BackupConfig;
+use crate::etcd::{self, MemberStatus, Members, Snapshot};
+use crate::key::BackupKey;
+use crate::pipeline::{self, Limits, Published};
+use crate::scratch;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// The summary of a whole `backup` run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub published: Published,
+    pub member: MemberStatus,
+    pub pruned: usize,
+    pub prune_time: Duration,
+    pub prune_error: Option<String>,
+}
+
+/// One try of the backup from the member whose `status` this is: the scratch space check, then
+/// the stream into [`pipeline::publish`].
+async fn attempt(
+    cfg: &BackupConfig,
+    store: &Store,
+    key: BackupKey,
+    status: &MemberStatus,
+    snapshot: Snapshot,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Published> {
+    tracing::info!("using {status}");
+    if let Some(w) = etcd::quota_warning(status, cfg.etcd.quota) {
+        tracing::warn!("{w}");
+    }
+    scratch::ensure_room(&cfg.pipeline.tmp_dir, status.db_size)?;
+    let extra = vec![
+        ("etcd-version", status.version.clone()),
+        ("etcd-cluster-id", status.cluster_id.clone()),
+        ("etcd-member-id", status.member_id.clone()),
+    ];
+    let limits = Limits {
+        total: cfg.etcd.snapshot_timeout,
+        stall: cfg.etcd.stall_timeout,
+        shutdown: shutdown.clone(),
+    };
+    let source = snapshot.into_stream();
+    pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra).await
+}
+
+/// The `backup` command against `store`. `now` names the object and anchors retention.
+pub async fn run(
+    cfg: &BackupConfig,
+    store: &Store,
+    now: DateTime<Utc>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Summary> {
+    tokio::select! {
+        r = store.check() => r?,
+        i = shutdown.requested() => return Err(i.into()),
+    };
+    let key = BackupKey::new(now, cfg.pipeline.codec);
+    let mut members = Members::new(&cfg.etcd);
+    // A stream that breaks midway is started over from the next member: the failed attempt
+    // published nothing (its upload was aborted), so the same key is still free.
+    let (published, status) = loop {
+        let (member, snapshot) = tokio::select! {
+            m = members.start_snapshot() => m?,
+            i = shutdown.requested() => return Err(i.into()),
+        };
+        let status = member.status.clone();
+        match attempt(cfg, store, key, &status, snapshot, shutdown).await {
+            Ok(p) => break (p, status),
+            Err(e) if etcd::is_broken_stream(&e) => {
+                tracing::warn!(
+                    "{e:#}; nothing was published; starting over from the next endpoint"
+                );
+                members.fail(&status.endpoint, format!("{e:#}"));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+
+    // The backup is published: a prune failure is reported but does not undo or fail it.
+    let t = Instant::now();
+    let pruning = prune(store, &cfg.policy, now, Some(&key), false, shutdown);
+    let (pruned, prune_error) = match pruning.await {
+        Ok(p) => (p.deleted.len(), None),
+        Err(e) => {
+            tracing::warn!("the backup was published, but pruning failed: {e:#}");
+            (0, Some(format!("{e:#}")))
+        }
+    };
+    Ok(Summary {
+        published,
+        member: status,
+        pruned,
+        prune_time: t.elapsed(),
+        prune_error,
+    })
+}

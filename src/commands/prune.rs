@@ -1,0 +1,62 @@
+//! `prune`: list our backups, plan with [`crate::retention`] (a pure function of the listing,
+//! the policy and `now`), then delete what the plan says, one backup at a time. Names we did
+//! not write are never in the plan.
+
+use chrono::{DateTime, Utc};
+
+use crate::key::BackupKey;
+use crate::retention::{self, Policy};
+use crate::shutdown::Shutdown;
+use crate::store::{Listing, Store};
+
+/// What prune did.
+#[derive(Debug, Clone, Default)]
+pub struct Pruned {
+    pub deleted: Vec<BackupKey>,
+    pub plan: retention::Plan,
+}
+
+/// Our backups and what retention would do with each: the listing (names not ours are
+/// skipped, with a log line) and the plan. `protect` is never planned for deletion.
+pub async fn survey(
+    store: &Store,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    protect: Option<&BackupKey>,
+) -> anyhow::Result<(Listing, retention::Plan)> {
+    let listing = store.list().await?;
+    if !listing.skipped.is_empty() {
+        tracing::info!(
+            skipped = listing.skipped.len(),
+            "objects under the prefix whose names are not ours were left alone"
+        );
+    }
+    let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
+    let plan = retention::plan(&keys, policy, now, protect);
+    Ok((listing, plan))
+}
+
+/// Lists, plans and (unless `dry_run`) deletes. Deletion stops at the first failure.
+pub async fn prune(
+    store: &Store,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    protect: Option<&BackupKey>,
+    dry_run: bool,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Pruned> {
+    let (_, plan) = survey(store, policy, now, protect).await?;
+    let mut deleted = Vec::new();
+    if !dry_run {
+        for key in plan.to_delete() {
+            // Stop between deletions: each one is whole, and the rest wait for the next run.
+            if let Some(why) = shutdown.fired() {
+                return Err(crate::shutdown::Interrupted(why).into());
+            }
+            store.delete(key).await?;
+            tracing::info!(key = %store.url(key), "deleted");
+            deleted.push(*key);
+        }
+    }
+    Ok(Pruned { deleted, plan })
+}

@@ -1,0 +1,67 @@
+//! `verify`: check a snapshot file on disk, raw or compressed (the codec is found by magic
+//! bytes, not the name). A compressed file is decoded into a scratch file first, since the walk
+//! needs random access.
+//!
+//! Three outcomes, kept apart because they mean different things to the operator: the input
+//! cannot be read ([`crate::Usage`], exit 2), the scratch space failed ([`ScratchError`],
+//! exit 1, names `BACKUP_TMP_DIR`), or the file was read and judged ([`Checked`]).
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::Path;
+
+use crate::compress::{self, Codec};
+use crate::scratch::{self, ScratchError};
+use crate::shutdown::{Shutdown, StopOnShutdown};
+use crate::snapshot::verify::{self as check, Copy, Invalid, Verified};
+use crate::Usage;
+
+/// The verdict on one file.
+#[derive(Debug)]
+pub struct Checked {
+    pub codec: Codec,
+    pub verdict: Result<Verified, Invalid>,
+}
+
+/// Checks the snapshot at `path`, decoding into `tmp` when compressed. Blocking: run it on a
+/// blocking thread. A shutdown stops the decode at its next read.
+pub fn verify(path: &Path, tmp: &Path, shutdown: &Shutdown) -> anyhow::Result<Checked> {
+    let shown = path.display();
+    let unreadable = |e: std::io::Error| Usage(format!("cannot read {shown}: {e}"));
+    let input = File::open(path).map_err(unreadable)?;
+    let (codec, reader) = compress::decoder(BufReader::new(input)).map_err(unreadable)?;
+    if codec == Codec::None {
+        drop(reader);
+        let mut file = File::open(path).map_err(unreadable)?;
+        return Ok(Checked {
+            codec,
+            verdict: check::check_file(&mut file),
+        });
+    }
+    let scratch = scratch::file(tmp, ".db")?;
+    let disk = |e| -> ScratchError { scratch::error("decoding into a scratch file", tmp)(e) };
+    let mut out = std::io::BufWriter::new(scratch.reopen().map_err(disk)?);
+    let mut reader = StopOnShutdown {
+        inner: reader,
+        shutdown: shutdown.clone(),
+    };
+    let trailer = match check::copy_hashed(&mut reader, &mut out) {
+        Ok(t) => t,
+        Err(Copy::Read(e)) => {
+            if let Some(why) = shutdown.fired() {
+                return Err(crate::shutdown::Interrupted(why).into());
+            }
+            let e = std::io::Error::new(e.kind(), format!("decoding {codec}: {e}"));
+            return Ok(Checked {
+                codec,
+                verdict: Err(Invalid::Io(e)),
+            });
+        }
+        Err(Copy::Write(e)) => return Err(disk(e).into()),
+    };
+    out.flush().map_err(disk)?;
+    Ok(Checked {
+        codec,
+        verdict: check::check_spooled(scratch.as_file(), trailer),
+    })
+}

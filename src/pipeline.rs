@@ -1,0 +1,273 @@
+//! The streaming engine: one snapshot stream in, one published object (or nothing) out.
+//!
+//! Every stage runs at once: each chunk from etcd is hashed for the trailer check, spooled raw
+//! to a scratch file (for the walk) and fed to the encoder, whose output is cut into parts
+//! ([`crate::store::Parts`]) that are uploaded as they fill. The network read and the upload
+//! run on the async runtime, the hashing, spooling and compressing on a blocking thread (and
+//! the encoder's workers), joined by bounded channels, so memory does not grow with the
+//! database. The serial tail is the bbolt walk of the spooled file, which runs while the last
+//! parts finish; only after it passed is the multipart upload completed and the object appears.
+//! Then the manifest (`<key>.json`) is written with the verified figures.
+//!
+//! S3 metadata is fixed when a multipart upload starts, before the figures we record (SHA-256,
+//! revision, hash) are known, so the object carries what is known at the start (versions,
+//! member, codec) and the manifest carries everything.
+//!
+//! Errors travel downstream with the data: the network reader sends its error to the spooling
+//! thread, which sends its own or that one to the uploader, which aborts the upload. A failing
+//! stage never looks like an end of stream to the next, and scratch files are removed on every
+//! path (they are `NamedTempFile`s).
+
+use std::io::{BufWriter, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::compress::Encoder;
+use crate::config::PipelineConfig;
+use crate::key::BackupKey;
+use crate::scratch;
+use crate::shutdown::Shutdown;
+use crate::snapshot::verify::{self, hex, TrailerCheck, Verified};
+use crate::store::{Metadata, Parts, Store};
+
+/// Chunks in flight between the network reader and the spooling thread.
+const CHANNEL_CHUNKS: usize = 16;
+const SPOOL_BUFFER: usize = 1 << 20;
+
+/// What the network reader sends the spooling thread. A stream is whole only if it ends with
+/// `End`: a closed channel without it means the reader was stopped.
+enum Feed {
+    Chunk(Bytes),
+    End,
+    Failed(anyhow::Error),
+}
+
+/// Sends `source` to the spooling thread, with the stall and total timeouts and the shutdown;
+/// its own failure goes down the channel too.
+async fn feed<S, E>(source: S, tx: mpsc::Sender<Feed>, limits: &Limits)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: Into<anyhow::Error>,
+{
+    let read = async {
+        futures::pin_mut!(source);
+        loop {
+            let next = tokio::select! {
+                biased;
+                i = limits.shutdown.requested() => return Err(i.into()),
+                next = tokio::time::timeout(limits.stall, source.next()) => next,
+            };
+            let Some(chunk) = next.map_err(|_| {
+                anyhow!(
+                    "the snapshot stream sent nothing for {} (ETCD_SNAPSHOT_STALL_TIMEOUT); check etcd's load and the network",
+                    humantime::format_duration(limits.stall)
+                )
+            })?
+            else {
+                return Ok(());
+            };
+            let chunk = chunk.map_err(Into::into)?;
+            if tx.send(Feed::Chunk(chunk)).await.is_err() {
+                // The thread stopped early; its error is already on its way downstream.
+                return Ok(());
+            }
+        }
+    };
+    let end = match tokio::time::timeout(limits.total, read).await {
+        Ok(Ok(())) => Feed::End,
+        Ok(Err(e)) => Feed::Failed(e),
+        Err(_) => Feed::Failed(anyhow!(
+            "the snapshot did not finish within ETCD_SNAPSHOT_TIMEOUT={}; raise it for a large database or a slow object store",
+            humantime::format_duration(limits.total)
+        )),
+    };
+    let _ = tx.send(end).await;
+}
+
+/// The spooling thread: hashes, spools and encodes what `rx` brings, and sends the encoded
+/// form as parts of `part_size` bytes. Its error (or the reader's) is sent down `parts` and
+/// `None` returned; a send that fails means the uploader already stopped with its own error.
+fn spool(
+    mut rx: mpsc::Receiver<Feed>,
+    parts: mpsc::Sender<anyhow::Result<Bytes>>,
+    raw_file: std::fs::File,
+    cfg: &PipelineConfig,
+) -> Option<(TrailerCheck, u64)> {
+    let dir = cfg.tmp_dir.clone();
+    let work = || -> anyhow::Result<(TrailerCheck, u64)> {
+        let disk = |e: std::io::Error| scratch::error("spooling the snapshot", &dir)(e);
+        let mut trailer = TrailerCheck::default();
+        let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_file);
+        let out = Parts::new(parts.clone(), cfg.part_size);
+        let mut enc = Encoder::new(cfg.codec, cfg.level, cfg.threads, out)?;
+        loop {
+            match rx.blocking_recv() {
+                Some(Feed::Chunk(chunk)) => {
+                    trailer.update(&chunk);
+                    raw.write_all(&chunk).map_err(disk)?;
+                    enc.write_all(&chunk).map_err(encode_error)?;
+                }
+                Some(Feed::End) => break,
+                Some(Feed::Failed(e)) => return Err(e),
+                None => bail!("the snapshot reader stopped without finishing the stream"),
+            }
+        }
+        raw.into_inner()
+            .map_err(|e| disk(e.into_error()))?
+            .sync_data()
+            .map_err(disk)?;
+        let stored_len = enc.finish().and_then(Parts::finish).map_err(encode_error)?;
+        Ok((trailer, stored_len))
+    };
+    match work() {
+        Ok(done) => Some(done),
+        Err(e) => {
+            let _ = parts.blocking_send(Err(e));
+            None
+        }
+    }
+}
+
+/// An encoder error, or the sign that the uploader is gone (whose own error is then the one
+/// reported: ours goes down a closed channel).
+fn encode_error(e: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context("compressing the snapshot")
+}
+
+/// How long a snapshot stream may take in all and stay silent, and what stops it early.
+#[derive(Clone)]
+pub struct Limits {
+    pub total: Duration,
+    pub stall: Duration,
+    pub shutdown: Shutdown,
+}
+
+/// A published backup.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub key: BackupKey,
+    pub url: String,
+    pub verified: Verified,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// Streaming, compressing and uploading, overlapped, until the last part was handed over.
+    pub stream_time: Duration,
+    /// The walk of the spooled file.
+    pub verify_time: Duration,
+    /// The last parts, completing the upload and the manifest.
+    pub finish_time: Duration,
+    /// Why the manifest could not be written, if it was not.
+    pub manifest_error: Option<String>,
+}
+
+/// Streams, verifies and uploads one snapshot stream, all at once. The object exists
+/// afterwards only if this returns `Ok`. `extra` is metadata known before the stream (member,
+/// versions); the object carries it, the manifest carries it and the verified figures.
+pub async fn publish<S, E>(
+    source: S,
+    store: &Store,
+    key: BackupKey,
+    cfg: &PipelineConfig,
+    limits: &Limits,
+    extra: Metadata,
+) -> anyhow::Result<Published>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: Into<anyhow::Error>,
+{
+    let started = Instant::now();
+    let raw = scratch::file(&cfg.tmp_dir, ".db")?;
+    let raw_out = raw
+        .reopen()
+        .map_err(scratch::error("reopening the scratch file", &cfg.tmp_dir))?;
+    let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CHUNKS);
+    // One part waits here while `concurrency` are in flight and the next one fills.
+    let (parts_tx, parts_rx) = mpsc::channel(1);
+    let worker_cfg = cfg.clone();
+    let mut worker = Some(tokio::task::spawn_blocking(move || {
+        spool(chunks_rx, parts_tx, raw_out, &worker_cfg)
+    }));
+
+    let mut metadata: Metadata = vec![
+        ("etcd-backup-version", env!("CARGO_PKG_VERSION").to_string()),
+        ("compression", cfg.codec.to_string()),
+    ];
+    metadata.extend(extra);
+    // The walk, once the thread has handed over the last part, while the last parts upload.
+    let gate = async {
+        let (trailer, stored_len) = worker
+            .take()
+            .expect("the gate runs once")
+            .await
+            .context("the spooling thread panicked")?
+            .ok_or_else(|| anyhow!("the spooling thread stopped"))?;
+        let stream_time = started.elapsed();
+        let raw_len = trailer.len();
+        let file = raw.reopen()?;
+        let verified = tokio::task::spawn_blocking(move || verify::check_spooled(&file, trailer))
+            .await?
+            .context("verifying the snapshot (the upload was aborted, nothing was published)")?;
+        let verify_time = started.elapsed() - stream_time;
+        let s = &verified.status;
+        tracing::info!(
+            sha256 = %hex(&verified.sha256), revision = s.revision, hash = s.hash,
+            total_keys = s.total_key, total_size = s.total_size,
+            "snapshot verified: SHA-256 trailer matches and the bbolt walk found no damage"
+        );
+        anyhow::Ok((verified, raw_len, stored_len, stream_time, verify_time))
+    };
+    let parts = futures::stream::unfold(parts_rx, |mut rx| async move {
+        rx.recv().await.map(|part| (part, rx))
+    });
+    let upload = store.put_stream(
+        &key,
+        metadata.clone(),
+        parts,
+        cfg.concurrency,
+        gate,
+        &limits.shutdown,
+    );
+    let ((), uploaded) = tokio::join!(feed(source, chunks_tx, limits), upload);
+    // After a failed upload the thread stops at its next send; wait, so nothing outlives us.
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
+    drop(raw);
+    let (_, (verified, raw_len, stored_len, stream_time, verify_time)) =
+        uploaded.with_context(|| format!("uploading {}", store.url(&key)))?;
+
+    let s = &verified.status;
+    let mut figures = metadata;
+    figures.extend([
+        ("snapshot-sha256", hex(&verified.sha256)),
+        ("snapshot-size", raw_len.to_string()),
+        ("stored-size", stored_len.to_string()),
+        ("etcd-revision", s.revision.to_string()),
+        ("etcd-hash", s.hash.to_string()),
+        ("etcd-total-keys", s.total_key.to_string()),
+        ("etcd-db-size", s.total_size.to_string()),
+    ]);
+    // The backup is published and whole; its manifest only saves `list` a download.
+    let manifest_error = match store.put_manifest(&key, &figures).await {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::warn!("the backup was published, but its manifest was not: {e}; `list` shows it without revision and sizes");
+            Some(e.to_string())
+        }
+    };
+    Ok(Published {
+        key,
+        url: store.url(&key),
+        verified,
+        raw_bytes: raw_len,
+        stored_bytes: stored_len,
+        stream_time,
+        verify_time,
+        finish_time: started.elapsed() - stream_time - verify_time,
+        manifest_error,
+    })
+}

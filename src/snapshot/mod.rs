@@ -1,0 +1,6 @@
+//! The snapshot file itself: the bbolt walker ([`bbolt`]) and the checks built on it
+//! ([`verify`]: the SHA-256 trailer, etcdutl's status). Pure functions over bytes and files;
+//! nothing here touches the network.
+
+pub mod bbolt;
+pub mod verify;

@@ -1,0 +1,149 @@
+//! The upload side of publishing: the encoder's output cut into parts ([`Parts`]), and the loop
+//! that keeps `concurrency` of them in flight ([`upload_parts`]).
+//!
+//! The spooling thread writes into [`Parts`], a blocking `Write` that sends each full part down
+//! a bounded channel; [`upload_parts`] takes them from the other end. The memory held is the
+//! parts in the channel and in flight, each `part_size` bytes.
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use object_store::PutPayload;
+use std::future::Future;
+use std::io::Write;
+use tokio::sync::mpsc;
+
+use super::StoreError;
+
+/// The encoder's output, cut into upload parts of `size` bytes (the last may be shorter).
+///
+/// Part buffers are recycled: a part's `Bytes` hands its buffer back when the upload drops it.
+/// Without this, each part is a fresh allocation of several MiB freed on another thread, and
+/// the allocator keeps the freed ones around: measured 10-20 MiB more peak RSS.
+pub struct Parts {
+    tx: mpsc::Sender<anyhow::Result<Bytes>>,
+    size: usize,
+    part: Vec<u8>,
+    count: u64,
+    spare_tx: std::sync::mpsc::Sender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// A part's buffer, which goes back to `Parts` when the last `Bytes` of it is dropped.
+struct Recycled {
+    buf: Vec<u8>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        // After the spooling thread ended nobody takes it back, and the buffer is freed.
+        let _ = self.back.send(std::mem::take(&mut self.buf));
+    }
+}
+
+impl Parts {
+    pub fn new(tx: mpsc::Sender<anyhow::Result<Bytes>>, size: usize) -> Self {
+        let (spare_tx, spare) = std::sync::mpsc::channel();
+        Parts {
+            tx,
+            size,
+            part: Vec::new(),
+            count: 0,
+            spare_tx,
+            spare,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = Recycled {
+            buf: std::mem::take(&mut self.part),
+            back: self.spare_tx.clone(),
+        };
+        self.tx
+            .blocking_send(Ok(Bytes::from_owner(part)))
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+
+    /// Sends the last part; returns the bytes written in all.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        if !self.part.is_empty() {
+            self.send()?;
+        }
+        Ok(self.count)
+    }
+}
+
+impl Write for Parts {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.part.capacity() == 0 {
+            self.part = match self.spare.try_recv() {
+                Ok(mut buf) => {
+                    buf.clear();
+                    buf
+                }
+                Err(_) => Vec::with_capacity(self.size),
+            };
+        }
+        let n = buf.len().min(self.size - self.part.len());
+        self.part.extend_from_slice(&buf[..n]);
+        self.count += n as u64;
+        if self.part.len() == self.size {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Uploads every part of `parts`, at most `concurrency` at once, then waits for the last ones
+/// and for `gate` together. The first error wins: the stream's, a part's, then the gate's.
+pub(super) async fn upload_parts<S, G, T, E>(
+    upload: &mut dyn object_store::MultipartUpload,
+    parts: S,
+    concurrency: usize,
+    gate: G,
+    part_error: impl Fn() -> E,
+) -> anyhow::Result<(u64, T)>
+where
+    S: Stream<Item = anyhow::Result<Bytes>>,
+    G: Future<Output = anyhow::Result<T>>,
+    E: FnOnce(object_store::Error) -> StoreError,
+{
+    let mut in_flight = FuturesUnordered::new();
+    let mut sent = 0u64;
+    futures::pin_mut!(parts);
+    while let Some(part) = parts.next().await {
+        let part = part?;
+        sent += part.len() as u64;
+        in_flight.push(upload.put_part(PutPayload::from(part)));
+        while in_flight.len() >= concurrency {
+            in_flight
+                .next()
+                .await
+                .expect("not empty")
+                .map_err(part_error())?;
+        }
+    }
+    if sent == 0 {
+        // S3 needs at least one part, even for an empty object.
+        in_flight.push(upload.put_part(PutPayload::default()));
+    }
+    let drain = async {
+        while let Some(r) = in_flight.next().await {
+            r.map_err(part_error())?;
+        }
+        anyhow::Ok(())
+    };
+    let (drained, gated) = tokio::join!(drain, gate);
+    drained?;
+    Ok((sent, gated?))
+}
