@@ -10,6 +10,27 @@ use crate::retention::Plan;
 use crate::snapshot::verify::{hex, Verified};
 use crate::store::Listed;
 
+/// `-o table|json`: a table for people, one line of JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+impl Format {
+    /// `value` as one line of JSON, or as the table that `table` draws of it.
+    pub fn render<T: Serialize>(
+        self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> serde_json::Result<String> {
+        match self {
+            Format::Json => Ok(format!("{}\n", serde_json::to_string(value)?)),
+            Format::Table => Ok(table(value)),
+        }
+    }
+}
+
 /// Pads columns to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

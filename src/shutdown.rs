@@ -3,7 +3,13 @@
 //! return [`Interrupted`], so the multipart upload is aborted and scratch files are removed by
 //! the ordinary error path. It is a value passed in, not a global, so tests fire their own.
 
+use std::time::Duration;
+
 use tokio::sync::watch;
+
+/// After SIGTERM/SIGINT, how long a command may take to abort its upload and clean up
+/// (Kubernetes waits 30 s by default before SIGKILL).
+pub const GRACE: Duration = Duration::from_secs(10);
 
 /// Fired once, with the name of what asked us to stop.
 #[derive(Clone)]
@@ -56,6 +62,26 @@ impl Shutdown {
             std::future::pending::<()>().await;
         });
         Ok(shutdown)
+    }
+
+    /// Runs `work` to the end, or, after the shutdown fired, for at most [`GRACE`] more: the
+    /// stages watch the same signal and stop by themselves; what still runs after that is
+    /// dropped, which removes scratch and `.part` files.
+    pub async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => r,
+            i = self.requested() => match tokio::time::timeout(GRACE, &mut work).await {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::Error::new(i).context(format!(
+                    "did not stop within {}s",
+                    GRACE.as_secs()
+                ))),
+            },
+        }
     }
 
     /// Whether it has fired.

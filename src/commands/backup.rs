@@ -30,6 +30,32 @@ pub struct Summary {
     pub prune_error: Option<String>,
 }
 
+impl Summary {
+    /// The run's one summary line: what was published, from which member, how long each part
+    /// took, and whether the prune and the manifest went through.
+    pub fn log(&self) {
+        let p = &self.published;
+        tracing::info!(
+            key = %p.url,
+            raw_bytes = p.raw_bytes,
+            stored_bytes = p.stored_bytes,
+            ratio = format!("{:.2}", p.raw_bytes as f64 / p.stored_bytes.max(1) as f64),
+            revision = p.verified.status.revision,
+            hash = p.verified.status.hash,
+            total_keys = p.verified.status.total_key,
+            member = %self.member.member_id,
+            stream_s = format!("{:.2}", p.stream_time.as_secs_f64()),
+            verify_s = format!("{:.2}", p.verify_time.as_secs_f64()),
+            finish_s = format!("{:.2}", p.finish_time.as_secs_f64()),
+            prune_s = format!("{:.2}", self.prune_time.as_secs_f64()),
+            pruned = self.pruned,
+            prune_failed = self.prune_error.is_some(),
+            manifest_failed = p.manifest_error.is_some(),
+            "backup complete"
+        );
+    }
+}
+
 /// One try of the backup from the member whose `status` this is: the scratch space check, then
 /// the stream into [`pipeline::publish`].
 async fn attempt(

@@ -16,6 +16,17 @@ pub struct Pruned {
     pub plan: retention::Plan,
 }
 
+impl Pruned {
+    pub fn log(&self, dry_run: bool) {
+        tracing::info!(
+            deleted = self.deleted.len(),
+            planned = self.plan.delete_count(),
+            dry_run,
+            "prune complete"
+        );
+    }
+}
+
 /// Our backups and what retention would do with each: the listing (names not ours are
 /// skipped, with a log line) and the plan. `protect` is never planned for deletion.
 pub async fn survey(

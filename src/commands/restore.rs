@@ -202,12 +202,30 @@ pub async fn restore(
     })
 }
 
+/// What `restore` prints: the verified figures and the next step.
+pub fn report(r: &Restored, flags: &RestoreFlags) -> String {
+    format!(
+        "{}\n{} is verified. Next, on each member (see the README's runbook):\n\n{}\n",
+        crate::output::verified_table(&r.verified, r.codec),
+        r.path.display(),
+        etcdutl_command(&r.path, flags)
+    )
+}
+
 /// Values for the `etcdutl snapshot restore` command we print; placeholders where unknown.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RestoreFlags {
+    /// For the printed etcdutl command: this member's name.
+    #[arg(long)]
     pub name: Option<String>,
+    /// For the printed etcdutl command: e.g. cp1=https://10.0.1.10:2380,cp2=...
+    #[arg(long)]
     pub initial_cluster: Option<String>,
+    /// For the printed etcdutl command: this member's peer URL.
+    #[arg(long)]
     pub initial_advertise_peer_urls: Option<String>,
+    /// For the printed etcdutl command: the new data directory.
+    #[arg(long)]
     pub data_dir: Option<String>,
 }
 

@@ -5,7 +5,17 @@ use crate::config::EtcdConfig;
 use crate::etcd::{self, Members};
 use crate::output::EndpointRow;
 
-/// One row per endpoint; an endpoint that does not answer is a row with its error.
+/// Fails (exit 1) when no endpoint answered.
+pub fn healthy(rows: &[EndpointRow]) -> anyhow::Result<()> {
+    if rows.iter().any(|r| r.healthy) {
+        Ok(())
+    } else {
+        anyhow::bail!("no endpoint is healthy: check ETCD_ENDPOINTS and the PKI settings")
+    }
+}
+
+/// One row per endpoint; an endpoint that does not answer is a row with its error. A member
+/// past 80% of its quota is logged as a warning and flagged in its row.
 pub async fn status(cfg: &EtcdConfig) -> Vec<EndpointRow> {
     Members::new(cfg)
         .probe_all()
@@ -19,6 +29,9 @@ pub async fn status(cfg: &EtcdConfig) -> Vec<EndpointRow> {
             let warning = status
                 .as_ref()
                 .and_then(|s| etcd::quota_warning(s, cfg.quota));
+            if let Some(w) = &warning {
+                tracing::warn!("{w}");
+            }
             EndpointRow {
                 endpoint,
                 healthy: status.is_some(),

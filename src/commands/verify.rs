@@ -19,8 +19,36 @@ use crate::Usage;
 /// The verdict on one file.
 #[derive(Debug)]
 pub struct Checked {
+    /// The file, as named on the command line.
+    pub path: String,
     pub codec: Codec,
     pub verdict: Result<Verified, Invalid>,
+}
+
+/// The file was judged and found invalid: exit 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is not a valid snapshot: {why}")]
+pub struct NotValid {
+    pub path: String,
+    pub why: Invalid,
+}
+
+impl Checked {
+    /// The verified figures, or the verdict as an error.
+    pub fn into_valid(self) -> Result<Verified, NotValid> {
+        let path = self.path;
+        self.verdict.map_err(|why| NotValid { path, why })
+    }
+}
+
+/// [`verify`] on a blocking thread.
+pub async fn run(
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Checked> {
+    let stop = shutdown.clone();
+    tokio::task::spawn_blocking(move || verify(&path, &tmp, &stop)).await?
 }
 
 /// Checks the snapshot at `path`, decoding into `tmp` when compressed. Blocking: run it on a
@@ -34,6 +62,7 @@ pub fn verify(path: &Path, tmp: &Path, shutdown: &Shutdown) -> anyhow::Result<Ch
         drop(reader);
         let mut file = File::open(path).map_err(unreadable)?;
         return Ok(Checked {
+            path: shown.to_string(),
             codec,
             verdict: check::check_file(&mut file),
         });
@@ -53,6 +82,7 @@ pub fn verify(path: &Path, tmp: &Path, shutdown: &Shutdown) -> anyhow::Result<Ch
             }
             let e = std::io::Error::new(e.kind(), format!("decoding {codec}: {e}"));
             return Ok(Checked {
+                path: shown.to_string(),
                 codec,
                 verdict: Err(Invalid::Io(e)),
             });
@@ -61,6 +91,7 @@ pub fn verify(path: &Path, tmp: &Path, shutdown: &Shutdown) -> anyhow::Result<Ch
     };
     out.flush().map_err(disk)?;
     Ok(Checked {
+        path: shown.to_string(),
         codec,
         verdict: check::check_spooled(scratch.as_file(), trailer),
     })
