@@ -38,5 +38,5 @@ build: setup ## Release build of the binary
 bench: setup images ## etcd-backup vs etcdctl/etcdutl on a 1 GiB etcd (bench/backup.sh)
 	bash bench/backup.sh
 
-fuzz: ## Fuzz the bbolt walker for 5 minutes (fuzz/run.sh)
+fuzz: ## Fuzz the snapshot checks, structure-aware, for 10 minutes (fuzz/run.sh)
 	bash fuzz/run.sh
