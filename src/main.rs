@@ -167,7 +167,9 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
         } => {
             let cfg = env.store()?;
             let store = Store::s3(&cfg)?;
-            let key = restore::resolve(&store, backup).await?;
+            let key = shutdown
+                .or_interrupted(restore::resolve(&store, backup))
+                .await?;
             tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
             let r = restore::restore(&store, key, &output, force, shutdown).await?;
             print(restore::report(&r, &flags))?;

@@ -84,6 +84,19 @@ impl Shutdown {
         }
     }
 
+    /// Runs `work` unless the shutdown fires first, which drops `work` and returns
+    /// [`Interrupted`]. For stages with nothing to clean up beyond what dropping does.
+    pub async fn or_interrupted<T>(
+        &self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::select! {
+            biased;
+            i = self.requested() => Err(i.into()),
+            r = work => r,
+        }
+    }
+
     /// Whether it has fired.
     pub fn fired(&self) -> Option<&'static str> {
         *self.0.borrow()

@@ -603,3 +603,63 @@ async fn a_snapshot_failing_at_its_start_falls_over_to_the_next_endpoint() {
     let want = ["failed after 0 bytes", "trying the next endpoint"];
     succeeds_from_the_second_endpoint(100, 12_000, &want).await;
 }
+
+#[tokio::test]
+async fn sigterm_during_a_hung_restore_stops_it_and_removes_the_part_file() {
+    require_docker!();
+    use tokio::io::AsyncBufReadExt;
+    let (pki, etcd, s3) = start().await;
+    etcd.load(300).await;
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_COMPRESSION", "none")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Listings are small; the object's body hangs after 200 kB.
+    let hung = proxy::download_limit(rig::port(&s3.endpoint), 200_000, proxy::OnLimit::Stall).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("restored.db");
+    let mut child = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", hung.port),
+        )
+        .args(["restore", "latest", "--output"])
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("restoring") {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert!(
+        dir.path().join("restored.db.part").exists(),
+        "the download did not start:\n{log}"
+    );
+    let signalled = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let status = child.wait().await.unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("interrupted by SIGTERM"), "{log}");
+    // Well inside the 10 s grace period: the download watched the signal.
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?}:\n{log}"
+    );
+    assert!(!out.exists(), "{log}");
+    assert!(!dir.path().join("restored.db.part").exists(), "{log}");
+}

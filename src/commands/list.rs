@@ -9,25 +9,26 @@ use crate::retention::Policy;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
-/// The rows of `list`. A shutdown stops it between the reads of two manifests.
+/// The rows of `list`. A shutdown stops it wherever it is waiting on the bucket.
 pub async fn list(
     store: &Store,
     policy: &Policy,
     now: DateTime<Utc>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Vec<ListRow>> {
-    let (listing, plan) = survey(store, policy, now, None).await?;
-    let mut meta = Vec::new();
-    for b in &listing.backups {
-        meta.push(tokio::select! {
-            f = store.figures(b) => f?,
-            i = shutdown.requested() => return Err(i.into()),
-        });
-    }
-    Ok(output::list_rows(
-        store.prefix(),
-        &listing.backups,
-        &meta,
-        &plan,
-    ))
+    shutdown
+        .or_interrupted(async {
+            let (listing, plan) = survey(store, policy, now, None).await?;
+            let mut meta = Vec::new();
+            for b in &listing.backups {
+                meta.push(store.figures(b).await?);
+            }
+            Ok(output::list_rows(
+                store.prefix(),
+                &listing.backups,
+                &meta,
+                &plan,
+            ))
+        })
+        .await
 }

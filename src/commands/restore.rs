@@ -129,7 +129,9 @@ pub async fn restore(
         .open(&part.path)
         .with_context(|| format!("creating {}", part.path.display()))?;
 
-    let mut stream = store.get(&key).await?;
+    let mut stream = shutdown
+        .or_interrupted(async { Ok(store.get(&key).await?) })
+        .await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let part_path = part.path.clone();
     let worker = tokio::task::spawn_blocking(
@@ -156,10 +158,11 @@ pub async fn restore(
     );
     loop {
         let chunk = tokio::select! {
-            c = stream.next() => c,
+            biased;
             // Dropping the worker's channel ends its input; its file is the `.part`, removed
             // when `part` drops on the way out.
             i = shutdown.requested() => return Err(i.into()),
+            c = stream.next() => c,
         };
         let Some(chunk) = chunk else { break };
         let failed = chunk.is_err();

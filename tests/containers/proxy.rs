@@ -54,6 +54,12 @@ pub async fn upload_limit(target: u16, limit: usize, on: OnLimit) -> Proxy {
     limited(target, limit, Direction::FromClient, on).await
 }
 
+/// Forwards to `target`; each connection may carry `limit` bytes from the server, then `on`
+/// (a download that hangs midway).
+pub async fn download_limit(target: u16, limit: usize, on: OnLimit) -> Proxy {
+    limited(target, limit, Direction::FromServer, on).await
+}
+
 /// Forwards to `target`; the `dir` side of each connection may carry `limit` bytes, then `on`.
 async fn limited(target: u16, limit: usize, dir: Direction, on: OnLimit) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
