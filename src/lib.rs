@@ -13,19 +13,22 @@
 //! 4. [`retention`]: decide, purely, which backups to delete.
 //!
 //! **Commands** ([`commands`]): `backup` (the only place that knows the order above), `prune`,
-//! `list`, `restore` (the way back), `status`, `verify`. Each returns data; the binary prints
-//! it and picks the exit code.
+//! `list`, `restore` (the way back), `status`, `verify`, `check` (is the newest backup fresh).
+//! Each returns data; the binary prints it and picks the exit code.
 //!
 //! **Support**: [`output`] (tables and JSON), [`shutdown`] (SIGTERM as a value passed in),
-//! [`scratch`] (scratch files and free space).
+//! [`scratch`] (scratch files and free space), [`metrics`] (the Pushgateway report of a run),
+//! [`progress`] (progress lines of long transfers).
 
 pub mod commands;
 pub mod compress;
 pub mod config;
 pub mod etcd;
 pub mod key;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod retention;
 pub mod scratch;
 pub mod shutdown;

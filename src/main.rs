@@ -63,6 +63,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Exit 1 unless the newest verified backup is younger than --max-age (reads the bucket only).
+    Check {
+        /// Default: BACKUP_MAX_AGE (13h: two 6-hour periods and an hour's slack).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<Duration>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Check a snapshot file (raw, .gz or .zst): SHA-256 trailer and bbolt walk.
     Verify {
         path: PathBuf,
@@ -165,20 +173,27 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             force,
             flags,
         } => {
-            let cfg = env.store()?;
+            let (cfg, progress) = env.restore()?;
             let store = Store::s3(&cfg)?;
             let key = shutdown
                 .or_interrupted(restore::resolve(&store, backup))
                 .await?;
             tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
-            let r = restore::restore(&store, key, &output, force, shutdown).await?;
+            let r = restore::restore(&store, key, &output, force, shutdown, progress).await?;
             print(restore::report(&r, &flags))?;
         }
         Command::Status { output } => {
             let cfg = env.etcd()?;
-            let rows = commands::status::status(&cfg).await;
+            let rows = commands::status::status(&cfg, now).await;
             print(output.render(&rows, |r| output::status_table(r))?)?;
             commands::status::healthy(&rows)?;
+        }
+        Command::Check { max_age, output } => {
+            let cfg = env.check(max_age)?;
+            let store = Store::s3(&cfg.store)?;
+            let f = commands::check::check(&store, now, cfg.max_age, shutdown).await?;
+            print(output.render(&f, |f| f.table())?)?;
+            f.verdict(store.url_prefix())?;
         }
         Command::Verify { path, output } => {
             let c = commands::verify::run(path, env.tmp_dir(), shutdown).await?;

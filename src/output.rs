@@ -163,9 +163,21 @@ pub struct EndpointRow {
     pub quota: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// notAfter of the client certificate used (ETCD_CERT), when mTLS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_not_after: Option<String>,
 }
 
+/// The endpoints' table, then the client certificate's expiry (one certificate for all).
 pub fn status_table(rows: &[EndpointRow]) -> String {
+    let mut out = endpoint_table(rows);
+    if let Some(t) = rows.iter().find_map(|r| r.client_cert_not_after.as_ref()) {
+        let _ = writeln!(out, "\nclient certificate (ETCD_CERT) valid until {t}");
+    }
+    out
+}
+
+fn endpoint_table(rows: &[EndpointRow]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| match &r.status {

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::compress::Encoder;
 use crate::config::PipelineConfig;
 use crate::key::BackupKey;
+use crate::progress::Progress;
 use crate::scratch;
 use crate::shutdown::Shutdown;
 use crate::snapshot::verify::{self, hex, TrailerCheck, Verified};
@@ -48,7 +49,7 @@ enum Feed {
 
 /// Sends `source` to the spooling thread, with the stall and total timeouts and the shutdown;
 /// its own failure goes down the channel too.
-async fn feed<S, E>(source: S, tx: mpsc::Sender<Feed>, limits: &Limits)
+async fn feed<S, E>(source: S, tx: mpsc::Sender<Feed>, limits: &Limits, mut progress: Progress)
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<anyhow::Error>,
@@ -71,6 +72,7 @@ where
                 return Ok(());
             };
             let chunk = chunk.map_err(Into::into)?;
+            progress.advance(chunk.len());
             if tx.send(Feed::Chunk(chunk)).await.is_err() {
                 // The thread stopped early; its error is already on its way downstream.
                 return Ok(());
@@ -144,6 +146,8 @@ pub struct Limits {
     pub total: Duration,
     pub stall: Duration,
     pub shutdown: Shutdown,
+    /// The database size the member reported, for the share done in progress lines.
+    pub expected_size: Option<u64>,
 }
 
 /// A published backup.
@@ -231,7 +235,8 @@ where
         gate,
         &limits.shutdown,
     );
-    let ((), uploaded) = tokio::join!(feed(source, chunks_tx, limits), upload);
+    let progress = Progress::new("snapshot", limits.expected_size, cfg.progress);
+    let ((), uploaded) = tokio::join!(feed(source, chunks_tx, limits, progress), upload);
     // After a failed upload the thread stops at its next send; wait, so nothing outlives us.
     if let Some(w) = worker {
         let _ = w.await;

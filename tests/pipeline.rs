@@ -29,6 +29,7 @@ fn cfg(codec: Codec, tmp: &std::path::Path) -> PipelineConfig {
         part_size: 64 << 10,
         threads: 2,
         concurrency: 2,
+        progress: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn limits(total: Duration) -> Limits {
         total,
         stall: Duration::from_secs(30),
         shutdown: Shutdown::never(),
+        expected_size: None,
     }
 }
 
@@ -251,6 +253,7 @@ async fn a_silent_stream_hits_the_stall_timeout() {
         total: Duration::from_secs(60),
         stall: Duration::from_millis(200),
         shutdown: Shutdown::never(),
+        expected_size: None,
     };
     assert_nothing_published_within(stream, "ETCD_SNAPSHOT_STALL_TIMEOUT", &within).await;
 }
@@ -267,6 +270,7 @@ async fn a_signal_mid_stream_stops_and_cleans_up() {
         total: Duration::from_secs(60),
         stall: Duration::from_secs(60),
         shutdown,
+        expected_size: None,
     };
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -295,7 +299,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
     let (trigger, stop) = shutdown::channel();
     trigger.fire("SIGTERM");
     let out = tmp.path().join("restored.db");
-    let e = restore::restore(&store, k, &out, false, &stop)
+    let e = restore::restore(&store, k, &out, false, &stop, None)
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("interrupted by SIGTERM"), "{e:#}");
@@ -314,7 +318,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    restore::restore(&store, k, &out, false, &Shutdown::never())
+    restore::restore(&store, k, &out, false, &Shutdown::never(), None)
         .await
         .unwrap();
     assert!(out.exists());

@@ -5,7 +5,8 @@
 //! 3. check the scratch space against the database size the member reports;
 //! 4. stream, verify and publish ([`pipeline::publish`]); a stream that breaks midway starts
 //!    over from the next member, since the failed attempt published nothing;
-//! 5. prune, only after a successful upload, never the object just written.
+//! 5. prune, only after a successful upload, never the object just written;
+//! 6. push the run's metrics (success or failure) when a Pushgateway is set.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use crate::commands::prune::prune;
 use crate::config::BackupConfig;
 use crate::etcd::{self, MemberStatus, Members, Snapshot};
 use crate::key::BackupKey;
+use crate::metrics;
 use crate::pipeline::{self, Limits, Published};
 use crate::scratch;
 use crate::shutdown::Shutdown;
@@ -28,6 +30,8 @@ pub struct Summary {
     pub pruned: usize,
     pub prune_time: Duration,
     pub prune_error: Option<String>,
+    /// Why the metrics push failed, if it did (it never fails the run).
+    pub metrics_error: Option<String>,
 }
 
 impl Summary {
@@ -51,6 +55,7 @@ impl Summary {
             pruned = self.pruned,
             prune_failed = self.prune_error.is_some(),
             manifest_failed = p.manifest_error.is_some(),
+            metrics_failed = self.metrics_error.is_some(),
             "backup complete"
         );
     }
@@ -80,17 +85,58 @@ async fn attempt(
         total: cfg.etcd.snapshot_timeout,
         stall: cfg.etcd.stall_timeout,
         shutdown: shutdown.clone(),
+        expected_size: Some(status.db_size),
     };
     let source = snapshot.into_stream();
     pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra).await
 }
 
-/// The `backup` command against `store`. `now` names the object and anchors retention.
+/// The `backup` command against `store`. `now` names the object and anchors retention. The
+/// run's metrics are pushed at the end, whatever the outcome.
 pub async fn run(
     cfg: &BackupConfig,
     store: &Store,
     now: DateTime<Utc>,
     shutdown: &Shutdown,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    if let Some(w) = cfg
+        .etcd
+        .identity
+        .as_ref()
+        .and_then(|id| etcd::cert_warning(id, now))
+    {
+        tracing::warn!("{w}");
+    }
+    let mut used = None;
+    let result = back_up(cfg, store, now, shutdown, &mut used).await;
+    let report = metrics::Report {
+        finished: now + started.elapsed(),
+        duration: started.elapsed(),
+        success: result.is_ok(),
+        published: result.as_ref().ok().map(|s| metrics::Published {
+            snapshot_bytes: s.published.raw_bytes,
+            stored_bytes: s.published.stored_bytes,
+            revision: s.published.verified.status.revision,
+        }),
+        db: used.map(|m: MemberStatus| metrics::DbSizes {
+            size: m.db_size,
+            in_use: m.db_size_in_use,
+        }),
+        quota: Some(cfg.etcd.quota),
+        client_cert_not_after: cfg.etcd.identity.as_ref().map(|id| id.not_after),
+    };
+    let metrics_error = metrics::push(&cfg.metrics, &report).await;
+    result.map(|s| Summary { metrics_error, ..s })
+}
+
+/// Everything but the report: `used` is the last member chosen, for the metrics.
+async fn back_up(
+    cfg: &BackupConfig,
+    store: &Store,
+    now: DateTime<Utc>,
+    shutdown: &Shutdown,
+    used: &mut Option<MemberStatus>,
 ) -> anyhow::Result<Summary> {
     tokio::select! {
         r = store.check() => r?,
@@ -106,6 +152,7 @@ pub async fn run(
             i = shutdown.requested() => return Err(i.into()),
         };
         let status = member.status.clone();
+        *used = Some(status.clone());
         match attempt(cfg, store, key, &status, snapshot, shutdown).await {
             Ok(p) => break (p, status),
             Err(e) if etcd::is_broken_stream(&e) => {
@@ -134,5 +181,6 @@ pub async fn run(
         pruned,
         prune_time: t.elapsed(),
         prune_error,
+        metrics_error: None,
     })
 }

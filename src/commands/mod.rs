@@ -3,6 +3,7 @@
 //! Tests run every command in-process against the in-memory store.
 
 pub mod backup;
+pub mod check;
 pub mod list;
 pub mod prune;
 pub mod restore;

@@ -107,6 +107,7 @@ pub async fn restore(
     output: &Path,
     force: bool,
     shutdown: &Shutdown,
+    progress_every: Option<std::time::Duration>,
 ) -> anyhow::Result<Restored> {
     if output.exists() && !force {
         bail!(
@@ -129,9 +130,10 @@ pub async fn restore(
         .open(&part.path)
         .with_context(|| format!("creating {}", part.path.display()))?;
 
-    let mut stream = shutdown
+    let (size, mut stream) = shutdown
         .or_interrupted(async { Ok(store.get(&key).await?) })
         .await?;
+    let mut progress = crate::progress::Progress::new("download", Some(size), progress_every);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let part_path = part.path.clone();
     let worker = tokio::task::spawn_blocking(
@@ -165,6 +167,9 @@ pub async fn restore(
             c = stream.next() => c,
         };
         let Some(chunk) = chunk else { break };
+        if let Ok(c) = &chunk {
+            progress.advance(c.len());
+        }
         let failed = chunk.is_err();
         if tx
             .send(chunk.map_err(|e| crate::describe(&e)))

@@ -16,7 +16,15 @@ pub fn healthy(rows: &[EndpointRow]) -> anyhow::Result<()> {
 
 /// One row per endpoint; an endpoint that does not answer is a row with its error. A member
 /// past 80% of its quota is logged as a warning and flagged in its row.
-pub async fn status(cfg: &EtcdConfig) -> Vec<EndpointRow> {
+pub async fn status(cfg: &EtcdConfig, now: chrono::DateTime<chrono::Utc>) -> Vec<EndpointRow> {
+    if let Some(w) = cfg
+        .identity
+        .as_ref()
+        .and_then(|id| etcd::cert_warning(id, now))
+    {
+        tracing::warn!("{w}");
+    }
+    let not_after = cfg.identity.as_ref().map(|id| id.not_after);
     Members::new(cfg)
         .probe_all()
         .await
@@ -39,6 +47,8 @@ pub async fn status(cfg: &EtcdConfig) -> Vec<EndpointRow> {
                 error,
                 quota: cfg.quota,
                 warning,
+                client_cert_not_after: not_after
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
             }
         })
         .collect()

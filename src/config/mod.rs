@@ -177,6 +177,36 @@ pub const VARS: &[Var] = &[
         "text or json (one object a line, on stderr).",
     ),
     var(
+        "BACKUP_PUSHGATEWAY_URL",
+        &[],
+        None,
+        "Pushgateway to push run metrics to at the end of every backup, e.g. http://pushgateway.monitoring:9091.",
+    ),
+    var(
+        "BACKUP_METRICS_LABELS",
+        &[],
+        None,
+        "Grouping labels for the push, comma-separated NAME=VALUE, e.g. cluster=prod-eu (not job or instance).",
+    ),
+    var(
+        "BACKUP_PUSHGATEWAY_TIMEOUT",
+        &[],
+        Some("5s"),
+        "Time allowed for the push; a slow or absent Pushgateway only warns.",
+    ),
+    var(
+        "BACKUP_MAX_AGE",
+        &[],
+        Some("13h"),
+        "check: the newest verified backup must be younger than this (two 6-hour periods and an hour's slack).",
+    ),
+    var(
+        "BACKUP_PROGRESS_INTERVAL",
+        &[],
+        Some("10s"),
+        "At most one progress line this often during long transfers; 0s turns them off.",
+    ),
+    var(
         "BACKUP_LOG",
         &[],
         Some("info"),
@@ -453,6 +483,9 @@ pub struct Pem {
 #[derive(Clone)]
 pub struct Identity {
     pub cert: Pem,
+    /// The client certificate's notAfter: kubeadm's last a year, and an expired one ends every
+    /// backup, so we warn ahead and export it.
+    pub not_after: chrono::DateTime<chrono::Utc>,
     pub key_path: PathBuf,
     pub key: Secret,
 }
@@ -461,6 +494,7 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("cert", &self.cert.path)
+            .field("not_after", &self.not_after)
             .field("key", &self.key_path)
             .finish()
     }
@@ -490,6 +524,8 @@ pub struct PipelineConfig {
     pub concurrency: usize,
     /// Compression threads.
     pub threads: usize,
+    /// How often a long transfer logs its progress; `None` for never.
+    pub progress: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -512,6 +548,23 @@ pub struct BackupConfig {
     pub store: StoreConfig,
     pub pipeline: PipelineConfig,
     pub policy: Policy,
+    pub metrics: MetricsConfig,
+}
+
+/// Where run metrics go: nowhere unless a Pushgateway is set.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub pushgateway: Option<Url>,
+    /// Grouping labels after `job`, in the order given.
+    pub labels: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+/// What `check` needs.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub store: StoreConfig,
+    pub max_age: Duration,
 }
 
 /// What `prune` needs.
@@ -597,12 +650,37 @@ impl Env {
     pub fn backup(&self) -> Result<BackupConfig, Problems> {
         self.section(|r| {
             let (etcd, store, pipeline, policy) = (etcd(r), store(r), pipeline(r), policy(r));
+            let metrics = metrics(r);
             Some(BackupConfig {
                 etcd: etcd?,
                 store: store?,
                 pipeline: pipeline?,
                 policy: policy?,
+                metrics: metrics?,
             })
+        })
+    }
+
+    /// What `check` needs: the store and the age limit (`--max-age` overrides the variable).
+    pub fn check(&self, max_age: Option<Duration>) -> Result<CheckConfig, Problems> {
+        self.section(|r| {
+            let store = store(r);
+            let max_age = match max_age {
+                Some(d) => Some(d),
+                None => r.duration("BACKUP_MAX_AGE"),
+            };
+            Some(CheckConfig {
+                store: store?,
+                max_age: max_age?,
+            })
+        })
+    }
+
+    /// What `restore` needs: the store, and how often to log progress.
+    pub fn restore(&self) -> Result<(StoreConfig, Option<Duration>), Problems> {
+        self.section(|r| {
+            let (store, progress) = (store(r), progress(r));
+            Some((store?, progress?))
         })
     }
 
@@ -615,11 +693,6 @@ impl Env {
                 policy: policy?,
             })
         })
-    }
-
-    /// What `restore` needs: the store alone.
-    pub fn store(&self) -> Result<StoreConfig, Problems> {
-        self.section(store)
     }
 
     /// What `status` needs: etcd alone.
@@ -678,14 +751,26 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         r.raw("ETCD_CERT").is_some(),
         r.raw("ETCD_KEY").is_some(),
     ) {
-        (Some((cert_path, cert)), Some((key_path, key)), _, _) => Some(Identity {
-            cert: Pem {
-                path: cert_path,
-                pem: cert,
-            },
-            key_path,
-            key: Secret(String::from_utf8_lossy(&key).into_owned()),
-        }),
+        (Some((cert_path, cert)), Some((key_path, key)), _, _) => match not_after(&cert) {
+            Some(not_after) => Some(Identity {
+                cert: Pem {
+                    path: cert_path,
+                    pem: cert,
+                },
+                not_after,
+                key_path,
+                key: Secret(String::from_utf8_lossy(&key).into_owned()),
+            }),
+            None => {
+                let (used, path) = r.raw("ETCD_CERT").expect("read above");
+                r.problem(
+                    used,
+                    Some(path),
+                    "the first certificate in the file is not a valid X.509 certificate",
+                );
+                None
+            }
+        },
         (_, _, true, false) => {
             r.problem("ETCD_KEY", None, "is not set but ETCD_CERT is: expected the path of the client key (PEM) that goes with the certificate");
             None
@@ -713,6 +798,13 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         dial_timeout: dial_timeout.expect("no problems"),
         snapshot_timeout: snapshot_timeout.expect("no problems"),
     })
+}
+
+/// The notAfter of the first certificate of a PEM file.
+fn not_after(pem: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
 }
 
 /// An endpoint as etcdctl reads it: a URL with http or https, or `HOST:PORT` whose scheme
@@ -931,13 +1023,69 @@ fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
             |v| v.parse::<usize>().ok().filter(|n| (1..=64).contains(n)),
         )
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(64)));
+    let progress = progress(r);
     (r.problems.len() == before).then(|| PipelineConfig {
+        progress: progress.expect("no problems"),
         threads,
         codec: codec.expect("no problems"),
         level: level.expect("no problems"),
         tmp_dir,
         part_size: part_size.expect("no problems"),
         concurrency: concurrency.expect("no problems"),
+    })
+}
+
+/// `BACKUP_PROGRESS_INTERVAL`: `Some(None)` when turned off with 0s.
+fn progress(r: &mut Reader<'_>) -> Option<Option<Duration>> {
+    r.parse(
+        "BACKUP_PROGRESS_INTERVAL",
+        "expected a duration such as 10s or 1m, or 0s to turn progress lines off",
+        |v| humantime::parse_duration(v).ok(),
+    )
+    .map(|d| (!d.is_zero()).then_some(d))
+}
+
+/// A label name as Prometheus accepts it.
+fn label_name(n: &str) -> bool {
+    let mut bytes = n.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !n.starts_with("__")
+}
+
+fn metrics(r: &mut Reader<'_>) -> Option<MetricsConfig> {
+    let before = r.problems.len();
+    let pushgateway = r.parse(
+        "BACKUP_PUSHGATEWAY_URL",
+        "expected an http(s) URL such as http://pushgateway.monitoring:9091",
+        |v| {
+            Url::parse(v)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        },
+    );
+    let mut labels = Vec::new();
+    if let Some((used, list)) = r.raw("BACKUP_METRICS_LABELS") {
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some((n, v)) if label_name(n.trim()) && !matches!(n.trim(), "job" | "instance") => {
+                    labels.push((n.trim().to_string(), v.trim().to_string()))
+                }
+                _ => r.problem(
+                    used,
+                    Some(list),
+                    format!("{item:?}: expected NAME=VALUE pairs, comma-separated, with NAME a Prometheus label name other than job and instance (e.g. cluster=prod-eu)"),
+                ),
+            }
+        }
+    }
+    let timeout = r.duration("BACKUP_PUSHGATEWAY_TIMEOUT");
+    (r.problems.len() == before).then(|| MetricsConfig {
+        pushgateway,
+        labels,
+        timeout: timeout.expect("no problems"),
     })
 }
 

@@ -171,6 +171,27 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
     }
 }
 
+/// How long before the client certificate expires we start warning: kubeadm's last a year and
+/// `kubeadm certs renew` is a manual step, so a month gives an operator several runs' notice.
+pub const CERT_WARN_DAYS: i64 = 30;
+
+/// A warning when the client certificate expires within [`CERT_WARN_DAYS`] of `now`, or has.
+pub fn cert_warning(
+    id: &crate::config::Identity,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let left = id.not_after - now;
+    let when = id.not_after.format("%Y-%m-%d %H:%M UTC");
+    let path = id.cert.path.display();
+    if left <= chrono::TimeDelta::zero() {
+        Some(format!("the client certificate {path} (ETCD_CERT) expired on {when}: etcd refuses it; renew it (kubeadm: kubeadm certs renew etcd-healthcheck-client)"))
+    } else if left < chrono::TimeDelta::days(CERT_WARN_DAYS) {
+        Some(format!("the client certificate {path} (ETCD_CERT) expires on {when}, in {} days: renew it before then, or every backup will fail (kubeadm: kubeadm certs renew etcd-healthcheck-client)", left.num_days()))
+    } else {
+        None
+    }
+}
+
 /// The share of the quota above which we warn: etcd refuses writes at the quota (an alarm that
 /// only compaction and defragmentation clear).
 pub const QUOTA_WARN: f64 = 0.8;

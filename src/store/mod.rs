@@ -335,17 +335,17 @@ impl Store {
             .collect())
     }
 
-    /// The stored bytes of a backup, as a stream.
+    /// The stored size of a backup and its bytes, as a stream.
     pub async fn get(
         &self,
         key: &BackupKey,
-    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, StoreError> {
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, object_store::Error>>), StoreError> {
         let r = self
             .inner
             .get(&self.path(key))
             .await
             .map_err(self.err("downloading", self.url(key)))?;
-        Ok(r.into_stream())
+        Ok((r.meta.size, r.into_stream()))
     }
 
     /// Deletes a backup and its manifest, the manifest first: a failure between the two leaves

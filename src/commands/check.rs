@@ -1,0 +1,142 @@
+//! `check`: is the newest verified backup young enough? It reads the bucket alone (no etcd
+//! settings), so it runs as a second CronJob, or from any monitor that runs commands, where
+//! there is no Prometheus. A backup counts once its manifest is there: the manifest is written
+//! only after the upload completed, which happens only after every check passed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::retention::human;
+use crate::shutdown::Shutdown;
+use crate::store::{Listed, Store};
+
+/// The verdict, for a table or JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Freshness {
+    /// The newest verified backup, as its full key.
+    pub newest: Option<String>,
+    pub newest_time: Option<String>,
+    pub age_seconds: Option<u64>,
+    pub max_age_seconds: u64,
+    pub fresh: bool,
+    /// Backups without a manifest (not counted): from before manifests, or a manifest write
+    /// that failed.
+    pub unverified: usize,
+}
+
+/// The stale verdict as an error: `check` exits 1 with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stale(pub String);
+
+/// The pure part: the newest backup with a manifest, against `max_age` at `now`.
+pub fn judge(prefix: &str, backups: &[Listed], now: DateTime<Utc>, max_age: Duration) -> Freshness {
+    let newest = backups.iter().filter(|b| b.manifest).max_by_key(|b| b.key);
+    let age = newest.map(|b| (now - b.key.time).to_std().unwrap_or(Duration::ZERO));
+    Freshness {
+        newest: newest.map(|b| format!("{prefix}{}", b.key)),
+        newest_time: newest.map(|b| b.key.time.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        age_seconds: age.map(|a| a.as_secs()),
+        max_age_seconds: max_age.as_secs(),
+        fresh: age.is_some_and(|a| a < max_age),
+        unverified: backups.iter().filter(|b| !b.manifest).count(),
+    }
+}
+
+impl Freshness {
+    pub fn table(&self) -> String {
+        let max = human(Duration::from_secs(self.max_age_seconds));
+        match (&self.newest, self.age_seconds) {
+            (Some(key), Some(age)) => format!(
+                "{}: newest verified backup {key} is {} old (max {max})\n",
+                if self.fresh { "ok" } else { "STALE" },
+                human(Duration::from_secs(age))
+            ),
+            _ => format!("STALE: no verified backup (max age {max})\n"),
+        }
+    }
+
+    /// `Ok` when fresh; else what is wrong and what to check.
+    pub fn verdict(&self, url: &str) -> Result<(), Stale> {
+        if self.fresh {
+            return Ok(());
+        }
+        let max = human(Duration::from_secs(self.max_age_seconds));
+        Err(Stale(match (&self.newest, self.age_seconds) {
+            (Some(key), Some(age)) => format!(
+                "the newest verified backup {key} is {} old, older than the maximum {max} (--max-age, BACKUP_MAX_AGE): check the backup CronJob's recent runs and their logs",
+                human(Duration::from_secs(age))
+            ),
+            _ => format!(
+                "there is no verified backup under {url}{}: check that the backup CronJob runs and succeeds, and BACKUP_BUCKET and BACKUP_PREFIX",
+                if self.unverified > 0 {
+                    format!(" ({} backups without a manifest are not counted)", self.unverified)
+                } else {
+                    String::new()
+                }
+            ),
+        }))
+    }
+}
+
+/// Lists the bucket and judges it.
+pub async fn check(
+    store: &Store,
+    now: DateTime<Utc>,
+    max_age: Duration,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Freshness> {
+    let listing = shutdown
+        .or_interrupted(async { Ok(store.list().await?) })
+        .await?;
+    Ok(judge(store.prefix(), &listing.backups, now, max_age))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Codec;
+    use crate::key::BackupKey;
+
+    fn listed(hours_ago: i64, manifest: bool, now: DateTime<Utc>) -> Listed {
+        Listed {
+            key: BackupKey::new(now - chrono::TimeDelta::hours(hours_ago), Codec::Gzip),
+            size: 1,
+            last_modified: now,
+            manifest,
+        }
+    }
+
+    #[test]
+    fn the_newest_verified_backup_decides() {
+        let now = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let max = Duration::from_secs(13 * 3600);
+        // (backups as (hours ago, has manifest), fresh, newest's age in hours)
+        let cases: &[(&[(i64, bool)], bool, Option<u64>)] = &[
+            (&[], false, None),
+            (&[(1, true)], true, Some(1)),
+            (&[(12, true)], true, Some(12)),
+            (&[(13, true)], false, Some(13)),
+            (&[(14, true), (30, true)], false, Some(14)),
+            // A newer backup without a manifest does not count.
+            (&[(1, false), (20, true)], false, Some(20)),
+            (&[(1, false)], false, None),
+            (&[(30, true), (2, true), (8, true)], true, Some(2)),
+        ];
+        for (backups, fresh, age) in cases {
+            let list: Vec<_> = backups.iter().map(|(h, m)| listed(*h, *m, now)).collect();
+            let f = judge("etcd/", &list, now, max);
+            assert_eq!(f.fresh, *fresh, "{backups:?}");
+            assert_eq!(f.age_seconds, age.map(|h| h * 3600), "{backups:?}");
+            assert_eq!(f.verdict("s3://b/etcd/").is_ok(), *fresh);
+        }
+        let f = judge("etcd/", &[listed(1, false, now)], now, max);
+        let e = f.verdict("s3://b/etcd/").unwrap_err().to_string();
+        assert!(
+            e.contains("no verified backup under s3://b/etcd/ (1 backups without a manifest"),
+            "{e}"
+        );
+    }
+}
