@@ -5,8 +5,9 @@
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: ## Install build dependencies (apt: protoc, musl-tools; rustup components)
+setup: ## Install build dependencies (apt: protoc, musl-tools; rustup components; promtool and Pushgateway binaries)
 	bash .ci/setup.sh
+	bash scripts/tools.sh >/dev/null
 
 images: ## Build the test rig's etcd and SeaweedFS images locally (no registry needed)
 	bash tests/images/build.sh

@@ -366,3 +366,62 @@ fn sigterm_during_a_long_decode_stops_verify_promptly_and_cleans_up() {
     let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
     assert!(left.is_empty(), "scratch files left: {left:?}");
 }
+
+#[test]
+fn a_client_certificate_expiring_in_days_is_warned_about_and_shown() {
+    use chrono::Datelike;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["etcd-client".into()]).unwrap();
+    let expires = chrono::Utc::now() + chrono::TimeDelta::days(3);
+    params.not_after =
+        rcgen::date_time_ymd(expires.year(), expires.month() as u8, expires.day() as u8);
+    let cert = params.self_signed(&key).unwrap();
+    let path = |n: &str| dir.path().join(n);
+    std::fs::write(path("client.crt"), cert.pem()).unwrap();
+    std::fs::write(path("client.key"), key.serialize_pem()).unwrap();
+    std::fs::write(path("ca.crt"), cert.pem()).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("https://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let o = bin()
+        .args(["status", "-o", "json"])
+        .env("ETCD_ENDPOINTS", &endpoint)
+        .env("ETCD_CACERT", path("ca.crt"))
+        .env("ETCD_CERT", path("client.crt"))
+        .env("ETCD_KEY", path("client.key"))
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "no endpoint answers: {out}");
+    assert!(out.contains("(ETCD_CERT) expires on"), "{out}");
+    assert!(
+        out.contains("in 2 days") || out.contains("in 3 days"),
+        "{out}"
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let shown = rows[0]["client_cert_not_after"].as_str().unwrap();
+    assert!(
+        shown.starts_with(&expires.format("%Y-%m-%d").to_string()),
+        "{shown}"
+    );
+    // A certificate valid for a year is not warned about.
+    let mut params = rcgen::CertificateParams::new(vec!["etcd-client".into()]).unwrap();
+    let later = chrono::Utc::now() + chrono::TimeDelta::days(365);
+    params.not_after = rcgen::date_time_ymd(later.year(), later.month() as u8, later.day() as u8);
+    std::fs::write(path("client.crt"), params.self_signed(&key).unwrap().pem()).unwrap();
+    let o = bin()
+        .arg("status")
+        .env("ETCD_ENDPOINTS", &endpoint)
+        .env("ETCD_CACERT", path("ca.crt"))
+        .env("ETCD_CERT", path("client.crt"))
+        .env("ETCD_KEY", path("client.key"))
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(!out.contains("expires on"), "{out}");
+    assert!(
+        out.contains("client certificate (ETCD_CERT) valid until"),
+        "{out}"
+    );
+}

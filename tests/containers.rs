@@ -2,6 +2,7 @@
 //! server (SeaweedFS, SigV4 enforced), and the real binary between them.
 
 mod proxy;
+mod pushgateway;
 mod rig;
 
 use std::collections::HashMap;
@@ -662,4 +663,153 @@ async fn sigterm_during_a_hung_restore_stops_it_and_removes_the_part_file() {
     );
     assert!(!out.exists(), "{log}");
     assert!(!dir.path().join("restored.db.part").exists(), "{log}");
+}
+
+#[tokio::test]
+async fn metrics_reach_a_real_pushgateway_and_a_failure_keeps_the_last_success() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let pg = pushgateway::Pushgateway::start().await;
+    let group = "cluster=\"test\"";
+    let run = |bucket: &str| {
+        let mut c = rig::backup_cmd(&pki, &etcd.url, &s3, bucket);
+        c.env("BACKUP_PUSHGATEWAY_URL", &pg.url)
+            .env("BACKUP_METRICS_LABELS", "cluster=test");
+        c
+    };
+
+    let o = run("backups").output().await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let success = pg
+        .value("etcd_backup_last_success_timestamp_seconds", group)
+        .await
+        .expect("the last success is pushed");
+    assert_eq!(
+        pg.value("etcd_backup_last_run_success", group).await,
+        Some(1.0)
+    );
+    assert!(
+        pg.value("etcd_backup_snapshot_size_bytes", group)
+            .await
+            .unwrap()
+            > 0.0
+    );
+    assert!(pg.value("etcd_backup_db_size_bytes", group).await.unwrap() > 0.0);
+    assert_eq!(
+        pg.value("etcd_backup_db_quota_bytes", group).await,
+        Some(2147483648.0)
+    );
+    let expiry = pg
+        .value("etcd_backup_client_cert_expiry_timestamp_seconds", group)
+        .await
+        .unwrap();
+    assert!(
+        expiry > success,
+        "the test PKI's client certificate is valid for a year"
+    );
+
+    // A failing run (a bucket that does not exist): visible, and the last success stays.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let o = run("no-such-bucket").output().await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        pg.value("etcd_backup_last_run_success", group).await,
+        Some(0.0)
+    );
+    let last_run = pg
+        .value("etcd_backup_last_run_timestamp_seconds", group)
+        .await
+        .unwrap();
+    assert!(last_run > success, "{last_run} <= {success}");
+    assert_eq!(
+        pg.value("etcd_backup_last_success_timestamp_seconds", group)
+            .await,
+        Some(success),
+        "a failed run must not touch the last success"
+    );
+
+    // A Pushgateway that is gone, or that accepts and never answers: the backup still succeeds.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    for (url, want) in [
+        (&gone, "pushing metrics"),
+        (&silent_url, "no answer within"),
+    ] {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_PUSHGATEWAY_URL", url)
+            .env("BACKUP_PUSHGATEWAY_TIMEOUT", "2s")
+            .output()
+            .await
+            .unwrap();
+        let log = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{log}");
+        assert!(
+            log.contains(want) && log.contains("metrics_failed=true"),
+            "{log}"
+        );
+    }
+    drop(silent);
+}
+
+#[tokio::test]
+async fn check_says_whether_the_newest_verified_backup_is_fresh() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let check = |max_age: &str| {
+        let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+        c.env_remove("ETCD_ENDPOINTS")
+            .env_remove("ETCD_CACERT")
+            .env_remove("ETCD_CERT")
+            .env_remove("ETCD_KEY")
+            .args(["check", "--max-age", max_age]);
+        c
+    };
+    // Empty bucket.
+    let o = check("13h").output().await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("there is no verified backup"),
+        "{}",
+        text(&o)
+    );
+    // Only a backup without a manifest (an old one): not counted.
+    s3.put("backups", "etcd/20200101-000000.db.gz", &b"old"[..])
+        .await;
+    let o = check("13h").output().await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 backups without a manifest"),
+        "{}",
+        text(&o)
+    );
+    // A fresh backup.
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = check("13h").output().await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).starts_with("ok: newest verified backup etcd/"),
+        "{}",
+        text(&o)
+    );
+    let o = check("13h").args(["-o", "json"]).output().await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fresh"], true);
+    // Too old for a tight limit.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let o = check("1s").output().await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("older than the maximum 1s"),
+        "{}",
+        text(&o)
+    );
 }
