@@ -813,3 +813,48 @@ async fn check_says_whether_the_newest_verified_backup_is_fresh() {
         text(&o)
     );
 }
+
+#[tokio::test]
+async fn progress_lines_come_only_when_a_transfer_outlasts_the_interval() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    etcd.load(300).await;
+    // The default interval (10 s) is longer than this backup: no progress line.
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("in progress"), "{}", text(&o));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_PROGRESS_INTERVAL", "1ms")
+        .env("BACKUP_LOG_FORMAT", "json")
+        // Stored raw, so that the restore below downloads it in many chunks.
+        .env("BACKUP_COMPRESSION", "none")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("snapshot in progress"))
+        .unwrap_or_else(|| panic!("no progress line:\n{log}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(v["bytes"].as_u64().unwrap() > 0, "{line}");
+    assert!(
+        v["percent"].as_f64().is_some() && v["mib_per_s"].as_f64().is_some(),
+        "{line}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_PROGRESS_INTERVAL", "1ms")
+        .args(["restore", "latest", "--output"])
+        .arg(dir.path().join("r.db"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("download in progress"), "{}", text(&o));
+}

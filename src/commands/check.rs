@@ -114,7 +114,8 @@ mod tests {
         let now = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
         let max = Duration::from_secs(13 * 3600);
         // (backups as (hours ago, has manifest), fresh, newest's age in hours)
-        let cases: &[(&[(i64, bool)], bool, Option<u64>)] = &[
+        type Case<'a> = (&'a [(i64, bool)], bool, Option<u64>);
+        let cases: &[Case] = &[
             (&[], false, None),
             (&[(1, true)], true, Some(1)),
             (&[(12, true)], true, Some(12)),
