@@ -63,6 +63,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Defragment etcd members one at a time, followers first, when the rule says it pays.
+    Defrag {
+        /// Print the plan (per member: sizes, the rule's result, the order) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Exit 1 unless the newest verified backup is younger than --max-age (reads the bucket only).
     Check {
         /// Default: BACKUP_MAX_AGE (13h: two 6-hour periods and an hour's slack).
@@ -187,6 +195,11 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             let rows = commands::status::status(&cfg, now).await;
             print(output.render(&rows, |r| output::status_table(r))?)?;
             commands::status::healthy(&rows)?;
+        }
+        Command::Defrag { dry_run, output } => {
+            let cfg = env.defrag()?;
+            let report = commands::defrag::run(&cfg, dry_run, now, shutdown).await?;
+            print(output.render(&report, |r| r.table())?)?;
         }
         Command::Check { max_age, output } => {
             let cfg = env.check(max_age)?;

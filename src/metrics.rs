@@ -155,9 +155,65 @@ pub fn group_url(base: &Url, labels: &[(String, String)]) -> Url {
     url
 }
 
+/// What a `defrag` run reports: its outcome and the databases' total size before and after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefragReport {
+    pub finished: DateTime<Utc>,
+    pub success: bool,
+    pub defragmented: u64,
+    pub size_before: u64,
+    pub size_after: u64,
+}
+
+/// The defrag report in the text format; its names differ from a backup's, so the two share
+/// the group without replacing each other's metrics.
+pub fn encode_defrag(r: &DefragReport) -> String {
+    let mut registry = Registry::default();
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(value);
+        registry.register(name, help, g);
+    };
+    gauge(
+        "etcd_backup_defrag_last_run_timestamp_seconds",
+        "When the last defrag run ended.",
+        seconds(r.finished),
+    );
+    gauge(
+        "etcd_backup_defrag_last_run_success",
+        "1 if the last defrag run ended without a failure, else 0.",
+        if r.success { 1.0 } else { 0.0 },
+    );
+    if r.success {
+        gauge(
+            "etcd_backup_defrag_members_defragmented",
+            "Members the last defrag run defragmented.",
+            r.defragmented as f64,
+        );
+        gauge(
+            "etcd_backup_defrag_db_size_before_bytes",
+            "Their databases' total size before the last defrag run.",
+            r.size_before as f64,
+        );
+        gauge(
+            "etcd_backup_defrag_db_size_after_bytes",
+            "Their databases' total size after it.",
+            r.size_after as f64,
+        );
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    out.trim_end_matches("# EOF\n").to_string()
+}
+
 /// Pushes `report` if a Pushgateway is set; a failure is logged as a warning and returned, for
 /// the caller to record. Takes at most `cfg.timeout`.
 pub async fn push(cfg: &MetricsConfig, report: &Report) -> Option<String> {
+    push_text(cfg, encode(report)).await
+}
+
+/// Pushes an encoded body (see [`push`]).
+pub async fn push_text(cfg: &MetricsConfig, body: String) -> Option<String> {
     let base = cfg.pushgateway.as_ref()?;
     let url = group_url(base, &cfg.labels);
     let send = async {
@@ -168,7 +224,7 @@ pub async fn push(cfg: &MetricsConfig, report: &Report) -> Option<String> {
         let r = client
             .post(url.clone())
             .header("Content-Type", "text/plain; version=0.0.4")
-            .body(encode(report))
+            .body(body)
             .send()
             .await
             .map_err(|e| crate::describe(&e))?;

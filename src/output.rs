@@ -200,6 +200,7 @@ fn endpoint_table(rows: &[EndpointRow]) -> String {
                 s.revision.to_string(),
                 s.db_size.to_string(),
                 s.db_size_in_use.to_string(),
+                s.db_size.saturating_sub(s.db_size_in_use).to_string(),
                 format!("{:.0}%", s.db_size as f64 * 100.0 / r.quota as f64),
             ],
             None => vec![
@@ -220,6 +221,7 @@ fn endpoint_table(rows: &[EndpointRow]) -> String {
             "REVISION",
             "DB SIZE",
             "IN USE",
+            "FREE",
             "QUOTA",
         ],
         &cells,

@@ -828,7 +828,7 @@ async fn progress_lines_come_only_when_a_transfer_outlasts_the_interval() {
     assert!(!text(&o).contains("in progress"), "{}", text(&o));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_PROGRESS_INTERVAL", "1ms")
+        .env("BACKUP_PROGRESS_INTERVAL", "1ns")
         .env("BACKUP_LOG_FORMAT", "json")
         // Stored raw, so that the restore below downloads it in many chunks.
         .env("BACKUP_COMPRESSION", "none")
@@ -849,7 +849,7 @@ async fn progress_lines_come_only_when_a_transfer_outlasts_the_interval() {
     );
     let dir = tempfile::tempdir().unwrap();
     let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_PROGRESS_INTERVAL", "1ms")
+        .env("BACKUP_PROGRESS_INTERVAL", "1ns")
         .args(["restore", "latest", "--output"])
         .arg(dir.path().join("r.db"))
         .output()
@@ -857,4 +857,203 @@ async fn progress_lines_come_only_when_a_transfer_outlasts_the_interval() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("download in progress"), "{}", text(&o));
+}
+
+/// Puts `n` values of `size` bytes under `prefix`, then deletes them and compacts physically:
+/// free pages that only a defrag gives back.
+async fn garbage(client: &etcd_client::Client, prefix: &str, n: usize, size: usize) {
+    let mut kv = client.kv_client();
+    for i in 0..n {
+        kv.put(format!("{prefix}{i:05}"), vec![b'g'; size], None)
+            .await
+            .unwrap();
+    }
+    kv.delete(
+        prefix,
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    let rev = kv
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    kv.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+}
+
+/// Each member's (member id, db size, is leader), by endpoint.
+async fn sizes(members: &[&Etcd]) -> Vec<(String, i64, bool)> {
+    let mut out = Vec::new();
+    for m in members {
+        let s = m.client().clone().status().await.unwrap();
+        let id = s.header().unwrap().member_id();
+        out.push((format!("{id:x}"), s.db_size(), s.leader() == id));
+    }
+    out
+}
+
+fn defrag_cmd(pki: &Pki, members: &[&Etcd]) -> tokio::process::Command {
+    let all = members
+        .iter()
+        .map(|m| m.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = rig::etcd_cmd(pki, &all);
+    c.arg("defrag");
+    c
+}
+
+#[tokio::test]
+async fn defrag_visits_followers_then_the_leader_and_keeps_the_data() {
+    require_docker!();
+    let pki = Pki::new();
+    let net = format!("etcd-backup-defrag-{}", std::process::id());
+    let members = Etcd::start_cluster(&pki, &net).await;
+    let all: Vec<&Etcd> = members.iter().collect();
+    members[0].load(200).await;
+    garbage(members[0].client(), "/garbage/", 400, 10_000).await;
+    let digest = rig::digest(members[0].client()).await;
+    let before = sizes(&all).await;
+
+    // --dry-run and a threshold above the free space change nothing.
+    let o = defrag_cmd(&pki, &all)
+        .args(["--dry-run"])
+        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(out.matches("would defragment").count(), 3, "{out}");
+    let o = defrag_cmd(&pki, &all)
+        .env("ETCD_DEFRAG_MIN_FREE", "1GiB")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).matches("skip: ").count(),
+        3,
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        sizes(&all).await,
+        before,
+        "a dry run or a skip changed a member"
+    );
+
+    // The real run: every member shrinks, the leader comes last, the data is the same.
+    let o = defrag_cmd(&pki, &all)
+        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    let order: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(" defragmenting "))
+        .map(|l| {
+            l.split("member=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let leader = before.iter().find(|(_, _, l)| *l).unwrap().0.clone();
+    assert_eq!(order.len(), 3, "{log}");
+    assert_eq!(
+        order.last(),
+        Some(&leader),
+        "the leader must come last:\n{log}"
+    );
+    let after = sizes(&all).await;
+    for ((id, b, _), (_, a, _)) in before.iter().zip(&after) {
+        assert!(a < b, "member {id} did not shrink: {b} -> {a}\n{log}");
+    }
+    assert_eq!(
+        rig::digest(members[0].client()).await,
+        digest,
+        "the data changed"
+    );
+
+    // One member stopped: refuses before touching anything.
+    garbage(members[0].client(), "/garbage2/", 300, 10_000).await;
+    members[2].stop().await;
+    let up: Vec<&Etcd> = members[..2].iter().collect();
+    let before = sizes(&up).await;
+    let o = defrag_cmd(&pki, &all)
+        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(log.contains("nothing was changed"), "{log}");
+    // Listing only the two live endpoints does not get around it: the third is still a voter.
+    let o = defrag_cmd(&pki, &up)
+        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(log.contains("is not among ETCD_ENDPOINTS"), "{log}");
+    assert_eq!(sizes(&up).await, before, "a refused run changed a member");
+}
+
+#[tokio::test]
+async fn defrag_disarms_nospace_once_every_member_is_below_the_quota() {
+    require_docker!();
+    let pki = Pki::new();
+    let net = format!("etcd-backup-nospace-{}", std::process::id());
+    let members = Etcd::start_cluster_with(&pki, &net, &["--quota-backend-bytes=8388608"]).await;
+    let all: Vec<&Etcd> = members.iter().collect();
+    let mut kv = members[0].client().kv_client();
+    let mut full = false;
+    for i in 0..64 {
+        if let Err(e) = kv
+            .put(format!("/fill/{i:03}"), vec![b'f'; 512 << 10], None)
+            .await
+        {
+            assert!(e.to_string().contains("database space exceeded"), "{e}");
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the 8 MiB quota was never reached");
+    garbage(members[0].client(), "/fill/", 0, 0).await;
+    let o = defrag_cmd(&pki, &all)
+        .env("ETCD_QUOTA_BACKEND_BYTES", "8MiB")
+        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(log.contains("disarmed the NOSPACE alarm"), "{log}");
+    let alarms = members[0]
+        .client()
+        .clone()
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(alarms.alarms().is_empty(), "{:?}", alarms.alarms().len());
+    kv.put("/after", "writable again", None).await.unwrap();
 }

@@ -105,6 +105,18 @@ pub const VARS: &[Var] = &[
         "etcd's --quota-backend-bytes; status and backup warn when the DB passes 80% of it.",
     ),
     var(
+        "ETCD_DEFRAG_MIN_FREE",
+        &[],
+        Some("256MiB"),
+        "defrag: defragment a member only when this much of its database is free (or it is past 80% of the quota).",
+    ),
+    var(
+        "ETCD_DEFRAG_COMPACT",
+        &[],
+        Some("false"),
+        "defrag: compact to the current revision first (true only for etcd without a Kubernetes API server, which compacts itself).",
+    ),
+    var(
         "BACKUP_BUCKET",
         &[],
         None,
@@ -560,6 +572,16 @@ pub struct MetricsConfig {
     pub timeout: Duration,
 }
 
+/// What `defrag` needs.
+#[derive(Debug, Clone)]
+pub struct DefragConfig {
+    pub etcd: EtcdConfig,
+    /// Defragment a member only when at least this many bytes of its database are free.
+    pub min_free: u64,
+    pub compact: bool,
+    pub metrics: MetricsConfig,
+}
+
 /// What `check` needs.
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
@@ -656,6 +678,33 @@ impl Env {
                 store: store?,
                 pipeline: pipeline?,
                 policy: policy?,
+                metrics: metrics?,
+            })
+        })
+    }
+
+    /// What `defrag` needs: etcd, the rule's threshold, and where to push metrics.
+    pub fn defrag(&self) -> Result<DefragConfig, Problems> {
+        self.section(|r| {
+            let (etcd, metrics) = (etcd(r), metrics(r));
+            let min_free = r.parse(
+                "ETCD_DEFRAG_MIN_FREE",
+                "expected a size such as 256MiB or 1GiB",
+                parse_size,
+            );
+            let compact = r.parse(
+                "ETCD_DEFRAG_COMPACT",
+                "expected true or false",
+                |v| match v {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => None,
+                },
+            );
+            Some(DefragConfig {
+                etcd: etcd?,
+                min_free: min_free?,
+                compact: compact?,
                 metrics: metrics?,
             })
         })

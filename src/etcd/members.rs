@@ -202,6 +202,7 @@ mod tests {
             is_learner,
             version: "3.5.1".into(),
             raft_index: 1,
+            raft_applied_index: 1,
             raft_term: 1,
             revision: 1,
             db_size: 1,

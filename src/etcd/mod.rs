@@ -33,6 +33,9 @@ pub struct MemberStatus {
     pub is_learner: bool,
     pub version: String,
     pub raft_index: u64,
+    /// The raft index this member has applied (a member that caught up has applied what the
+    /// leader committed).
+    pub raft_applied_index: u64,
     pub raft_term: u64,
     pub revision: i64,
     pub db_size: u64,
@@ -154,6 +157,7 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
             is_learner: s.is_learner(),
             version: s.version().to_string(),
             raft_index: s.raft_index(),
+            raft_applied_index: s.raft_applied_index(),
             raft_term: s.raft_term(),
             revision: header.revision(),
             db_size: s.db_size().max(0) as u64,

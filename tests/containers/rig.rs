@@ -143,15 +143,20 @@ pub struct Etcd {
 
 impl Etcd {
     pub async fn start(pki: &Pki) -> Etcd {
-        Etcd::start_member(pki, None).await
+        Etcd::start_member(pki, None, &[]).await
     }
 
     /// One member of a three-member cluster on the Docker network `net`, named `{net}-{i}`.
     pub async fn start_cluster(pki: &Pki, net: &str) -> Vec<Etcd> {
+        Etcd::start_cluster_with(pki, net, &[]).await
+    }
+
+    /// A three-member cluster whose members get `extra` flags too.
+    pub async fn start_cluster_with(pki: &Pki, net: &str, extra: &[&str]) -> Vec<Etcd> {
         let (a, b, c) = tokio::join!(
-            Etcd::start_member(pki, Some((net, 1))),
-            Etcd::start_member(pki, Some((net, 2))),
-            Etcd::start_member(pki, Some((net, 3)))
+            Etcd::start_member(pki, Some((net, 1)), extra),
+            Etcd::start_member(pki, Some((net, 2)), extra),
+            Etcd::start_member(pki, Some((net, 3)), extra)
         );
         vec![a, b, c]
     }
@@ -161,7 +166,7 @@ impl Etcd {
     }
 
     /// A single member (`cluster` None), or member `i` of a three-member cluster on a network.
-    async fn start_member(pki: &Pki, cluster: Option<(&str, u8)>) -> Etcd {
+    async fn start_member(pki: &Pki, cluster: Option<(&str, u8)>, extra: &[&str]) -> Etcd {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let (name, peers, initial) = match cluster {
             None => (
@@ -187,20 +192,24 @@ impl Etcd {
             .with_entrypoint("/usr/local/bin/etcd")
             .with_exposed_port(2379.tcp())
             .with_wait_for(WaitFor::message_on_stderr("ready to serve client requests"))
-            .with_cmd([
-                format!("--name={name}"),
-                "--data-dir=/var/lib/etcd/data".into(),
-                "--listen-client-urls=https://0.0.0.0:2379".into(),
-                "--advertise-client-urls=https://127.0.0.1:2379".into(),
-                format!("--listen-peer-urls={listen_peer}"),
-                format!("--initial-advertise-peer-urls={peers}"),
-                format!("--initial-cluster={initial}"),
-                "--initial-cluster-state=new".into(),
-                "--cert-file=/pki/server.crt".into(),
-                "--key-file=/pki/server.key".into(),
-                "--trusted-ca-file=/pki/ca.crt".into(),
-                "--client-cert-auth".into(),
-            ])
+            .with_cmd(
+                [
+                    format!("--name={name}"),
+                    "--data-dir=/var/lib/etcd/data".into(),
+                    "--listen-client-urls=https://0.0.0.0:2379".into(),
+                    "--advertise-client-urls=https://127.0.0.1:2379".into(),
+                    format!("--listen-peer-urls={listen_peer}"),
+                    format!("--initial-advertise-peer-urls={peers}"),
+                    format!("--initial-cluster={initial}"),
+                    "--initial-cluster-state=new".into(),
+                    "--cert-file=/pki/server.crt".into(),
+                    "--key-file=/pki/server.key".into(),
+                    "--trusted-ca-file=/pki/ca.crt".into(),
+                    "--client-cert-auth".into(),
+                ]
+                .into_iter()
+                .chain(extra.iter().map(|e| e.to_string())),
+            )
             .with_copy_to("/pki/ca.crt", pki.read("ca.crt"))
             .with_copy_to("/pki/server.crt", pki.read("server.crt"))
             .with_copy_to("/pki/server.key", pki.read("server.key"))
