@@ -26,14 +26,5 @@ git diff --exit-code -- manifests/ || { echo "manifests/install.yaml is stale: r
 "$venv/bin/hadolint" --ignore DL3008 --ignore DL3013 Containerfile
 echo "Containerfile: hadolint clean (DL3008/DL3013, unpinned apt and pip versions in the builder stage, ignored)"
 nix-instantiate --parse flake.nix >/dev/null && echo "flake.nix: parses"
-# The monitoring component on top of an overlay: it renders, the workload still validates (the
-# PrometheusRule is a CRD without a schema here, a warning), and the alert rules pass promtool.
-mon=$(mktemp -d); cp -r kustomize "$mon/"; mkdir "$mon/kustomize/overlays/monitoring"
-printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\ncomponents: [../../components/kubeadm, ../../components/monitoring]\n' \
-  > "$mon/kustomize/overlays/monitoring/kustomization.yaml"
-kubectl kustomize "$mon/kustomize/overlays/monitoring" > "$mon/monitoring.yaml"
-grep -q "kind: PrometheusRule" "$mon/monitoring.yaml"
-"$venv/bin/kubernetes-validate" --strict --kubernetes-version 1.30.0 "$mon/monitoring.yaml" >/dev/null
-echo "component monitoring: renders on the kubeadm overlay and validates"
+# The alert rules of the monitoring component (rendered in overlays/kubeadm-maintained above).
 PYTHON="$venv/bin/python" bash tests/alerts/run.sh
-rm -rf "$mon"
