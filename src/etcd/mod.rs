@@ -72,7 +72,7 @@ impl fmt::Display for MemberStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("no etcd endpoint answered:{}\ncheck ETCD_ENDPOINTS, that etcd is running and reachable, and that ETCD_CACERT, ETCD_CERT and ETCD_KEY belong to this cluster's PKI", list(.0))]
+    #[error("no etcd endpoint could serve a snapshot:{}\ncheck ETCD_ENDPOINTS, that etcd is running and reachable, and that ETCD_CACERT, ETCD_CERT and ETCD_KEY belong to this cluster's PKI", list(.0))]
     Unreachable(Vec<(String, String)>),
     #[error("snapshot stream from {endpoint} failed after {bytes} bytes: {error}")]
     Stream {
