@@ -1,4 +1,5 @@
-//! The object name format: `{prefix}{UTC %Y%m%d-%H%M%S}.db{.gz|.zst}`.
+//! The object name format: `{prefix}{UTC %Y%m%d-%H%M%S}.db{.gz|.zst}{.age}`, `.age` when the
+//! object is encrypted with age.
 //!
 //! This is exactly the naming of the seed's shell CronJob, so buckets it filled are listed and
 //! pruned by us. One type prints and parses it; listing skips every key that does not parse,
@@ -22,13 +23,27 @@ pub struct BackupKey {
     pub time: DateTime<Utc>,
     /// The codec the stored object is encoded with, as its extension says.
     pub codec: Codec,
+    /// Whether the object is an age file (the `.age` suffix), encrypted after compression.
+    pub encrypted: bool,
 }
+
+/// The suffix of an encrypted backup.
+pub const AGE_SUFFIX: &str = ".age";
 
 impl BackupKey {
     /// The key of a backup taken at `time`, truncated to the second as the name is.
     pub fn new(time: DateTime<Utc>, codec: Codec) -> Self {
         let time = DateTime::from_timestamp(time.timestamp(), 0).expect("in range");
-        BackupKey { time, codec }
+        BackupKey {
+            time,
+            codec,
+            encrypted: false,
+        }
+    }
+
+    /// The same key, for an object encrypted with age or not.
+    pub fn encrypted(self, encrypted: bool) -> Self {
+        BackupKey { encrypted, ..self }
     }
 }
 
@@ -36,16 +51,17 @@ impl fmt::Display for BackupKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}{}",
+            "{}{}{}",
             self.time.format(TIME_FORMAT),
-            self.codec.extension()
+            self.codec.extension(),
+            if self.encrypted { AGE_SUFFIX } else { "" }
         )
     }
 }
 
 /// Why a name is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{name:?} is not a backup name of the form 20260529-060000.db.gz (.db.zst, .db)")]
+#[error("{name:?} is not a backup name of the form 20260529-060000.db.gz (.db.zst, .db, each with .age when encrypted)")]
 pub struct NotOurs {
     pub name: String,
 }
@@ -58,6 +74,10 @@ impl FromStr for BackupKey {
             name: name.to_string(),
         };
         let (time, ext) = name.split_at_checked(TIME_LEN).ok_or_else(not_ours)?;
+        let (ext, encrypted) = match ext.strip_suffix(AGE_SUFFIX) {
+            Some(ext) => (ext, true),
+            None => (ext, false),
+        };
         // chrono accepts some variations (signs, fewer digits); insist on the exact shape so the
         // name round-trips and nothing that merely looks similar is ever pruned.
         if !time.bytes().enumerate().all(|(i, b)| {
@@ -77,6 +97,7 @@ impl FromStr for BackupKey {
         Ok(BackupKey {
             time: time.and_utc(),
             codec,
+            encrypted,
         })
     }
 }
@@ -109,8 +130,12 @@ mod tests {
             "20260529-060000.db.gz",
             "19991231-235959.db.zst",
             "20000101-000000.db",
+            "20260529-060000.db.gz.age",
+            "20260529-060000.db.zst.age",
+            "20260529-060000.db.age",
         ] {
             let key: BackupKey = name.parse().unwrap();
+            assert_eq!(key.encrypted, name.ends_with(".age"));
             assert_eq!(key.to_string(), name);
         }
     }
@@ -138,6 +163,10 @@ mod tests {
             "latest.db.gz",
             "sub/20260529-060000.db.gz",
             "20260529-06000é.db.gz",
+            "20260529-060000.db.gz.age.age",
+            "20260529-060000.db.age.gz",
+            "20260529-060000.age",
+            "20260529-060000.db.gz.AGE",
         ] {
             assert!(name.parse::<BackupKey>().is_err(), "{name:?} parsed");
         }

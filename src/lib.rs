@@ -8,7 +8,8 @@
 //!    and [`etcd::Snapshot`] streams its snapshot;
 //! 3. [`pipeline`]: the streaming engine. Each chunk is checked against the SHA-256 trailer
 //!    ([`snapshot::verify`]), spooled to [`scratch`] for the walk ([`snapshot::bbolt`]),
-//!    compressed ([`compress`]) and cut into parts that [`store`] uploads whole-or-nothing
+//!    compressed ([`compress`]), encrypted with age when recipients are set ([`crypt`]), and cut
+//!    into parts that [`store`] uploads whole-or-nothing
 //!    under a [`key::BackupKey`];
 //! 4. [`retention`]: decide, purely, which backups to delete.
 //!
@@ -23,6 +24,7 @@
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod crypt;
 pub mod etcd;
 pub mod key;
 pub mod metrics;

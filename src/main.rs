@@ -181,13 +181,22 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             force,
             flags,
         } => {
-            let (cfg, progress) = env.restore()?;
-            let store = Store::s3(&cfg)?;
+            let cfg = env.restore()?;
+            let store = Store::s3(&cfg.store)?;
             let key = shutdown
                 .or_interrupted(restore::resolve(&store, backup))
                 .await?;
             tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
-            let r = restore::restore(&store, key, &output, force, shutdown, progress).await?;
+            let r = restore::restore(
+                &store,
+                key,
+                &output,
+                force,
+                shutdown,
+                cfg.progress,
+                cfg.identities,
+            )
+            .await?;
             print(restore::report(&r, &flags))?;
         }
         Command::Status { output } => {
@@ -209,7 +218,8 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             f.verdict(store.url_prefix())?;
         }
         Command::Verify { path, output } => {
-            let c = commands::verify::run(path, env.tmp_dir(), shutdown).await?;
+            let ids = env.verify()?;
+            let c = commands::verify::run(path, env.tmp_dir(), ids, shutdown).await?;
             let codec = c.codec;
             let v = c.into_valid()?;
             let json = output::verified_json(&v, codec);

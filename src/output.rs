@@ -91,6 +91,8 @@ pub struct ListRow {
     pub raw_bytes: Option<u64>,
     pub revision: Option<i64>,
     pub compression: String,
+    /// "age" when the object is encrypted, "none" otherwise.
+    pub encryption: String,
     pub keep: bool,
     pub reason: String,
 }
@@ -114,6 +116,7 @@ pub fn list_rows(
                 raw_bytes: get("snapshot-size").and_then(|v| v.parse().ok()),
                 revision: get("etcd-revision").and_then(|v| v.parse().ok()),
                 compression: get("compression").unwrap_or_else(|| b.key.codec.to_string()),
+                encryption: if b.key.encrypted { "age" } else { "none" }.to_string(),
                 keep: d.is_none_or(|d| d.keep),
                 reason: d.map(|d| d.reason.to_string()).unwrap_or_default(),
             }
@@ -133,6 +136,7 @@ pub fn list_table(rows: &[ListRow]) -> String {
                 opt(r.raw_bytes.map(|v| v.to_string())),
                 opt(r.revision.map(|v| v.to_string())),
                 r.compression.clone(),
+                r.encryption.clone(),
                 format!("{}: {}", if r.keep { "keep" } else { "delete" }, r.reason),
             ]
         })
@@ -145,6 +149,7 @@ pub fn list_table(rows: &[ListRow]) -> String {
             "RAW",
             "REVISION",
             "CODEC",
+            "ENCRYPTION",
             "RETENTION",
         ],
         &cells,

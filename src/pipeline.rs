@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::compress::Encoder;
 use crate::config::PipelineConfig;
+use crate::crypt::Sealer;
 use crate::key::BackupKey;
 use crate::progress::Progress;
 use crate::scratch;
@@ -105,7 +106,8 @@ fn spool(
         let mut trailer = TrailerCheck::default();
         let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_file);
         let out = Parts::new(parts.clone(), cfg.part_size);
-        let mut enc = Encoder::new(cfg.codec, cfg.level, cfg.threads, out)?;
+        let sealed = Sealer::new(out, &cfg.recipients).map_err(encode_error)?;
+        let mut enc = Encoder::new(cfg.codec, cfg.level, cfg.threads, sealed)?;
         loop {
             match rx.blocking_recv() {
                 Some(Feed::Chunk(chunk)) => {
@@ -122,7 +124,11 @@ fn spool(
             .map_err(|e| disk(e.into_error()))?
             .sync_data()
             .map_err(disk)?;
-        let stored_len = enc.finish().and_then(Parts::finish).map_err(encode_error)?;
+        let stored_len = enc
+            .finish()
+            .and_then(Sealer::finish)
+            .and_then(Parts::finish)
+            .map_err(encode_error)?;
         Ok((trailer, stored_len))
     };
     match work() {
@@ -134,7 +140,7 @@ fn spool(
     }
 }
 
-/// An encoder error, or the sign that the uploader is gone (whose own error is then the one
+/// An encoder or encryption error, or the sign that the uploader is gone (whose own error is then the one
 /// reported: ours goes down a closed channel).
 fn encode_error(e: std::io::Error) -> anyhow::Error {
     anyhow::Error::new(e).context("compressing the snapshot")
@@ -199,7 +205,20 @@ where
     let mut metadata: Metadata = vec![
         ("etcd-backup-version", env!("CARGO_PKG_VERSION").to_string()),
         ("compression", cfg.codec.to_string()),
+        (
+            "encryption",
+            if cfg.recipients.is_empty() {
+                "none"
+            } else {
+                "age"
+            }
+            .to_string(),
+        ),
     ];
+    if !cfg.recipients.is_empty() {
+        // Public keys only: who can read this backup. Never an identity.
+        metadata.push(("age-recipients", cfg.recipients.join(",")));
+    }
     metadata.extend(extra);
     // The walk, once the thread has handed over the last part, while the last parts upload.
     let gate = async {

@@ -30,6 +30,7 @@ fn cfg(codec: Codec, tmp: &std::path::Path) -> PipelineConfig {
         threads: 2,
         concurrency: 2,
         progress: None,
+        recipients: vec![],
     }
 }
 
@@ -299,7 +300,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
     let (trigger, stop) = shutdown::channel();
     trigger.fire("SIGTERM");
     let out = tmp.path().join("restored.db");
-    let e = restore::restore(&store, k, &out, false, &stop, None)
+    let e = restore::restore(&store, k, &out, false, &stop, None, None)
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("interrupted by SIGTERM"), "{e:#}");
@@ -318,8 +319,87 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    restore::restore(&store, k, &out, false, &Shutdown::never(), None)
+    restore::restore(&store, k, &out, false, &Shutdown::never(), None, None)
         .await
         .unwrap();
     assert!(out.exists());
+}
+
+#[tokio::test]
+async fn an_encrypted_backup_restores_with_its_identity_and_nothing_else() {
+    use etcd_backup::config::Identities;
+    let mem = Arc::new(InMemory::new());
+    let store = Store::new(mem.clone(), "mem://b", "etcd/", None);
+    let tmp = tempfile::tempdir().unwrap();
+    let (key_a, key_b) = (
+        age::x25519::Identity::generate(),
+        age::x25519::Identity::generate(),
+    );
+    let mut c = cfg(Codec::Gzip, tmp.path());
+    c.recipients = vec![key_a.to_public().to_string(), key_b.to_public().to_string()];
+    let k = key(Codec::Gzip).encrypted(true);
+    assert_eq!(k.to_string(), "20260528-202640.db.gz.age");
+    let snapshot = read_data("medium.db");
+    publish(
+        chunks(snapshot.clone(), 100_000),
+        &store,
+        k,
+        &c,
+        &limits(Duration::from_secs(30)),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let stored = mem
+        .get(&store.path(&k))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with(etcd_backup::crypt::AGE_MAGIC),
+        "not an age file"
+    );
+    let meta = store.metadata(&k).await.unwrap();
+    let get = |n: &str| meta.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(get("encryption").as_deref(), Some("age"));
+    assert_eq!(get("age-recipients"), Some(c.recipients.join(",")));
+
+    let ids = |k: &age::x25519::Identity| {
+        Some(Arc::new(Identities {
+            path: "key.txt".into(),
+            keys: vec![Box::new(k.clone())],
+        }))
+    };
+    let out = tmp.path().join("restored.db");
+    let never = Shutdown::never();
+    let restore = |ids| restore::restore(&store, k, &out, false, &never, None, ids);
+    let left = || out.exists() || tmp.path().join("restored.db.part").exists();
+    // No identity, a wrong one: refused, nothing written.
+    let e = format!("{:#}", restore(None).await.unwrap_err());
+    assert!(e.contains("BACKUP_AGE_IDENTITY_FILE"), "{e}");
+    assert!(!left());
+    let e = format!(
+        "{:#}",
+        restore(ids(&age::x25519::Identity::generate()))
+            .await
+            .unwrap_err()
+    );
+    assert!(e.contains("no identity matches"), "{e}");
+    assert!(!left());
+    // Either recipient's identity restores the very snapshot.
+    for key in [&key_a, &key_b] {
+        let r = restore(ids(key)).await.unwrap();
+        assert_eq!(std::fs::read(&r.path).unwrap(), snapshot);
+        std::fs::remove_file(&r.path).unwrap();
+    }
+    // One flipped byte in the stored object: refused, nothing written.
+    let mut bad = stored.to_vec();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    mem.put(&store.path(&k), bad.into()).await.unwrap();
+    let e = format!("{:#}", restore(ids(&key_a)).await.unwrap_err());
+    assert!(e.contains("decrypting"), "{e}");
+    assert!(!left());
 }

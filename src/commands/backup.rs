@@ -142,7 +142,8 @@ async fn back_up(
         r = store.check() => r?,
         i = shutdown.requested() => return Err(i.into()),
     };
-    let key = BackupKey::new(now, cfg.pipeline.codec);
+    let key =
+        BackupKey::new(now, cfg.pipeline.codec).encrypted(!cfg.pipeline.recipients.is_empty());
     let mut members = Members::new(&cfg.etcd);
     // A stream that breaks midway is started over from the next member: the failed attempt
     // published nothing (its upload was aborted), so the same key is still free.

@@ -15,10 +15,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::compress::{self, Codec};
+use crate::config::Identities;
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
 use crate::snapshot::verify::{self, Verified};
 use crate::store::Store;
+use std::sync::Arc;
 
 /// Which backup to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +110,15 @@ pub async fn restore(
     force: bool,
     shutdown: &Shutdown,
     progress_every: Option<std::time::Duration>,
+    identities: Option<Arc<Identities>>,
 ) -> anyhow::Result<Restored> {
+    if key.encrypted && identities.is_none() {
+        bail!(
+            "cannot restore {}: {}",
+            store.url(&key),
+            crate::crypt::OpenError::NoIdentity
+        );
+    }
     if output.exists() && !force {
         bail!(
             "{} exists; refusing to overwrite it (pass --force to replace it)",
@@ -142,12 +152,17 @@ pub async fn restore(
                 rx,
                 current: Bytes::new(),
             };
+            let (_, opened) = crate::crypt::open(
+                BufReader::with_capacity(1 << 20, reader),
+                identities.as_deref(),
+            )
+            .context("opening the backup")?;
             let (codec, mut decoded) =
-                compress::decoder(BufReader::with_capacity(1 << 20, reader))?;
+                compress::decoder(BufReader::with_capacity(1 << 20, opened))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
             let trailer = verify::copy_hashed(&mut decoded, &mut out).map_err(|e| match e {
                 verify::Copy::Read(e) => {
-                    anyhow!("downloading or decoding the backup ({codec}): {e}")
+                    anyhow!("downloading, decrypting or decoding the backup ({codec}): {e}")
                 }
                 verify::Copy::Write(e) => anyhow!("writing {}: {e}", part_path.display()),
             })?;

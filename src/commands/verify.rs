@@ -10,7 +10,11 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
+use std::sync::Arc;
+
 use crate::compress::{self, Codec};
+use crate::config::Identities;
+use crate::crypt;
 use crate::scratch::{self, ScratchError};
 use crate::shutdown::{Shutdown, StopOnShutdown};
 use crate::snapshot::verify::{self as check, Copy, Invalid, Verified};
@@ -45,20 +49,31 @@ impl Checked {
 pub async fn run(
     path: std::path::PathBuf,
     tmp: std::path::PathBuf,
+    identities: Option<Arc<Identities>>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Checked> {
     let stop = shutdown.clone();
-    tokio::task::spawn_blocking(move || verify(&path, &tmp, &stop)).await?
+    tokio::task::spawn_blocking(move || verify(&path, &tmp, identities.as_deref(), &stop)).await?
 }
 
 /// Checks the snapshot at `path`, decoding into `tmp` when compressed. Blocking: run it on a
 /// blocking thread. A shutdown stops the decode at its next read.
-pub fn verify(path: &Path, tmp: &Path, shutdown: &Shutdown) -> anyhow::Result<Checked> {
+pub fn verify(
+    path: &Path,
+    tmp: &Path,
+    identities: Option<&Identities>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Checked> {
     let shown = path.display();
     let unreadable = |e: std::io::Error| Usage(format!("cannot read {shown}: {e}"));
     let input = File::open(path).map_err(unreadable)?;
-    let (codec, reader) = compress::decoder(BufReader::new(input)).map_err(unreadable)?;
-    if codec == Codec::None {
+    let (encrypted, opened) = match crypt::open(BufReader::new(input), identities) {
+        Ok(o) => o,
+        Err(crypt::OpenError::Io(e)) => return Err(unreadable(e).into()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot open {shown}"))),
+    };
+    let (codec, reader) = compress::decoder(BufReader::new(opened)).map_err(unreadable)?;
+    if codec == Codec::None && !encrypted {
         drop(reader);
         let mut file = File::open(path).map_err(unreadable)?;
         return Ok(Checked {
@@ -80,7 +95,12 @@ pub fn verify(path: &Path, tmp: &Path, shutdown: &Shutdown) -> anyhow::Result<Ch
             if let Some(why) = shutdown.fired() {
                 return Err(crate::shutdown::Interrupted(why).into());
             }
-            let e = std::io::Error::new(e.kind(), format!("decoding {codec}: {e}"));
+            let what = if encrypted {
+                "decrypting and decoding"
+            } else {
+                "decoding"
+            };
+            let e = std::io::Error::new(e.kind(), format!("{what} {codec}: {e}"));
             return Ok(Checked {
                 path: shown.to_string(),
                 codec,

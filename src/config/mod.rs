@@ -147,6 +147,24 @@ pub const VARS: &[Var] = &[
         "gzip 1-9 (default 6), zstd 1-19 (default 3).",
     ),
     var(
+        "BACKUP_AGE_RECIPIENTS",
+        &[],
+        None,
+        "Encrypt backups with age to these public keys (age1..., separated by commas, spaces or newlines).",
+    ),
+    var(
+        "BACKUP_AGE_RECIPIENTS_FILE",
+        &[],
+        None,
+        "A recipients file as age -R reads it (one age1... key a line, # comments); joins BACKUP_AGE_RECIPIENTS.",
+    ),
+    var(
+        "BACKUP_AGE_IDENTITY_FILE",
+        &[],
+        None,
+        "An identity file as age -i reads it (AGE-SECRET-KEY-1...), for restore and verify of encrypted backups.",
+    ),
+    var(
         "BACKUP_RETENTION",
         &[],
         Some("30d"),
@@ -538,6 +556,23 @@ pub struct PipelineConfig {
     pub threads: usize,
     /// How often a long transfer logs its progress; `None` for never.
     pub progress: Option<Duration>,
+    /// age X25519 public keys to encrypt to; empty for no encryption.
+    pub recipients: Vec<String>,
+}
+
+/// age identities (private keys) read from BACKUP_AGE_IDENTITY_FILE. Never printed.
+pub struct Identities {
+    pub path: PathBuf,
+    pub keys: Vec<Box<dyn age::Identity + Send + Sync>>,
+}
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identities")
+            .field("path", &self.path)
+            .field("keys", &"**redacted**")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -580,6 +615,14 @@ pub struct DefragConfig {
     pub min_free: u64,
     pub compact: bool,
     pub metrics: MetricsConfig,
+}
+
+/// What `restore` needs.
+#[derive(Debug)]
+pub struct RestoreConfig {
+    pub store: StoreConfig,
+    pub progress: Option<Duration>,
+    pub identities: Option<std::sync::Arc<Identities>>,
 }
 
 /// What `check` needs.
@@ -725,12 +768,23 @@ impl Env {
         })
     }
 
-    /// What `restore` needs: the store, and how often to log progress.
-    pub fn restore(&self) -> Result<(StoreConfig, Option<Duration>), Problems> {
+    /// What `restore` needs: the store, how often to log progress, and the identities for
+    /// encrypted backups.
+    pub fn restore(&self) -> Result<RestoreConfig, Problems> {
         self.section(|r| {
-            let (store, progress) = (store(r), progress(r));
-            Some((store?, progress?))
+            let (store, progress, identities) = (store(r), progress(r), identities(r));
+            Some(RestoreConfig {
+                store: store?,
+                progress: progress?,
+                identities: identities?,
+            })
         })
+    }
+
+    /// What `verify` needs: the identities for encrypted files (the scratch directory is read
+    /// apart, see [`Env::tmp_dir`]).
+    pub fn verify(&self) -> Result<Option<std::sync::Arc<Identities>>, Problems> {
+        self.section(identities)
     }
 
     /// What `prune` and `list` need.
@@ -1073,7 +1127,9 @@ fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
         )
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(64)));
     let progress = progress(r);
+    let recipients = recipients(r);
     (r.problems.len() == before).then(|| PipelineConfig {
+        recipients,
         progress: progress.expect("no problems"),
         threads,
         codec: codec.expect("no problems"),
@@ -1082,6 +1138,81 @@ fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
         part_size: part_size.expect("no problems"),
         concurrency: concurrency.expect("no problems"),
     })
+}
+
+/// The union of BACKUP_AGE_RECIPIENTS and BACKUP_AGE_RECIPIENTS_FILE, each checked. A variable
+/// that is set, even to nothing, must hold at least one recipient: a typo or an unset shell
+/// variable must never turn into a plaintext upload.
+fn recipients(r: &mut Reader<'_>) -> Vec<String> {
+    const FORM: &str = "expected age X25519 public keys (age1..., as age-keygen -y prints them)";
+    let mut keys: Vec<String> = Vec::new();
+    let mut take = |r: &mut Reader<'_>, var: &str, shown: &str, items: Vec<&str>| {
+        if items.is_empty() {
+            r.problem(var, Some(shown), format!("is set but holds no recipient: {FORM}, or unset it to store backups unencrypted"));
+        }
+        for item in items {
+            if item.parse::<age::x25519::Recipient>().is_err() {
+                r.problem(
+                    var,
+                    Some(shown),
+                    format!("{item:?} is not an age recipient: {FORM}"),
+                );
+            } else if !keys.iter().any(|k| k == item) {
+                keys.push(item.to_string());
+            }
+        }
+    };
+    let env = r.env;
+    if let Some(v) = env.vars.get("BACKUP_AGE_RECIPIENTS") {
+        let items = v
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|i| !i.is_empty())
+            .collect();
+        take(r, "BACKUP_AGE_RECIPIENTS", v, items);
+    }
+    if let Some(path) = env.vars.get("BACKUP_AGE_RECIPIENTS_FILE") {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let items = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .collect();
+                take(r, "BACKUP_AGE_RECIPIENTS_FILE", path, items);
+            }
+            Err(e) => r.problem(
+                "BACKUP_AGE_RECIPIENTS_FILE",
+                Some(path),
+                format!("cannot read the file ({e}): expected a recipients file, one age1... key a line"),
+            ),
+        }
+    }
+    keys
+}
+
+/// Reads BACKUP_AGE_IDENTITY_FILE, if set. The file's contents never reach a message.
+fn identities(r: &mut Reader<'_>) -> Option<Option<std::sync::Arc<Identities>>> {
+    let Some((used, path)) = r.raw("BACKUP_AGE_IDENTITY_FILE") else {
+        return Some(None);
+    };
+    let parsed = age::IdentityFile::from_file(path.to_string())
+        .map_err(|e| e.to_string())
+        .and_then(|f| f.into_identities().map_err(|e| e.to_string()));
+    match parsed {
+        Ok(keys) if !keys.is_empty() => Some(Some(std::sync::Arc::new(Identities {
+            path: PathBuf::from(path),
+            keys,
+        }))),
+        Ok(_) => {
+            r.problem(used, Some(path), "the file holds no identity: expected AGE-SECRET-KEY-1... lines, as age-keygen writes them");
+            None
+        }
+        Err(e) => {
+            // age's parse errors do not quote the key; an I/O error names the file only.
+            r.problem(used, Some(path), format!("cannot read identities ({e}): expected an unencrypted identity file, as age-keygen writes it"));
+            None
+        }
+    }
 }
 
 /// `BACKUP_PROGRESS_INTERVAL`: `Some(None)` when turned off with 0s.
