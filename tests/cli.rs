@@ -425,3 +425,78 @@ fn a_client_certificate_expiring_in_days_is_warned_about_and_shown() {
         "{out}"
     );
 }
+
+#[test]
+fn verify_reads_a_file_the_age_cli_encrypted_and_refuses_without_the_key() {
+    let tools = crate::containers::tools_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = |name: &str| {
+        let path = dir.path().join(name);
+        let o = Command::new(tools.join("age-keygen"))
+            .arg("-o")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let o = Command::new(tools.join("age-keygen"))
+            .arg("-y")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            path,
+            String::from_utf8(o.stdout).unwrap().trim().to_string(),
+        )
+    };
+    let ((key, recipient), (wrong, _)) = (keygen("key.txt"), keygen("wrong.txt"));
+    // small.db, gzip'd by us, encrypted by the reference age CLI.
+    let mut gz =
+        etcd_backup::compress::Encoder::new(etcd_backup::compress::Codec::Gzip, 6, 1, Vec::new())
+            .unwrap();
+    std::io::Write::write_all(&mut gz, &crate::common::read_data("small.db")).unwrap();
+    let plain = dir.path().join("small.db.gz");
+    std::fs::write(&plain, gz.finish().unwrap()).unwrap();
+    let sealed = dir.path().join("small.db.gz.age");
+    let o = Command::new(tools.join("age"))
+        .args(["-r", &recipient, "-o"])
+        .arg(&sealed)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let verify = |path: &std::path::Path, identity: Option<&std::path::Path>| {
+        let mut c = bin();
+        c.args(["verify", "-o", "json"])
+            .arg(path)
+            .env("BACKUP_TMP_DIR", &scratch);
+        if let Some(i) = identity {
+            c.env("BACKUP_AGE_IDENTITY_FILE", i);
+        }
+        c.output().unwrap()
+    };
+    let o = verify(&sealed, Some(&key));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hash"], crate::common::golden_status("small")["hash"]);
+    // Without the identity, with a wrong one, and with one flipped byte: exit 1, said why.
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 1;
+    let tampered = dir.path().join("tampered.db.gz.age");
+    std::fs::write(&tampered, bytes).unwrap();
+    for (path, id, want) in [
+        (&sealed, None, "BACKUP_AGE_IDENTITY_FILE is not set"),
+        (&sealed, Some(wrong.as_path()), "no identity matches"),
+        (&tampered, Some(key.as_path()), "is not a valid snapshot"),
+    ] {
+        let o = verify(path, id);
+        assert_eq!(o.status.code(), Some(1), "{want}: {}", text(&o));
+        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+    }
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "a scratch file was left"
+    );
+}

@@ -5,6 +5,8 @@ mod proxy;
 mod pushgateway;
 mod rig;
 
+pub use pushgateway::tools_dir;
+
 use std::collections::HashMap;
 use std::io::Read;
 
@@ -1056,4 +1058,122 @@ async fn defrag_disarms_nospace_once_every_member_is_below_the_quota() {
         .unwrap();
     assert!(alarms.alarms().is_empty(), "{:?}", alarms.alarms().len());
     kv.put("/after", "writable again", None).await.unwrap();
+}
+
+/// A fresh age key pair made by the real `age-keygen`: (identity file, public key).
+fn age_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let tools = pushgateway::tools_dir();
+    let path = dir.join(name);
+    let o = std::process::Command::new(tools.join("age-keygen"))
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .expect("age-keygen (scripts/tools.sh extracts it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(tools.join("age-keygen"))
+        .arg("-y")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        path,
+        String::from_utf8(o.stdout).unwrap().trim().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, recipient) = age_keygen(dir.path(), "key.txt");
+    let (_, other) = age_keygen(dir.path(), "other.txt");
+    etcd.load(500).await;
+
+    // An operator turns encryption on: the old plain backup stays.
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let source = rig::digest(etcd.client()).await;
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_AGE_RECIPIENTS", format!("{recipient} {other}"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let names = s3.backups("backups").await;
+    let sealed = names
+        .iter()
+        .find(|n| n.ends_with(".db.gz.age"))
+        .expect("an .age object")
+        .clone();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&s3.get("backups", &format!("{sealed}.json")).await.0).unwrap();
+    assert_eq!(manifest["encryption"], "age");
+    assert_eq!(manifest["age-recipients"], format!("{recipient},{other}"));
+
+    // No tool of ours: age -d | gunzip, then etcdutl snapshot restore into a new etcd.
+    let (object, _) = s3.get("backups", &sealed).await;
+    let enc = dir.path().join("object.age");
+    std::fs::write(&enc, &object).unwrap();
+    let o = std::process::Command::new(pushgateway::tools_dir().join("age"))
+        .args(["-d", "-i"])
+        .arg(&identity)
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut snapshot = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(&o.stdout[..]),
+        &mut snapshot,
+    )
+    .unwrap();
+    let volume = format!("etcd-backup-age-{}", std::process::id());
+    let (_copy, client) = rig::etcd_from_snapshot(&snapshot, &volume).await;
+    let copy = rig::digest(&client).await;
+    rig::remove_volume(&volume);
+    assert_eq!(
+        copy, source,
+        "the age CLI's restore differs from the source"
+    );
+
+    // Our restore with the identity writes the same snapshot.
+    let out = dir.path().join("restored.db");
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_AGE_IDENTITY_FILE", &identity)
+        .args(["restore", "latest", "--output"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), snapshot);
+
+    // list tells them apart; prune treats them alike.
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["list", "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let enc: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["encryption"].as_str().unwrap())
+        .collect();
+    assert_eq!(enc, ["age", "none"], "{rows}");
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_KEEP_LAST", "1")
+        .env("BACKUP_RETENTION", "1s")
+        .arg("prune")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(s3.backups("backups").await, [sealed]);
 }

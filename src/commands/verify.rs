@@ -72,7 +72,22 @@ pub fn verify(
         Err(crypt::OpenError::Io(e)) => return Err(unreadable(e).into()),
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot open {shown}"))),
     };
-    let (codec, reader) = compress::decoder(BufReader::new(opened)).map_err(unreadable)?;
+    let (codec, reader) = match compress::decoder(BufReader::new(opened)) {
+        Ok(d) => d,
+        // Reading the first decrypted bytes checks the first chunk: damage, not the input's
+        // fault. (The codec is unknown: it was never reached.)
+        Err(e) if encrypted => {
+            return Ok(Checked {
+                path: shown.to_string(),
+                codec: Codec::None,
+                verdict: Err(Invalid::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("decrypting: {e}"),
+                ))),
+            })
+        }
+        Err(e) => return Err(unreadable(e).into()),
+    };
     if codec == Codec::None && !encrypted {
         drop(reader);
         let mut file = File::open(path).map_err(unreadable)?;

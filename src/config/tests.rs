@@ -437,3 +437,100 @@ fn help_shows_name_aliases_doc_and_default_of_each_variable() {
     assert_eq!(names.first(), Some(&"ETCD_ENDPOINTS"));
     assert!(names.contains(&"BACKUP_LOG"));
 }
+
+#[test]
+fn age_recipients_from_the_variable_and_the_file_or_a_problem() {
+    let (a, b) = (
+        age::x25519::Identity::generate().to_public().to_string(),
+        age::x25519::Identity::generate().to_public().to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recipients.txt");
+    std::fs::write(&file, format!("# the offline key\n{b}\n\n{a}\n")).unwrap();
+    let base = [
+        ("BACKUP_BUCKET", "backups"),
+        ("ETCD_ENDPOINTS", "http://e:2379"),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut pairs = base.to_vec();
+        pairs.extend_from_slice(extra);
+        env(&pairs).backup()
+    };
+    let spaced = format!("{a}, \n{b}");
+    let cfg = with(&[("BACKUP_AGE_RECIPIENTS", &spaced)]).unwrap();
+    assert_eq!(cfg.pipeline.recipients, [a.clone(), b.clone()]);
+    // The union, each key once.
+    let cfg = with(&[
+        ("BACKUP_AGE_RECIPIENTS", &a),
+        ("BACKUP_AGE_RECIPIENTS_FILE", file.to_str().unwrap()),
+    ])
+    .unwrap();
+    assert_eq!(cfg.pipeline.recipients, [a.clone(), b.clone()]);
+    assert!(with(&[]).unwrap().pipeline.recipients.is_empty());
+    // Set but empty, a typo in a key, a file without keys: never a plaintext upload.
+    let typo = format!("{a},age1notakey");
+    let empty_file = dir.path().join("empty.txt");
+    std::fs::write(&empty_file, "# nothing yet\n").unwrap();
+    for (var, value, want) in [
+        ("BACKUP_AGE_RECIPIENTS", "", "is set but holds no recipient"),
+        (
+            "BACKUP_AGE_RECIPIENTS",
+            " , ",
+            "is set but holds no recipient",
+        ),
+        (
+            "BACKUP_AGE_RECIPIENTS",
+            typo.as_str(),
+            "\"age1notakey\" is not an age recipient",
+        ),
+        (
+            "BACKUP_AGE_RECIPIENTS_FILE",
+            empty_file.to_str().unwrap(),
+            "is set but holds no recipient",
+        ),
+        (
+            "BACKUP_AGE_RECIPIENTS_FILE",
+            "/nonexistent/r.txt",
+            "cannot read the file",
+        ),
+    ] {
+        let got = problems(with(&[(var, value)]));
+        assert_eq!(got.len(), 1, "{var}={value:?}: {got:?}");
+        assert!(
+            got[0].starts_with(var) && got[0].contains(want),
+            "{var}={value:?}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn an_identity_file_is_read_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = age::x25519::Identity::generate();
+    let secret = age::secrecy::ExposeSecret::expose_secret(&key.to_string()).to_string();
+    let path = dir.path().join("key.txt");
+    std::fs::write(
+        &path,
+        format!(
+            "# created: now\n# public key: {}\n{secret}\n",
+            key.to_public()
+        ),
+    )
+    .unwrap();
+    let ids = env(&[("BACKUP_AGE_IDENTITY_FILE", path.to_str().unwrap())])
+        .verify()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids.keys.len(), 1);
+    assert!(!format!("{ids:?}").contains(&secret));
+    let junk = dir.path().join("junk.txt");
+    std::fs::write(&junk, "AGE-SECRET-KEY-1NOTAKEY\n").unwrap();
+    let got = problems(env(&[("BACKUP_AGE_IDENTITY_FILE", junk.to_str().unwrap())]).verify());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("BACKUP_AGE_IDENTITY_FILE="), "{got:?}");
+    assert!(
+        !got[0].contains("NOTAKEY"),
+        "the file's contents must not show: {got:?}"
+    );
+    assert!(env(&[]).verify().unwrap().is_none());
+}
