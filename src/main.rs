@@ -3,89 +3,24 @@
 //! or usage error.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use etcd_backup::commands::{self, restore};
-use etcd_backup::config::{self, Env, LogFormat, Logging, Problems};
-use etcd_backup::output::{self, Format};
+use etcd_backup::config::{Env, LogFormat, Logging, Problems};
+use etcd_backup::output;
 use etcd_backup::shutdown::Shutdown;
 use etcd_backup::{store::Store, Usage};
-use restore::{RestoreFlags, Which};
+
+mod cli;
+use cli::{Cli, Command};
 
 /// The static (musl) build's allocator: musl's own costs this pipeline about 40% more CPU
 /// (`bench/RESULTS.md`).
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(name = "etcd-backup", version, about = "Streamed, verified etcd snapshots to S3-compatible storage.",
-    after_help = config::help_table() + "\nExit codes: 0 success, 1 runtime failure, 2 configuration or usage error.")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Snapshot etcd, verify, compress, upload, then prune (the default).
-    Backup,
-    /// Delete backups past retention, keeping the newest BACKUP_KEEP_LAST.
-    Prune {
-        /// Print the plan (keep/delete, with reasons) and delete nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// List the backups under the prefix, newest first, with what retention would do.
-    List {
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
-    /// Download a backup, check it, and write a file ready for `etcdutl snapshot restore`.
-    Restore {
-        /// A backup name (20260529-060000.db.gz, with or without the prefix) or `latest`.
-        #[arg(default_value = "latest")]
-        backup: Which,
-        /// Where to write the snapshot.
-        #[arg(long, short = 'O')]
-        output: PathBuf,
-        /// Replace OUTPUT if it exists.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        flags: RestoreFlags,
-    },
-    /// Health, member, leader, raft index, revision and DB size of every endpoint.
-    Status {
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
-    /// Defragment etcd members one at a time, followers first, when the rule says it pays.
-    Defrag {
-        /// Print the plan (per member: sizes, the rule's result, the order) and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
-    /// Exit 1 unless the newest verified backup is younger than --max-age (reads the bucket only).
-    Check {
-        /// Default: BACKUP_MAX_AGE (13h: two 6-hour periods and an hour's slack).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        max_age: Option<Duration>,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
-    /// Check a snapshot file (raw, .gz or .zst): SHA-256 trailer and bbolt walk.
-    Verify {
-        path: PathBuf,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -182,22 +117,7 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             flags,
         } => {
             let cfg = env.restore()?;
-            let store = Store::s3(&cfg.store)?;
-            let key = shutdown
-                .or_interrupted(restore::resolve(&store, backup))
-                .await?;
-            tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
-            let r = restore::restore(
-                &store,
-                key,
-                &output,
-                force,
-                shutdown,
-                cfg.progress,
-                cfg.identities,
-            )
-            .await?;
-            print(restore::report(&r, &flags))?;
+            print(restore::run(cfg, backup, &output, force, &flags, shutdown).await?)?;
         }
         Command::Status { output } => {
             let cfg = env.etcd()?;
@@ -220,10 +140,7 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
         Command::Verify { path, output } => {
             let ids = env.verify()?;
             let c = commands::verify::run(path, env.tmp_dir(), ids, shutdown).await?;
-            let codec = c.codec;
-            let v = c.into_valid()?;
-            let json = output::verified_json(&v, codec);
-            print(output.render(&json, |_| output::verified_table(&v, codec))?)?;
+            print(c.render(output)?)?;
         }
     }
     Ok(())

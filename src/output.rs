@@ -93,6 +93,9 @@ pub struct ListRow {
     pub compression: String,
     /// "age" when the object is encrypted, "none" otherwise.
     pub encryption: String,
+    /// The files archive: "-" when the backup has none, "ok", or "missing" (the backup is
+    /// incomplete: its manifest names an archive the bucket does not hold).
+    pub files: String,
     pub keep: bool,
     pub reason: String,
 }
@@ -117,6 +120,12 @@ pub fn list_rows(
                 revision: get("etcd-revision").and_then(|v| v.parse().ok()),
                 compression: get("compression").unwrap_or_else(|| b.key.codec.to_string()),
                 encryption: if b.key.encrypted { "age" } else { "none" }.to_string(),
+                files: match (get("files-archive"), b.files) {
+                    (None, _) => "-",
+                    (Some(_), true) => "ok",
+                    (Some(_), false) => "missing",
+                }
+                .to_string(),
                 keep: d.is_none_or(|d| d.keep),
                 reason: d.map(|d| d.reason.to_string()).unwrap_or_default(),
             }
@@ -137,6 +146,7 @@ pub fn list_table(rows: &[ListRow]) -> String {
                 opt(r.revision.map(|v| v.to_string())),
                 r.compression.clone(),
                 r.encryption.clone(),
+                r.files.clone(),
                 format!("{}: {}", if r.keep { "keep" } else { "delete" }, r.reason),
             ]
         })
@@ -150,6 +160,7 @@ pub fn list_table(rows: &[ListRow]) -> String {
             "REVISION",
             "CODEC",
             "ENCRYPTION",
+            "FILES",
             "RETENTION",
         ],
         &cells,

@@ -1177,3 +1177,154 @@ async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones()
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(s3.backups("backups").await, [sealed]);
 }
+
+#[tokio::test]
+async fn the_files_a_restore_needs_travel_encrypted_beside_the_snapshot() {
+    require_docker!();
+    use std::os::unix::fs::PermissionsExt;
+    let (pki, etcd, s3) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, recipient) = age_keygen(dir.path(), "key.txt");
+    // A PKI-like tree: a private key (0600), a certificate (0644), a symlink.
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(pki_dir.join("etcd")).unwrap();
+    std::fs::write(pki_dir.join("etcd/ca.key"), "PRIVATE").unwrap();
+    std::fs::set_permissions(
+        pki_dir.join("etcd/ca.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(pki_dir.join("ca.crt"), "PUBLIC").unwrap();
+    std::fs::set_permissions(
+        pki_dir.join("ca.crt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("ca.crt", pki_dir.join("link.crt")).unwrap();
+    let backup = || {
+        let mut c = rig::backup_cmd(&pki, &etcd.url, &s3, "backups");
+        c.env("BACKUP_AGE_RECIPIENTS", &recipient)
+            .env("BACKUP_INCLUDE_PATHS", &pki_dir);
+        c
+    };
+
+    // Without encryption the setting is refused before anything runs.
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_INCLUDE_PATHS", &pki_dir)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("BACKUP_INCLUDE_PATHS") && text(&o).contains("needs encryption"),
+        "{}",
+        text(&o)
+    );
+
+    // A failing snapshot (no etcd answers) takes its archive with it.
+    let o = rig::backup_cmd(&pki, "https://127.0.0.1:1", &s3, "backups")
+        .env("BACKUP_AGE_RECIPIENTS", &recipient)
+        .env("BACKUP_INCLUDE_PATHS", &pki_dir)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        s3.list("backups").await.is_empty(),
+        "{:?}",
+        s3.list("backups").await
+    );
+
+    let o = backup().output().await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let names = s3.list("backups").await;
+    let archive = names
+        .iter()
+        .find(|n| n.ends_with(".files.tar.age"))
+        .expect("an archive")
+        .clone();
+    let (bytes, _) = s3.get("backups", &archive).await;
+    assert!(
+        bytes.starts_with(etcd_backup::crypt::AGE_MAGIC),
+        "the archive is not encrypted"
+    );
+    assert!(
+        !bytes.windows(7).any(|w| w == b"PRIVATE"),
+        "plaintext in the bucket"
+    );
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["list", "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["files"], "ok", "{rows}");
+
+    // restore --files: modes kept, the symlink skipped, nothing overwritten without --force.
+    let target = dir.path().join("restored-files");
+    let restore = |force: bool| {
+        let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+        c.env("BACKUP_AGE_IDENTITY_FILE", &identity)
+            .args(["restore", "latest", "--output"])
+            .arg(dir.path().join(format!("snap-{force}.db")))
+            .arg("--files")
+            .arg(&target);
+        if force {
+            c.arg("--force");
+        }
+        c
+    };
+    let o = restore(false).output().await.unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    let base = target.join(pki_dir.strip_prefix("/").unwrap());
+    let mode = |p: &str| {
+        std::fs::metadata(base.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        std::fs::read_to_string(base.join("etcd/ca.key")).unwrap(),
+        "PRIVATE"
+    );
+    assert_eq!(mode("etcd/ca.key"), 0o600);
+    assert_eq!(mode("ca.crt"), 0o644);
+    assert!(!base.join("link.crt").exists(), "a symlink was restored");
+    assert!(log.contains("link.crt") && log.contains("skipped"), "{log}");
+    std::fs::write(base.join("ca.crt"), "CHANGED").unwrap();
+    let o = restore(false).output().await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("refusing to overwrite"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(base.join("ca.crt")).unwrap(),
+        "CHANGED"
+    );
+    let o = restore(true).output().await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(base.join("ca.crt")).unwrap(),
+        "PUBLIC"
+    );
+
+    // Prune deletes the archive with its backup.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let o = backup().output().await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .env("BACKUP_KEEP_LAST", "1")
+        .env("BACKUP_RETENTION", "1s")
+        .arg("prune")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let left = s3.list("backups").await;
+    assert_eq!(
+        left.len(),
+        3,
+        "one backup, its manifest and its archive: {left:?}"
+    );
+    assert!(!left.contains(&archive), "{left:?}");
+}

@@ -17,7 +17,7 @@ use crate::config::BackupConfig;
 use crate::etcd::{self, MemberStatus, Members, Snapshot};
 use crate::key::BackupKey;
 use crate::metrics;
-use crate::pipeline::{self, Limits, Published};
+use crate::pipeline::{self, publish_files, Limits, Published};
 use crate::scratch;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -61,6 +61,38 @@ impl Summary {
     }
 }
 
+/// The snapshot, from the first member that serves it whole: a stream that breaks midway is
+/// started over from the next member (the failed attempt published nothing: its upload was
+/// aborted, so the same key is still free).
+async fn snapshot(
+    cfg: &BackupConfig,
+    store: &Store,
+    key: BackupKey,
+    extra: crate::store::Metadata,
+    shutdown: &Shutdown,
+    used: &mut Option<MemberStatus>,
+) -> anyhow::Result<(Published, MemberStatus)> {
+    let mut members = Members::new(&cfg.etcd);
+    loop {
+        let (member, snapshot) = tokio::select! {
+            m = members.start_snapshot() => m?,
+            i = shutdown.requested() => return Err(i.into()),
+        };
+        let status = member.status.clone();
+        *used = Some(status.clone());
+        match attempt(cfg, store, key, &status, snapshot, extra.clone(), shutdown).await {
+            Ok(p) => return Ok((p, status)),
+            Err(e) if etcd::is_broken_stream(&e) => {
+                tracing::warn!(
+                    "{e:#}; nothing was published; starting over from the next endpoint"
+                );
+                members.fail(&status.endpoint, format!("{e:#}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// One try of the backup from the member whose `status` this is: the scratch space check, then
 /// the stream into [`pipeline::publish`].
 async fn attempt(
@@ -69,6 +101,7 @@ async fn attempt(
     key: BackupKey,
     status: &MemberStatus,
     snapshot: Snapshot,
+    mut extra: crate::store::Metadata,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Published> {
     tracing::info!("using {status}");
@@ -76,11 +109,11 @@ async fn attempt(
         tracing::warn!("{w}");
     }
     scratch::ensure_room(&cfg.pipeline.tmp_dir, status.db_size)?;
-    let extra = vec![
+    extra.extend([
         ("etcd-version", status.version.clone()),
         ("etcd-cluster-id", status.cluster_id.clone()),
         ("etcd-member-id", status.member_id.clone()),
-    ];
+    ]);
     let limits = Limits {
         total: cfg.etcd.snapshot_timeout,
         stall: cfg.etcd.stall_timeout,
@@ -144,27 +177,22 @@ async fn back_up(
     };
     let key =
         BackupKey::new(now, cfg.pipeline.codec).encrypted(!cfg.pipeline.recipients.is_empty());
-    let mut members = Members::new(&cfg.etcd);
-    // A stream that breaks midway is started over from the next member: the failed attempt
-    // published nothing (its upload was aborted), so the same key is still free.
-    let (published, status) = loop {
-        let (member, snapshot) = tokio::select! {
-            m = members.start_snapshot() => m?,
-            i = shutdown.requested() => return Err(i.into()),
-        };
-        let status = member.status.clone();
-        *used = Some(status.clone());
-        match attempt(cfg, store, key, &status, snapshot, shutdown).await {
-            Ok(p) => break (p, status),
-            Err(e) if etcd::is_broken_stream(&e) => {
-                tracing::warn!(
-                    "{e:#}; nothing was published; starting over from the next endpoint"
-                );
-                members.fail(&status.endpoint, format!("{e:#}"));
-            }
-            Err(e) => return Err(e),
+    // The files archive goes first, and is deleted again unless the snapshot is published too:
+    // a backup and its files appear together or not at all.
+    let mut extra = Vec::new();
+    if !cfg.include.is_empty() {
+        let stored = publish_files(&cfg.include, store, &key, &cfg.pipeline, shutdown).await?;
+        tracing::info!(key = %store.files_url(&key), stored_bytes = stored, "files archived");
+        extra.push(("files-archive", Store::files_name(&key)));
+        extra.push(("files-size", stored.to_string()));
+    }
+    let snapshot = snapshot(cfg, store, key, extra, shutdown, used).await;
+    if snapshot.is_err() && !cfg.include.is_empty() {
+        if let Err(e) = store.delete_files(&key).await {
+            tracing::error!("the snapshot failed and its files archive could not be deleted: {e}; delete {} by hand", store.files_url(&key));
         }
-    };
+    }
+    let (published, status) = snapshot?;
 
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();

@@ -106,6 +106,7 @@ mod tests {
             size: 1,
             last_modified: now,
             manifest,
+            files: false,
         }
     }
 

@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -225,6 +226,197 @@ pub async fn restore(
     })
 }
 
+/// The `restore` command: the snapshot to `output`, then, with `--files`, the files archive.
+/// Returns what to print.
+pub async fn run(
+    cfg: crate::config::RestoreConfig,
+    which: Which,
+    output: &Path,
+    force: bool,
+    flags: &RestoreFlags,
+    shutdown: &Shutdown,
+) -> anyhow::Result<String> {
+    let store = Store::s3(&cfg.store)?;
+    let key = shutdown.or_interrupted(resolve(&store, which)).await?;
+    tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
+    let ids = cfg.identities;
+    let r = restore(
+        &store,
+        key,
+        output,
+        force,
+        shutdown,
+        cfg.progress,
+        ids.clone(),
+    )
+    .await?;
+    let mut text = report(&r, flags);
+    if let Some(dir) = &flags.files {
+        let f = restore_files(&store, key, dir, force, ids, shutdown).await?;
+        text.push_str(&format!(
+            "\n{} files of the backup's files archive are in {}{}\n",
+            f.written,
+            f.dir.display(),
+            if f.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; skipped: {}", f.skipped.join(", "))
+            }
+        ));
+    }
+    Ok(text)
+}
+
+/// What `--files` did.
+#[derive(Debug, Clone, Default)]
+pub struct FilesRestored {
+    pub dir: PathBuf,
+    pub written: usize,
+    /// Entries not written (symlinks, special files, paths leaving DIR), with why.
+    pub skipped: Vec<String>,
+}
+
+/// Downloads the files archive of `key`, decrypts it and extracts it into `dir`: regular files
+/// and directories only, with their modes; symlinks and special files are skipped with a
+/// warning; every path stays inside `dir` (no `..`, no absolute names, no existing symlink on
+/// the way); an existing file is replaced only with `force`.
+pub async fn restore_files(
+    store: &Store,
+    key: BackupKey,
+    dir: &Path,
+    force: bool,
+    identities: Option<Arc<Identities>>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<FilesRestored> {
+    let ids = identities.ok_or_else(|| {
+        anyhow!(
+            "cannot restore {}: {}",
+            store.files_url(&key),
+            crate::crypt::OpenError::NoIdentity
+        )
+    })?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let mut stream = shutdown
+        .or_interrupted(async { Ok(store.get_files(&key).await?) })
+        .await
+        .with_context(|| format!("this backup's files archive ({}) cannot be read; backups taken without BACKUP_INCLUDE_PATHS have none", store.files_url(&key)))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<FilesRestored> {
+        let reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        let (_, opened) = crate::crypt::open(BufReader::new(reader), Some(&ids))
+            .context("opening the files archive")?;
+        extract(tar::Archive::new(opened), &root, force)
+    });
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            i = shutdown.requested() => return Err(i.into()),
+            c = stream.next() => c,
+        };
+        let Some(chunk) = chunk else { break };
+        let failed = chunk.is_err();
+        if tx
+            .send(chunk.map_err(|e| crate::describe(&e)))
+            .await
+            .is_err()
+            || failed
+        {
+            break;
+        }
+    }
+    drop(tx);
+    worker.await.context("the extracting thread panicked")?
+}
+
+fn extract<R: Read>(
+    mut archive: tar::Archive<R>,
+    root: &Path,
+    force: bool,
+) -> anyhow::Result<FilesRestored> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut done = FilesRestored {
+        dir: root.to_path_buf(),
+        ..Default::default()
+    };
+    let mut dir_modes = Vec::new();
+    for entry in archive.entries().context("reading the files archive")? {
+        let mut entry = entry.context("reading the files archive")?;
+        let name = entry
+            .path()
+            .context("reading an entry's name")?
+            .into_owned();
+        let shown = name.display().to_string();
+        let inside = name
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            tracing::warn!("skipping {shown:?}: its path leaves the target directory");
+            done.skipped
+                .push(format!("{shown}: path leaves the directory"));
+            continue;
+        }
+        let dest = root.join(&name);
+        let kind = entry.header().entry_type();
+        let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
+        if !(kind.is_file() || kind.is_dir()) {
+            tracing::warn!(
+                "skipping {shown}: a {kind:?} entry (only files and directories are restored)"
+            );
+            done.skipped.push(format!("{shown}: {kind:?}"));
+            continue;
+        }
+        let parent = if kind.is_dir() {
+            dest.as_path()
+        } else {
+            dest.parent().unwrap_or(root)
+        };
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        // An existing symlink on the way could lead outside: resolve and check.
+        let real = parent.canonicalize()?;
+        if !real.starts_with(root) {
+            bail!(
+                "{} resolves to {}, outside {}: refusing to write through it",
+                parent.display(),
+                real.display(),
+                root.display()
+            );
+        }
+        if kind.is_dir() {
+            dir_modes.push((dest, mode));
+            continue;
+        }
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            if !force {
+                bail!("{} exists; refusing to overwrite it (pass --force to replace existing files; {} files were written before it)", dest.display(), done.written);
+            }
+            std::fs::remove_file(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&dest)
+            .with_context(|| format!("creating {}", dest.display()))?;
+        std::io::copy(&mut entry, &mut out)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        out.sync_all()?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+        done.written += 1;
+    }
+    // Directory modes last, so a read-only directory does not stop its own files.
+    for (d, mode) in dir_modes.into_iter().rev() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(done)
+}
+
 /// What `restore` prints: the verified figures and the next step.
 pub fn report(r: &Restored, flags: &RestoreFlags) -> String {
     format!(
@@ -250,6 +442,9 @@ pub struct RestoreFlags {
     /// For the printed etcdutl command: the new data directory.
     #[arg(long)]
     pub data_dir: Option<String>,
+    /// Also extract the backup's files archive (BACKUP_INCLUDE_PATHS) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
 }
 
 /// The next step, as the seed's runbook runs it.

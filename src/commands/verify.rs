@@ -38,6 +38,14 @@ pub struct NotValid {
 }
 
 impl Checked {
+    /// The verified figures as `format` shows them, or the verdict as an error (exit 1).
+    pub fn render(self, format: crate::output::Format) -> anyhow::Result<String> {
+        let codec = self.codec;
+        let v = self.into_valid()?;
+        let json = crate::output::verified_json(&v, codec);
+        Ok(format.render(&json, |_| crate::output::verified_table(&v, codec))?)
+    }
+
     /// The verified figures, or the verdict as an error.
     pub fn into_valid(self) -> Result<Verified, NotValid> {
         let path = self.path;

@@ -165,6 +165,12 @@ pub const VARS: &[Var] = &[
         "An identity file as age -i reads it (AGE-SECRET-KEY-1...), for restore and verify of encrypted backups.",
     ),
     var(
+        "BACKUP_INCLUDE_PATHS",
+        &[],
+        None,
+        "Files or directories to archive beside each backup, encrypted (needs age recipients), e.g. /etc/kubernetes/pki.",
+    ),
+    var(
         "BACKUP_RETENTION",
         &[],
         Some("30d"),
@@ -596,6 +602,8 @@ pub struct BackupConfig {
     pub pipeline: PipelineConfig,
     pub policy: Policy,
     pub metrics: MetricsConfig,
+    /// Files and directories archived beside each backup (only with encryption).
+    pub include: Vec<PathBuf>,
 }
 
 /// Where run metrics go: nowhere unless a Pushgateway is set.
@@ -716,7 +724,9 @@ impl Env {
         self.section(|r| {
             let (etcd, store, pipeline, policy) = (etcd(r), store(r), pipeline(r), policy(r));
             let metrics = metrics(r);
+            let include = include(r, pipeline.as_ref());
             Some(BackupConfig {
+                include,
                 etcd: etcd?,
                 store: store?,
                 pipeline: pipeline?,
@@ -1188,6 +1198,29 @@ fn recipients(r: &mut Reader<'_>) -> Vec<String> {
         }
     }
     keys
+}
+
+/// BACKUP_INCLUDE_PATHS: existing paths, and only with encryption, so that private keys never
+/// reach the bucket in plaintext.
+fn include(r: &mut Reader<'_>, pipeline: Option<&PipelineConfig>) -> Vec<PathBuf> {
+    let Some((used, list)) = r.raw("BACKUP_INCLUDE_PATHS") else {
+        return Vec::new();
+    };
+    let paths: Vec<PathBuf> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if pipeline.is_some_and(|p| p.recipients.is_empty()) {
+        r.problem(used, Some(list), "needs encryption: set BACKUP_AGE_RECIPIENTS or BACKUP_AGE_RECIPIENTS_FILE (these files hold private keys, which never go to the bucket in plaintext)");
+    }
+    for p in &paths {
+        if !p.is_absolute() || !p.exists() {
+            r.problem(used, Some(list), format!("{:?} is not an existing absolute path: expected files or directories, comma-separated, such as /etc/kubernetes/pki", p.display().to_string()));
+        }
+    }
+    paths
 }
 
 /// Reads BACKUP_AGE_IDENTITY_FILE, if set. The file's contents never reach a message.

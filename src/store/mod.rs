@@ -77,6 +77,8 @@ pub struct Listed {
     pub last_modified: chrono::DateTime<chrono::Utc>,
     /// Whether its manifest (`<key>.json`, the verified figures) is there too.
     pub manifest: bool,
+    /// Whether a files archive of the same time is there.
+    pub files: bool,
 }
 
 /// The listing under the prefix: our backups (newest first) and the names we skipped.
@@ -90,6 +92,9 @@ pub struct Listing {
 
 /// A backup's manifest is its name with this suffix.
 pub const MANIFEST_SUFFIX: &str = ".json";
+
+/// A backup's files archive (BACKUP_INCLUDE_PATHS) is its time with this suffix.
+pub const FILES_SUFFIX: &str = ".files.tar.age";
 
 /// User metadata stored with an object, as `x-amz-meta-*` headers on S3.
 pub type Metadata = Vec<(&'static str, String)>;
@@ -211,6 +216,7 @@ impl Store {
             .map_err(self.err("listing", self.url.clone()))?;
         let mut listing = Listing::default();
         let mut manifests = std::collections::HashSet::new();
+        let mut files = std::collections::HashSet::new();
         for o in objects {
             let name = o.location.as_ref();
             let ours = name.strip_prefix(&self.prefix);
@@ -219,18 +225,26 @@ impl Store {
                 manifests.insert(key);
                 continue;
             }
+            // A files archive is named by the time alone: `{time}.db` is the key it goes with.
+            let archive = ours.and_then(|n| n.strip_suffix(FILES_SUFFIX));
+            if let Some(Ok(key)) = archive.map(|t| format!("{t}.db").parse::<BackupKey>()) {
+                files.insert(key.time);
+                continue;
+            }
             match ours.map(str::parse::<BackupKey>) {
                 Some(Ok(key)) => listing.backups.push(Listed {
                     key,
                     size: o.size,
                     last_modified: o.last_modified,
                     manifest: false,
+                    files: false,
                 }),
                 _ => listing.skipped.push(name.to_string()),
             }
         }
         for b in &mut listing.backups {
             b.manifest = manifests.remove(&b.key);
+            b.files = files.contains(&b.key.time);
         }
         // A manifest without its backup is one of ours, but nothing of value: prune deletes a
         // manifest before its backup, so only a hand-deleted backup leaves one. Left alone.
@@ -251,10 +265,49 @@ impl Store {
     }
 
     pub async fn exists(&self, key: &BackupKey) -> Result<bool, StoreError> {
-        match self.inner.head(&self.path(key)).await {
+        self.exists_at(&self.path(key), &self.url(key)).await
+    }
+
+    async fn exists_at(&self, path: &Path, url: &str) -> Result<bool, StoreError> {
+        match self.inner.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.err("checking", self.url(key))(e)),
+            Err(e) => Err(self.err("checking", url.to_string())(e)),
+        }
+    }
+
+    /// The files archive of a backup: its time, then [`FILES_SUFFIX`].
+    pub fn files_name(key: &BackupKey) -> String {
+        format!("{}{FILES_SUFFIX}", key.time.format("%Y%m%d-%H%M%S"))
+    }
+
+    fn files_path(&self, key: &BackupKey) -> Path {
+        Path::from(format!("{}{}", self.prefix, Store::files_name(key)))
+    }
+
+    /// The full URL of a backup's files archive, for messages.
+    pub fn files_url(&self, key: &BackupKey) -> String {
+        format!("{}{}", self.url, Store::files_name(key))
+    }
+
+    /// The stored bytes of a backup's files archive, as a stream.
+    pub async fn get_files(
+        &self,
+        key: &BackupKey,
+    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, StoreError> {
+        let r = self
+            .inner
+            .get(&self.files_path(key))
+            .await
+            .map_err(self.err("downloading", self.files_url(key)))?;
+        Ok(r.into_stream())
+    }
+
+    /// Deletes a backup's files archive (absent is fine: S3 DELETE is idempotent).
+    pub async fn delete_files(&self, key: &BackupKey) -> Result<(), StoreError> {
+        match self.inner.delete(&self.files_path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("deleting", self.files_url(key))(e)),
         }
     }
 
@@ -357,6 +410,10 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.err("deleting", manifest)(e)),
         }
+        if key.encrypted {
+            // Only encrypted backups have one; deleted before the backup, like the manifest.
+            self.delete_files(key).await?;
+        }
         self.inner
             .delete(&self.path(key))
             .await
@@ -385,13 +442,49 @@ impl Store {
         S: Stream<Item = anyhow::Result<Bytes>>,
         G: Future<Output = anyhow::Result<T>>,
     {
-        let url = self.url(key);
-        if self.exists(key).await? {
+        let to = (self.path(key), self.url(key));
+        self.put_stream_at(to, metadata, parts, concurrency, gate, shutdown)
+            .await
+    }
+
+    /// [`Store::put_stream`] for the files archive of `key` (`{key time}.files.tar.age`).
+    pub async fn put_files_stream<S, G, T>(
+        &self,
+        key: &BackupKey,
+        parts: S,
+        concurrency: usize,
+        gate: G,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<(u64, T)>
+    where
+        S: Stream<Item = anyhow::Result<Bytes>>,
+        G: Future<Output = anyhow::Result<T>>,
+    {
+        let to = (self.files_path(key), self.files_url(key));
+        let metadata = vec![("encryption", "age".to_string())];
+        self.put_stream_at(to, metadata, parts, concurrency, gate, shutdown)
+            .await
+    }
+
+    async fn put_stream_at<S, G, T>(
+        &self,
+        (path, url): (Path, String),
+        metadata: Metadata,
+        parts: S,
+        concurrency: usize,
+        gate: G,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<(u64, T)>
+    where
+        S: Stream<Item = anyhow::Result<Bytes>>,
+        G: Future<Output = anyhow::Result<T>>,
+    {
+        if self.exists_at(&path, &url).await? {
             return Err(PutError::Exists(url).into());
         }
         let mut upload = self
             .inner
-            .put_multipart_opts(&self.path(key), self.put_options(metadata))
+            .put_multipart_opts(&path, self.put_options(metadata))
             .await
             .map_err(self.err("starting the upload of", url.clone()))?;
         let work = async {
@@ -401,7 +494,7 @@ impl Store {
             .await?;
             // Checked again just before publishing: the window for a same-second race is the
             // length of one request, and concurrencyPolicy: Forbid closes it in Kubernetes.
-            if self.exists(key).await? {
+            if self.exists_at(&path, &url).await? {
                 return Err(PutError::Exists(url.clone()).into());
             }
             anyhow::Ok(sent)

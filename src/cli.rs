@@ -1,0 +1,76 @@
+//! The binary's command line: subcommands and flags (clap). Settings are environment variables
+//! (`etcd_backup::config`); flags are only what differs between one invocation and the next.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use etcd_backup::commands::restore::{RestoreFlags, Which};
+use etcd_backup::config;
+use etcd_backup::output::Format;
+
+#[derive(Parser)]
+#[command(name = "etcd-backup", version, about = "Streamed, verified etcd snapshots to S3-compatible storage.",
+    after_help = config::help_table() + "\nExit codes: 0 success, 1 runtime failure, 2 configuration or usage error.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Snapshot etcd, verify, compress, upload, then prune (the default).
+    Backup,
+    /// Delete backups past retention, keeping the newest BACKUP_KEEP_LAST.
+    Prune {
+        /// Print the plan (keep/delete, with reasons) and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the backups under the prefix, newest first, with what retention would do.
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Download a backup, check it, and write a file ready for `etcdutl snapshot restore`.
+    Restore {
+        /// A backup name (20260529-060000.db.gz, with or without the prefix) or `latest`.
+        #[arg(default_value = "latest")]
+        backup: Which,
+        /// Where to write the snapshot.
+        #[arg(long, short = 'O')]
+        output: PathBuf,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        flags: RestoreFlags,
+    },
+    /// Health, member, leader, raft index, revision and DB size of every endpoint.
+    Status {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Defragment etcd members one at a time, followers first, when the rule says it pays.
+    Defrag {
+        /// Print the plan (per member: sizes, the rule's result, the order) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Exit 1 unless the newest verified backup is younger than --max-age (reads the bucket only).
+    Check {
+        /// Default: BACKUP_MAX_AGE (13h: two 6-hour periods and an hour's slack).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<Duration>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Check a snapshot file (raw, .gz or .zst): SHA-256 trailer and bbolt walk.
+    Verify {
+        path: PathBuf,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
