@@ -3,7 +3,8 @@
 #   - the seed article's CronJob script: `etcdctl snapshot save`, `etcdctl snapshot status`,
 #     `gzip`, `aws s3 cp --storage-class STANDARD_IA`, one after another,
 #   - `etcdctl snapshot save` (etcd's serving speed: the floor for any backup),
-#   - `etcd-backup backup` with gzip and with zstd (wall time, peak RSS, stored size),
+#   - `etcd-backup backup` with gzip and with zstd (wall time, peak RSS, stored size), and with
+#     gzip encrypted with age (the cost of encryption),
 #   - `etcd-backup verify` against `etcdutl snapshot status` on the same file,
 #   - the peak RSS of the gzip backup of a second etcd filled to 128 MiB (memory must not grow
 #     with the database).
@@ -53,6 +54,10 @@ for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$BACKUP_BUCKET/" >/dev/
 for _ in $(seq 50); do "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
 
 small_endpoint="http://127.0.0.1:$(port "$small" 2379)"
+# A recipient for the encrypted step (the identity is thrown away with $work).
+tools=$(bash scripts/tools.sh)
+"$tools/age-keygen" -o "$work/age.key" 2>/dev/null
+recipient=$("$tools/age-keygen" -y "$work/age.key")
 target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
 target/release/examples/load "$small_endpoint" 128MiB
 db=$("$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | grep -o '"dbSize":[0-9]*' | cut -d: -f2)
@@ -94,6 +99,8 @@ for r in $(seq "$ROUNDS"); do
   measure gzip env BACKUP_COMPRESSION=gzip "$bin" backup
   grep -o 'stored_bytes=[0-9]*' "$work/err.gzip" | cut -d= -f2 > "$work/stored.gzip"
   sleep 1 # a new second, a new key
+  measure gzip-age env BACKUP_COMPRESSION=gzip BACKUP_AGE_RECIPIENTS="$recipient" "$bin" backup
+  sleep 1
   measure zstd env BACKUP_COMPRESSION=zstd "$bin" backup
   grep -o 'stored_bytes=[0-9]*' "$work/err.zstd" | cut -d= -f2 > "$work/stored.zstd"
   measure etcdutl-status "$work/bin/etcdutl" snapshot status "$work/snap.db" -w json
@@ -110,8 +117,8 @@ awk -v size="$SIZE" -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat 
   { t[$1] += $2; n[$1]++; if ($3 > m[$1]) m[$1] = $3; c[$1] += $4; e[$1] += $5; s[$1] += $6 }
   END {
     printf "%-16s %8s %12s %9s %9s %9s %10s\n", "step", "mean s", "peak RSS MiB", "CPU s", "etcd CPU", "S3 CPU", "cores busy"
-    split("seed save gzip zstd etcdutl-status verify gzip-128MiB", order, " ")
-    for (i = 1; i <= 7; i++) {
+    split("seed save gzip gzip-age zstd etcdutl-status verify gzip-128MiB", order, " ")
+    for (i = 1; i <= 8; i++) {
       k = order[i]; w = t[k]/n[k]
       printf "%-16s %8.2f %12.1f %9.2f %9.2f %9.2f %10.2f\n", k, w, m[k]/1024, c[k]/n[k], e[k]/n[k], s[k]/n[k], (c[k]+e[k]+s[k])/n[k]/w
     }
@@ -120,6 +127,7 @@ awk -v size="$SIZE" -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat 
     printf "  seed pipeline / backup gzip   %.2f (higher: ours is faster)\n", (t["seed"]/n["seed"]) / (t["gzip"]/n["gzip"])
     printf "  backup gzip / snapshot save   %.2f\n", (t["gzip"]/n["gzip"]) / (t["save"]/n["save"])
     printf "  backup zstd / snapshot save   %.2f\n", (t["zstd"]/n["zstd"]) / (t["save"]/n["save"])
+    printf "  gzip+age / gzip               wall %.3f, CPU %.3f, peak RSS %.1f / %.1f MiB\n", (t["gzip-age"]/n["gzip-age"]) / (t["gzip"]/n["gzip"]), (c["gzip-age"]/n["gzip-age"]) / (c["gzip"]/n["gzip"]), m["gzip-age"]/1024, m["gzip"]/1024
     printf "  verify / etcdutl status       %.2f (RSS %.1f vs %.1f MiB)\n", (t["verify"]/n["verify"]) / (t["etcdutl-status"]/n["etcdutl-status"]), m["verify"]/1024, m["etcdutl-status"]/1024
     printf "  peak RSS of backup gzip, %s / 128 MiB   %.1f / %.1f MiB = %.2f\n", size, m["gzip"]/1024, m["gzip-128MiB"]/1024, m["gzip"]/m["gzip-128MiB"]
     printf "\ncompression: gzip %.2fx (%d bytes; gzip -6 makes %d, ours is %+.2f%%), zstd %.2fx (%d bytes)\n", raw/g, g, g6, (g-g6)*100/g6, raw/z, z
