@@ -288,6 +288,9 @@ pub async fn restore_files(
     identities: Option<Arc<Identities>>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<FilesRestored> {
+    if !key.encrypted {
+        bail!("{} is not encrypted, so it has no files archive: BACKUP_INCLUDE_PATHS archives files only with age recipients set", store.url(&key));
+    }
     let ids = identities.ok_or_else(|| {
         anyhow!(
             "cannot restore {}: {}",
