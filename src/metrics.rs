@@ -57,15 +57,26 @@ fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-/// The report in the Prometheus text format (gauges only, no timestamps: the Pushgateway
-/// refuses pushed timestamps).
-pub fn encode(report: &Report) -> String {
+/// Gauges, `(name, help, value)`, in the Prometheus text format. No timestamps: the
+/// Pushgateway refuses pushed ones.
+fn text(gauges: &[(&str, &str, f64)]) -> String {
     let mut registry = Registry::default();
-    let mut gauge = |name: &str, help: &str, value: f64| {
+    for (name, help, value) in gauges {
         let g = Gauge::<f64, AtomicU64>::default();
-        g.set(value);
-        registry.register(name, help, g);
-    };
+        g.set(*value);
+        registry.register(*name, *help, g);
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    // The Pushgateway reads the classic text format; OpenMetrics' closing line is a comment there
+    // but is dropped to keep the body plain.
+    out.trim_end_matches("# EOF\n").to_string()
+}
+
+/// The report in the Prometheus text format.
+pub fn encode(report: &Report) -> String {
+    let mut gauges = Vec::new();
+    let mut gauge = |name, help, value| gauges.push((name, help, value));
     gauge(
         "etcd_backup_last_run_timestamp_seconds",
         "When the last backup run ended, success or not.",
@@ -129,11 +140,7 @@ pub fn encode(report: &Report) -> String {
             seconds(t),
         );
     }
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
-    // The Pushgateway reads the classic text format; OpenMetrics' closing line is a comment there
-    // but is dropped to keep the body plain.
-    out.trim_end_matches("# EOF\n").to_string()
+    text(&gauges)
 }
 
 /// The group's URL: `/metrics/job/etcd-backup/NAME/VALUE...`. Values with a `/`, and empty
@@ -168,12 +175,8 @@ pub struct DefragReport {
 /// The defrag report in the text format; its names differ from a backup's, so the two share
 /// the group without replacing each other's metrics.
 pub fn encode_defrag(r: &DefragReport) -> String {
-    let mut registry = Registry::default();
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        let g = Gauge::<f64, AtomicU64>::default();
-        g.set(value);
-        registry.register(name, help, g);
-    };
+    let mut gauges = Vec::new();
+    let mut gauge = |name, help, value| gauges.push((name, help, value));
     gauge(
         "etcd_backup_defrag_last_run_timestamp_seconds",
         "When the last defrag run ended.",
@@ -201,9 +204,7 @@ pub fn encode_defrag(r: &DefragReport) -> String {
             r.size_after as f64,
         );
     }
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
-    out.trim_end_matches("# EOF\n").to_string()
+    text(&gauges)
 }
 
 /// Pushes `report` if a Pushgateway is set; a failure is logged as a warning and returned, for

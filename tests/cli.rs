@@ -287,11 +287,7 @@ fn backup_log_works_with_every_command() {
 fn verify_with_a_missing_scratch_directory_is_a_runtime_failure_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let gz = dir.path().join("small.db.gz");
-    let mut enc =
-        etcd_backup::compress::Encoder::new(etcd_backup::compress::Codec::Gzip, 6, 1, Vec::new())
-            .unwrap();
-    std::io::Write::write_all(&mut enc, &crate::common::read_data("small.db")).unwrap();
-    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    std::fs::write(&gz, crate::common::gzipped("small.db")).unwrap();
     let o = bin()
         .arg("verify")
         .arg(&gz)
@@ -428,34 +424,13 @@ fn a_client_certificate_expiring_in_days_is_warned_about_and_shown() {
 
 #[test]
 fn verify_reads_a_file_the_age_cli_encrypted_and_refuses_without_the_key() {
-    let tools = crate::containers::tools_dir();
+    let tools = crate::common::tools_dir();
     let dir = tempfile::tempdir().unwrap();
-    let keygen = |name: &str| {
-        let path = dir.path().join(name);
-        let o = Command::new(tools.join("age-keygen"))
-            .arg("-o")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        let o = Command::new(tools.join("age-keygen"))
-            .arg("-y")
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            path,
-            String::from_utf8(o.stdout).unwrap().trim().to_string(),
-        )
-    };
-    let ((key, recipient), (wrong, _)) = (keygen("key.txt"), keygen("wrong.txt"));
+    let (key, recipient) = crate::common::age_keygen(dir.path(), "key.txt");
+    let (wrong, _) = crate::common::age_keygen(dir.path(), "wrong.txt");
     // small.db, gzip'd by us, encrypted by the reference age CLI.
-    let mut gz =
-        etcd_backup::compress::Encoder::new(etcd_backup::compress::Codec::Gzip, 6, 1, Vec::new())
-            .unwrap();
-    std::io::Write::write_all(&mut gz, &crate::common::read_data("small.db")).unwrap();
     let plain = dir.path().join("small.db.gz");
-    std::fs::write(&plain, gz.finish().unwrap()).unwrap();
+    std::fs::write(&plain, crate::common::gzipped("small.db")).unwrap();
     let sealed = dir.path().join("small.db.gz.age");
     let o = Command::new(tools.join("age"))
         .args(["-r", &recipient, "-o"])

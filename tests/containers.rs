@@ -5,7 +5,7 @@ mod proxy;
 mod pushgateway;
 mod rig;
 
-pub use pushgateway::tools_dir;
+use crate::common::{age_keygen, tools_dir};
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -552,34 +552,30 @@ async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
     assert_eq!(s3.backups("backups").await.len(), 1);
 }
 
-#[tokio::test]
-async fn sigterm_during_the_upload_aborts_it() {
-    require_docker!();
+/// Runs `cmd` with its stderr piped, reads it until a line contains `needle`, waits `settle`,
+/// calls `before` with the log so far (to check the state the signal meets), sends SIGTERM and
+/// reads to the end. Returns the exit code, the whole log, and how long the exit took after the
+/// signal.
+async fn sigterm_after(
+    mut cmd: tokio::process::Command,
+    needle: &str,
+    settle: std::time::Duration,
+    before: impl FnOnce(&str),
+) -> (Option<i32>, String, std::time::Duration) {
     use tokio::io::AsyncBufReadExt;
-    let (pki, etcd, s3) = start().await;
-    etcd.load(1000).await;
-    let s3_port = rig::port(&s3.endpoint);
-    let hung = proxy::upload_limit(s3_port, 300_000, proxy::OnLimit::Stall).await;
-    let mut child = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env(
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", hung.port),
-        )
-        .env("BACKUP_COMPRESSION", "none")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the snapshot is verified: the upload comes next, and hangs in the proxy.
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();
     while let Some(line) = lines.next_line().await.unwrap() {
         log.push_str(&line);
         log.push('\n');
-        if line.contains("snapshot verified") {
+        if line.contains(needle) {
             break;
         }
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(settle).await;
+    before(&log);
+    let signalled = std::time::Instant::now();
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
     while let Some(line) = lines.next_line().await.unwrap() {
@@ -587,7 +583,26 @@ async fn sigterm_during_the_upload_aborts_it() {
         log.push('\n');
     }
     let status = child.wait().await.unwrap();
-    assert_eq!(status.code(), Some(1), "{log}");
+    (status.code(), log, signalled.elapsed())
+}
+
+#[tokio::test]
+async fn sigterm_during_the_upload_aborts_it() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    etcd.load(1000).await;
+    let s3_port = rig::port(&s3.endpoint);
+    let hung = proxy::upload_limit(s3_port, 300_000, proxy::OnLimit::Stall).await;
+    let mut cmd = rig::backup_cmd(&pki, &etcd.url, &s3, "backups");
+    cmd.env(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", hung.port),
+    )
+    .env("BACKUP_COMPRESSION", "none");
+    // Once the snapshot is verified the upload comes next, and hangs in the proxy.
+    let settle = std::time::Duration::from_millis(500);
+    let (code, log, _) = sigterm_after(cmd, "snapshot verified", settle, |_| {}).await;
+    assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("interrupted by SIGTERM: the upload was aborted"),
         "{log}"
@@ -610,7 +625,6 @@ async fn a_snapshot_failing_at_its_start_falls_over_to_the_next_endpoint() {
 #[tokio::test]
 async fn sigterm_during_a_hung_restore_stops_it_and_removes_the_part_file() {
     require_docker!();
-    use tokio::io::AsyncBufReadExt;
     let (pki, etcd, s3) = start().await;
     etcd.load(300).await;
     let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
@@ -623,40 +637,20 @@ async fn sigterm_during_a_hung_restore_stops_it_and_removes_the_part_file() {
     let hung = proxy::download_limit(rig::port(&s3.endpoint), 200_000, proxy::OnLimit::Stall).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("restored.db");
-    let mut child = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .env(
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", hung.port),
-        )
-        .args(["restore", "latest", "--output"])
-        .arg(&out)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("restoring") {
-            break;
-        }
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-    assert!(
-        dir.path().join("restored.db.part").exists(),
-        "the download did not start:\n{log}"
-    );
-    let signalled = std::time::Instant::now();
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
-    while let Some(line) = lines.next_line().await.unwrap() {
-        log.push_str(&line);
-        log.push('\n');
-    }
-    let status = child.wait().await.unwrap();
-    let took = signalled.elapsed();
-    assert_eq!(status.code(), Some(1), "{log}");
+    let mut cmd = rig::cmd(&pki, &etcd.url, &s3, "backups");
+    cmd.env(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", hung.port),
+    )
+    .args(["restore", "latest", "--output"])
+    .arg(&out);
+    let part = dir.path().join("restored.db.part");
+    let settle = std::time::Duration::from_millis(1000);
+    let (code, log, took) = sigterm_after(cmd, "restoring", settle, |log| {
+        assert!(part.exists(), "the download did not start:\n{log}")
+    })
+    .await;
+    assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("interrupted by SIGTERM"), "{log}");
     // Well inside the 10 s grace period: the download watched the signal.
     assert!(
@@ -1081,27 +1075,6 @@ async fn defrag_disarms_nospace_once_every_member_is_below_the_quota() {
     kv.put("/after", "writable again", None).await.unwrap();
 }
 
-/// A fresh age key pair made by the real `age-keygen`: (identity file, public key).
-fn age_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
-    let tools = pushgateway::tools_dir();
-    let path = dir.join(name);
-    let o = std::process::Command::new(tools.join("age-keygen"))
-        .arg("-o")
-        .arg(&path)
-        .output()
-        .expect("age-keygen (scripts/tools.sh extracts it)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = std::process::Command::new(tools.join("age-keygen"))
-        .arg("-y")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        path,
-        String::from_utf8(o.stdout).unwrap().trim().to_string(),
-    )
-}
-
 #[tokio::test]
 async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones() {
     require_docker!();
@@ -1140,7 +1113,7 @@ async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones()
     let (object, _) = s3.get("backups", &sealed).await;
     let enc = dir.path().join("object.age");
     std::fs::write(&enc, &object).unwrap();
-    let o = std::process::Command::new(pushgateway::tools_dir().join("age"))
+    let o = std::process::Command::new(tools_dir().join("age"))
         .args(["-d", "-i"])
         .arg(&identity)
         .arg(&enc)

@@ -87,6 +87,37 @@ impl Read for ChannelReader {
     }
 }
 
+/// Sends the download to the worker's channel until it ends, fails, the worker stops, or the
+/// shutdown fires. Dropping the channel ends the worker's input; its `.part` file goes with the
+/// caller's guard.
+async fn send_download(
+    mut stream: futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    shutdown: &Shutdown,
+    mut progress: Option<&mut crate::progress::Progress>,
+) -> anyhow::Result<()> {
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            i = shutdown.requested() => return Err(i.into()),
+            c = stream.next() => c,
+        };
+        let Some(chunk) = chunk else { return Ok(()) };
+        if let (Ok(c), Some(p)) = (&chunk, progress.as_deref_mut()) {
+            p.advance(c.len());
+        }
+        let failed = chunk.is_err();
+        if tx
+            .send(chunk.map_err(|e| crate::describe(&e)))
+            .await
+            .is_err()
+            || failed
+        {
+            return Ok(());
+        }
+    }
+}
+
 /// The `.part` file next to `path`, removed on drop unless kept.
 struct Part {
     path: PathBuf,
@@ -141,7 +172,7 @@ pub async fn restore(
         .open(&part.path)
         .with_context(|| format!("creating {}", part.path.display()))?;
 
-    let (size, mut stream) = shutdown
+    let (size, stream) = shutdown
         .or_interrupted(async { Ok(store.get(&key).await?) })
         .await?;
     let mut progress = crate::progress::Progress::new("download", Some(size), progress_every);
@@ -174,29 +205,7 @@ pub async fn restore(
             Ok((codec, checked, file))
         },
     );
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            // Dropping the worker's channel ends its input; its file is the `.part`, removed
-            // when `part` drops on the way out.
-            i = shutdown.requested() => return Err(i.into()),
-            c = stream.next() => c,
-        };
-        let Some(chunk) = chunk else { break };
-        if let Ok(c) = &chunk {
-            progress.advance(c.len());
-        }
-        let failed = chunk.is_err();
-        if tx
-            .send(chunk.map_err(|e| crate::describe(&e)))
-            .await
-            .is_err()
-            || failed
-        {
-            break;
-        }
-    }
-    drop(tx);
+    send_download(stream, tx, shutdown, Some(&mut progress)).await?;
     let (codec, checked, file) = worker.await.context("the restore thread panicked")??;
     let verified = checked.with_context(|| {
         format!(
@@ -302,7 +311,7 @@ pub async fn restore_files(
     let root = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
-    let mut stream = shutdown
+    let stream = shutdown
         .or_interrupted(async { Ok(store.get_files(&key).await?) })
         .await
         .with_context(|| format!("this backup's files archive ({}) cannot be read; backups taken without BACKUP_INCLUDE_PATHS have none", store.files_url(&key)))?;
@@ -316,24 +325,7 @@ pub async fn restore_files(
             .context("opening the files archive")?;
         extract(tar::Archive::new(opened), &root, force)
     });
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            i = shutdown.requested() => return Err(i.into()),
-            c = stream.next() => c,
-        };
-        let Some(chunk) = chunk else { break };
-        let failed = chunk.is_err();
-        if tx
-            .send(chunk.map_err(|e| crate::describe(&e)))
-            .await
-            .is_err()
-            || failed
-        {
-            break;
-        }
-    }
-    drop(tx);
+    send_download(stream, tx, shutdown, None).await?;
     worker.await.context("the extracting thread panicked")?
 }
 

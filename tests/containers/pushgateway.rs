@@ -16,24 +16,9 @@ impl Drop for Pushgateway {
     }
 }
 
-/// The directory `scripts/tools.sh` extracts the Debian binaries to.
-pub fn tools_dir() -> std::path::PathBuf {
-    match std::env::var_os("TOOLS_DIR") {
-        Some(d) => d.into(),
-        None => {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| {
-                    std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache")
-                });
-            cache.join("etcd-backup-tools")
-        }
-    }
-}
-
 impl Pushgateway {
     pub async fn start() -> Pushgateway {
-        let bin = tools_dir().join("prometheus-pushgateway");
+        let bin = crate::common::tools_dir().join("prometheus-pushgateway");
         assert!(
             bin.exists(),
             "{} is missing: run scripts/tools.sh (make setup does)",
