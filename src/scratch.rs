@@ -25,7 +25,7 @@ pub struct ScratchError {
 fn describe(doing: &str, dir: &Path, e: &io::Error) -> String {
     let advice = match e.kind() {
         io::ErrorKind::StorageFull => {
-            "the directory is full: give it at least the etcd database size, or point BACKUP_TMP_DIR elsewhere"
+            "give it at least the etcd database size, or point BACKUP_TMP_DIR elsewhere"
         }
         io::ErrorKind::NotFound => {
             "the directory does not exist: create it, or point BACKUP_TMP_DIR at one that does"
@@ -77,7 +77,7 @@ pub fn ensure_room(dir: &Path, db_size: u64) -> Result<(), ScratchError> {
     let need = space_needed(db_size);
     if free < need {
         return Err(ScratchError {
-            doing: "reserving room for the snapshot",
+            doing: "not enough scratch space",
             dir: dir.to_path_buf(),
             source: io::Error::new(
                 io::ErrorKind::StorageFull,
@@ -110,8 +110,11 @@ mod tests {
         let e = ensure_room(dir.path(), u64::MAX / 2).unwrap_err();
         assert_eq!(e.source.kind(), io::ErrorKind::StorageFull);
         let text = e.to_string();
+        // The words tests/image.sh looks for in the image's own run.
         assert!(
-            text.contains("is full") && text.contains("BACKUP_TMP_DIR"),
+            text.starts_with("not enough scratch space in ")
+                && text.contains("(BACKUP_TMP_DIR): ")
+                && text.contains("needed for a "),
             "{text}"
         );
     }

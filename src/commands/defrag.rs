@@ -261,6 +261,18 @@ async fn healthy_members(
             );
         }
     }
+    // An endpoint of another cluster must not be defragmented along with this one.
+    if let Some(stray) = members.iter().find(|o| {
+        !list
+            .members()
+            .iter()
+            .any(|m| format!("{:x}", m.id()) == o.status.member_id)
+    }) {
+        bail!(
+            "{} is member {} of cluster {}, which is not in this cluster's member list: ETCD_ENDPOINTS must name one cluster; {nothing}",
+            stray.status.endpoint, stray.status.member_id, stray.status.cluster_id
+        );
+    }
     for (id, alarm) in &alarms {
         if *alarm != AlarmType::Nospace {
             bail!("member {id:x} has the alarm {alarm:?}: fix it first (a CORRUPT alarm means a diverged member); {nothing}");
