@@ -67,7 +67,7 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Check a snapshot file (raw, .gz or .zst): SHA-256 trailer and bbolt walk.
+    /// Check a snapshot file (raw, .gz or .zst, each also as .age): SHA-256 trailer and bbolt walk.
     Verify {
         path: PathBuf,
         #[arg(short, long, value_enum, default_value = "table")]

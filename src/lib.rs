@@ -14,7 +14,8 @@
 //! 4. [`retention`]: decide, purely, which backups to delete.
 //!
 //! **Commands** ([`commands`]): `backup` (the only place that knows the order above), `prune`,
-//! `list`, `restore` (the way back), `status`, `verify`, `check` (is the newest backup fresh).
+//! `list`, `restore` (the way back), `status`, `verify`, `check` (is the newest backup fresh),
+//! `defrag` (one member at a time).
 //! Each returns data; the binary prints it and picks the exit code.
 //!
 //! **Support**: [`output`] (tables and JSON), [`shutdown`] (SIGTERM as a value passed in),
