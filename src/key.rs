@@ -30,6 +30,9 @@ pub struct BackupKey {
 /// The suffix of an encrypted backup.
 pub const AGE_SUFFIX: &str = ".age";
 
+/// A backup's files archive (BACKUP_INCLUDE_PATHS) is its time with this suffix.
+pub const FILES_SUFFIX: &str = ".files.tar.age";
+
 impl BackupKey {
     /// The key of a backup taken at `time`, truncated to the second as the name is.
     pub fn new(time: DateTime<Utc>, codec: Codec) -> Self {
@@ -39,6 +42,16 @@ impl BackupKey {
             codec,
             encrypted: false,
         }
+    }
+
+    /// The name of this backup's files archive: `{time}.files.tar.age`.
+    pub fn files_name(&self) -> String {
+        format!("{}{FILES_SUFFIX}", self.time.format(TIME_FORMAT))
+    }
+
+    /// The time of a files archive's name, if `name` is one.
+    pub fn files_time(name: &str) -> Option<DateTime<Utc>> {
+        parse_time(name.strip_suffix(FILES_SUFFIX)?)
     }
 
     /// The same key, for an object encrypted with age or not.
@@ -78,28 +91,33 @@ impl FromStr for BackupKey {
             Some(ext) => (ext, true),
             None => (ext, false),
         };
-        // chrono accepts some variations (signs, fewer digits); insist on the exact shape so the
-        // name round-trips and nothing that merely looks similar is ever pruned.
-        if !time.bytes().enumerate().all(|(i, b)| {
+        let codec = Codec::ALL
+            .into_iter()
+            .find(|c| c.extension() == ext)
+            .ok_or_else(not_ours)?;
+        Ok(BackupKey {
+            time: parse_time(time).ok_or_else(not_ours)?,
+            codec,
+            encrypted,
+        })
+    }
+}
+
+/// `20260529-060000`, exactly: chrono accepts some variations (signs, fewer digits), so the
+/// shape is checked first, so that the name round-trips and nothing that merely looks similar
+/// is ever pruned.
+fn parse_time(time: &str) -> Option<DateTime<Utc>> {
+    let shaped = time.len() == TIME_LEN
+        && time.bytes().enumerate().all(|(i, b)| {
             if i == 8 {
                 b == b'-'
             } else {
                 b.is_ascii_digit()
             }
-        }) {
-            return Err(not_ours());
-        }
-        let codec = Codec::ALL
-            .into_iter()
-            .find(|c| c.extension() == ext)
-            .ok_or_else(not_ours)?;
-        let time = NaiveDateTime::parse_from_str(time, TIME_FORMAT).map_err(|_| not_ours())?;
-        Ok(BackupKey {
-            time: time.and_utc(),
-            codec,
-            encrypted,
-        })
-    }
+        });
+    shaped.then_some(())?;
+    let time = NaiveDateTime::parse_from_str(time, TIME_FORMAT).ok()?;
+    Some(time.and_utc())
 }
 
 #[cfg(test)]
@@ -145,6 +163,21 @@ mod tests {
         let t = Utc.timestamp_opt(1_780_000_000, 999_000_000).unwrap();
         let key = BackupKey::new(t, Codec::Gzip);
         assert_eq!(key.to_string().parse::<BackupKey>().unwrap(), key);
+    }
+
+    #[test]
+    fn files_archive_names_round_trip_and_are_strict() {
+        let key: BackupKey = "20260529-060000.db.zst.age".parse().unwrap();
+        assert_eq!(key.files_name(), "20260529-060000.files.tar.age");
+        assert_eq!(BackupKey::files_time(&key.files_name()), Some(key.time));
+        for name in [
+            "20260529-060000.files.tar",
+            "2026052-060000.files.tar.age",
+            "20260529-0600001.files.tar.age",
+            "20260529-060000.db.gz.age",
+        ] {
+            assert_eq!(BackupKey::files_time(name), None, "{name:?}");
+        }
     }
 
     #[test]

@@ -146,6 +146,11 @@ fn encode_error(e: std::io::Error) -> anyhow::Error {
     anyhow::Error::new(e).context("compressing the snapshot")
 }
 
+/// What arrives on `rx`, as a stream that ends when every sender is gone.
+fn received<T>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+}
+
 /// How long a snapshot stream may take in all and stay silent, and what stops it early.
 #[derive(Clone)]
 pub struct Limits {
@@ -197,9 +202,7 @@ pub async fn publish_files(
         }
         r
     });
-    let parts = futures::stream::unfold(parts_rx, |mut rx| async move {
-        rx.recv().await.map(|part| (part, rx))
-    });
+    let parts = received(parts_rx);
     let gate = async { worker.await.context("the archiving thread panicked")? };
     let (_, stored) = store
         .put_files_stream(key, parts, cfg.concurrency, gate, shutdown)
@@ -295,9 +298,7 @@ where
         );
         anyhow::Ok((verified, raw_len, stored_len, stream_time, verify_time))
     };
-    let parts = futures::stream::unfold(parts_rx, |mut rx| async move {
-        rx.recv().await.map(|part| (part, rx))
-    });
+    let parts = received(parts_rx);
     let upload = store.put_stream(
         &key,
         metadata.clone(),

@@ -183,7 +183,7 @@ async fn back_up(
     if !cfg.include.is_empty() {
         let stored = publish_files(&cfg.include, store, &key, &cfg.pipeline, shutdown).await?;
         tracing::info!(key = %store.files_url(&key), stored_bytes = stored, "files archived");
-        extra.push(("files-archive", Store::files_name(&key)));
+        extra.push(("files-archive", key.files_name()));
         extra.push(("files-size", stored.to_string()));
     }
     let snapshot = snapshot(cfg, store, key, extra, shutdown, used).await;

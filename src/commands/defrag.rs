@@ -188,10 +188,11 @@ async fn caught_up(
     index: u64,
     limit: Duration,
 ) -> Result<MemberStatus, String> {
+    let url = url::Url::parse(endpoint).map_err(|e| e.to_string())?;
     let until = Instant::now() + limit;
     let mut last = String::from("no answer yet");
     while Instant::now() < until {
-        match crate::etcd::probe(cfg, &url::Url::parse(endpoint).expect("checked")).await {
+        match crate::etcd::probe(cfg, &url).await {
             Ok(mut m) if m.status.raft_applied_index >= index => {
                 linearizable(&mut m.client, cfg.dial_timeout).await?;
                 return Ok(m.status);

@@ -20,7 +20,7 @@ use crate::config::Identities;
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
 use crate::snapshot::verify::{self, Verified};
-use crate::store::Store;
+use crate::store::{ByteStream, Store};
 use std::sync::Arc;
 
 /// Which backup to restore.
@@ -87,24 +87,41 @@ impl Read for ChannelReader {
     }
 }
 
-/// Sends the download to the worker's channel until it ends, fails, the worker stops, or the
-/// shutdown fires. Dropping the channel ends the worker's input; its `.part` file goes with the
-/// caller's guard.
-async fn send_download(
-    mut stream: futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+/// Runs `work` on a blocking thread over a download, decrypted first when it is an age file
+/// (`what` names it in the error), while this task feeds it through a bounded channel: memory
+/// does not grow with the object. A shutdown stops the feed; the thread's input then ends, and
+/// whatever it wrote goes with the caller's guards.
+async fn through_thread<T: Send + 'static>(
+    (size, mut stream): (u64, ByteStream),
+    what: &'static str,
+    identities: Option<Arc<Identities>>,
+    progress: Option<std::time::Duration>,
     shutdown: &Shutdown,
-    mut progress: Option<&mut crate::progress::Progress>,
-) -> anyhow::Result<()> {
+    work: impl FnOnce(Box<dyn Read + Send + '_>) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let worker = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        let (_, opened) = crate::crypt::open(
+            BufReader::with_capacity(1 << 20, reader),
+            identities.as_deref(),
+        )
+        .with_context(|| format!("opening {what}"))?;
+        work(opened)
+    });
+    let mut progress = crate::progress::Progress::new("download", Some(size), progress);
     loop {
         let chunk = tokio::select! {
             biased;
             i = shutdown.requested() => return Err(i.into()),
             c = stream.next() => c,
         };
-        let Some(chunk) = chunk else { return Ok(()) };
-        if let (Ok(c), Some(p)) = (&chunk, progress.as_deref_mut()) {
-            p.advance(c.len());
+        let Some(chunk) = chunk else { break };
+        if let Ok(c) = &chunk {
+            progress.advance(c.len());
         }
         let failed = chunk.is_err();
         if tx
@@ -113,9 +130,13 @@ async fn send_download(
             .is_err()
             || failed
         {
-            return Ok(());
+            break;
         }
     }
+    drop(tx);
+    worker
+        .await
+        .with_context(|| format!("the thread reading {what} panicked"))?
 }
 
 /// The `.part` file next to `path`, removed on drop unless kept.
@@ -172,23 +193,17 @@ pub async fn restore(
         .open(&part.path)
         .with_context(|| format!("creating {}", part.path.display()))?;
 
-    let (size, stream) = shutdown
+    let download = shutdown
         .or_interrupted(async { Ok(store.get(&key).await?) })
         .await?;
-    let mut progress = crate::progress::Progress::new("download", Some(size), progress_every);
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
     let part_path = part.path.clone();
-    let worker = tokio::task::spawn_blocking(
-        move || -> anyhow::Result<(Codec, Result<Verified, verify::Invalid>, File)> {
-            let reader = ChannelReader {
-                rx,
-                current: Bytes::new(),
-            };
-            let (_, opened) = crate::crypt::open(
-                BufReader::with_capacity(1 << 20, reader),
-                identities.as_deref(),
-            )
-            .context("opening the backup")?;
+    let (codec, checked, file) = through_thread(
+        download,
+        "the backup",
+        identities,
+        progress_every,
+        shutdown,
+        move |opened| {
             let (codec, mut decoded) =
                 compress::decoder(BufReader::with_capacity(1 << 20, opened))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -204,9 +219,8 @@ pub async fn restore(
             let checked = verify::check_spooled(&file, trailer);
             Ok((codec, checked, file))
         },
-    );
-    send_download(stream, tx, shutdown, Some(&mut progress)).await?;
-    let (codec, checked, file) = worker.await.context("the restore thread panicked")??;
+    )
+    .await?;
     let verified = checked.with_context(|| {
         format!(
             "checking {} (nothing was written to {})",
@@ -311,22 +325,19 @@ pub async fn restore_files(
     let root = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
-    let stream = shutdown
+    let download = shutdown
         .or_interrupted(async { Ok(store.get_files(&key).await?) })
         .await
         .with_context(|| format!("this backup's files archive ({}) cannot be read; backups taken without BACKUP_INCLUDE_PATHS have none", store.files_url(&key)))?;
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<FilesRestored> {
-        let reader = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
-        let (_, opened) = crate::crypt::open(BufReader::new(reader), Some(&ids))
-            .context("opening the files archive")?;
-        extract(tar::Archive::new(opened), &root, force)
-    });
-    send_download(stream, tx, shutdown, None).await?;
-    worker.await.context("the extracting thread panicked")?
+    through_thread(
+        download,
+        "the files archive",
+        Some(ids),
+        None,
+        shutdown,
+        move |opened| extract(tar::Archive::new(opened), &root, force),
+    )
+    .await
 }
 
 fn extract<R: Read>(

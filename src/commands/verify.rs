@@ -74,6 +74,11 @@ pub fn verify(
 ) -> anyhow::Result<Checked> {
     let shown = path.display();
     let unreadable = |e: std::io::Error| Usage(format!("cannot read {shown}: {e}"));
+    let judged = |codec, verdict| Checked {
+        path: shown.to_string(),
+        codec,
+        verdict,
+    };
     let input = File::open(path).map_err(unreadable)?;
     let (encrypted, opened) = match crypt::open(BufReader::new(input), identities) {
         Ok(o) => o,
@@ -85,25 +90,15 @@ pub fn verify(
         // Reading the first decrypted bytes checks the first chunk: damage, not the input's
         // fault. (The codec is unknown: it was never reached.)
         Err(e) if encrypted => {
-            return Ok(Checked {
-                path: shown.to_string(),
-                codec: Codec::None,
-                verdict: Err(Invalid::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("decrypting: {e}"),
-                ))),
-            })
+            let e = std::io::Error::new(e.kind(), format!("decrypting: {e}"));
+            return Ok(judged(Codec::None, Err(Invalid::Io(e))));
         }
         Err(e) => return Err(unreadable(e).into()),
     };
     if codec == Codec::None && !encrypted {
         drop(reader);
         let mut file = File::open(path).map_err(unreadable)?;
-        return Ok(Checked {
-            path: shown.to_string(),
-            codec,
-            verdict: check::check_file(&mut file),
-        });
+        return Ok(judged(codec, check::check_file(&mut file)));
     }
     let scratch = scratch::file(tmp, ".db")?;
     let disk = |e| -> ScratchError { scratch::error("decoding into a scratch file", tmp)(e) };
@@ -124,18 +119,13 @@ pub fn verify(
                 "decoding"
             };
             let e = std::io::Error::new(e.kind(), format!("{what} {codec}: {e}"));
-            return Ok(Checked {
-                path: shown.to_string(),
-                codec,
-                verdict: Err(Invalid::Io(e)),
-            });
+            return Ok(judged(codec, Err(Invalid::Io(e))));
         }
         Err(Copy::Write(e)) => return Err(disk(e).into()),
     };
     out.flush().map_err(disk)?;
-    Ok(Checked {
-        path: shown.to_string(),
+    Ok(judged(
         codec,
-        verdict: check::check_spooled(scratch.as_file(), trailer),
-    })
+        check::check_spooled(scratch.as_file(), trailer),
+    ))
 }

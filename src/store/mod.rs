@@ -93,8 +93,8 @@ pub struct Listing {
 /// A backup's manifest is its name with this suffix.
 pub const MANIFEST_SUFFIX: &str = ".json";
 
-/// A backup's files archive (BACKUP_INCLUDE_PATHS) is its time with this suffix.
-pub const FILES_SUFFIX: &str = ".files.tar.age";
+/// An object's bytes as they download.
+pub type ByteStream = BoxStream<'static, Result<Bytes, object_store::Error>>;
 
 /// User metadata stored with an object, as `x-amz-meta-*` headers on S3.
 pub type Metadata = Vec<(&'static str, String)>;
@@ -225,10 +225,9 @@ impl Store {
                 manifests.insert(key);
                 continue;
             }
-            // A files archive is named by the time alone: `{time}.db` is the key it goes with.
-            let archive = ours.and_then(|n| n.strip_suffix(FILES_SUFFIX));
-            if let Some(Ok(key)) = archive.map(|t| format!("{t}.db").parse::<BackupKey>()) {
-                files.insert(key.time);
+            // A files archive is named by the time alone.
+            if let Some(time) = ours.and_then(BackupKey::files_time) {
+                files.insert(time);
                 continue;
             }
             match ours.map(str::parse::<BackupKey>) {
@@ -276,38 +275,32 @@ impl Store {
         }
     }
 
-    /// The files archive of a backup: its time, then [`FILES_SUFFIX`].
-    pub fn files_name(key: &BackupKey) -> String {
-        format!("{}{FILES_SUFFIX}", key.time.format("%Y%m%d-%H%M%S"))
-    }
-
     fn files_path(&self, key: &BackupKey) -> Path {
-        Path::from(format!("{}{}", self.prefix, Store::files_name(key)))
+        Path::from(format!("{}{}", self.prefix, key.files_name()))
     }
 
     /// The full URL of a backup's files archive, for messages.
     pub fn files_url(&self, key: &BackupKey) -> String {
-        format!("{}{}", self.url, Store::files_name(key))
+        format!("{}{}", self.url, key.files_name())
     }
 
-    /// The stored bytes of a backup's files archive, as a stream.
-    pub async fn get_files(
-        &self,
-        key: &BackupKey,
-    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, StoreError> {
-        let r = self
-            .inner
-            .get(&self.files_path(key))
+    /// The stored size of a backup's files archive and its bytes, as a stream.
+    pub async fn get_files(&self, key: &BackupKey) -> Result<(u64, ByteStream), StoreError> {
+        self.get_at(&self.files_path(key), self.files_url(key))
             .await
-            .map_err(self.err("downloading", self.files_url(key)))?;
-        Ok(r.into_stream())
     }
 
-    /// Deletes a backup's files archive (absent is fine: S3 DELETE is idempotent).
+    /// Deletes a backup's files archive; one that is not there is fine.
     pub async fn delete_files(&self, key: &BackupKey) -> Result<(), StoreError> {
-        match self.inner.delete(&self.files_path(key)).await {
+        self.delete_if_there(&self.files_path(key), self.files_url(key))
+            .await
+    }
+
+    /// Deletes an object; S3's DELETE of a missing one succeeds, and so does ours.
+    async fn delete_if_there(&self, path: &Path, url: String) -> Result<(), StoreError> {
+        match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err("deleting", self.files_url(key))(e)),
+            Err(e) => Err(self.err("deleting", url)(e)),
         }
     }
 
@@ -389,15 +382,16 @@ impl Store {
     }
 
     /// The stored size of a backup and its bytes, as a stream.
-    pub async fn get(
-        &self,
-        key: &BackupKey,
-    ) -> Result<(u64, BoxStream<'static, Result<Bytes, object_store::Error>>), StoreError> {
+    pub async fn get(&self, key: &BackupKey) -> Result<(u64, ByteStream), StoreError> {
+        self.get_at(&self.path(key), self.url(key)).await
+    }
+
+    async fn get_at(&self, path: &Path, url: String) -> Result<(u64, ByteStream), StoreError> {
         let r = self
             .inner
-            .get(&self.path(key))
+            .get(path)
             .await
-            .map_err(self.err("downloading", self.url(key)))?;
+            .map_err(self.err("downloading", url))?;
         Ok((r.meta.size, r.into_stream()))
     }
 
@@ -406,10 +400,8 @@ impl Store {
     /// Deleting a manifest that is not there succeeds (S3 DELETE is idempotent).
     pub async fn delete(&self, key: &BackupKey) -> Result<(), StoreError> {
         let manifest = format!("{}{MANIFEST_SUFFIX}", self.url(key));
-        match self.inner.delete(&self.manifest_path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.err("deleting", manifest)(e)),
-        }
+        self.delete_if_there(&self.manifest_path(key), manifest)
+            .await?;
         if key.encrypted {
             // Only encrypted backups have one; deleted before the backup, like the manifest.
             self.delete_files(key).await?;
