@@ -25,6 +25,7 @@
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod consistency;
 pub mod crypt;
 pub mod etcd;
 pub mod key;

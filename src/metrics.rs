@@ -45,6 +45,9 @@ pub struct Published {
     pub snapshot_bytes: u64,
     pub stored_bytes: u64,
     pub revision: i64,
+    /// Members whose HashKV differed from the snapshot's, and members not compared.
+    pub members_differing: usize,
+    pub members_unchecked: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +115,16 @@ pub fn encode(report: &Report) -> String {
             "etcd_backup_snapshot_revision",
             "etcd revision of the last published snapshot.",
             p.revision as f64,
+        );
+        gauge(
+            "etcd_backup_members_diverged",
+            "Members whose HashKV at the snapshot's revision differed from the published snapshot's (a diverged member: replace its data).",
+            p.members_differing as f64,
+        );
+        gauge(
+            "etcd_backup_members_unchecked",
+            "Members the last published snapshot could not be compared with (see the manifest's etcd-hashkv-members for why).",
+            p.members_unchecked as f64,
         );
     }
     if let Some(db) = report.db {
@@ -269,6 +282,8 @@ mod tests {
                 snapshot_bytes: 1000,
                 stored_bytes: 300,
                 revision: 42,
+                members_differing: 1,
+                members_unchecked: 0,
             }),
             db: Some(DbSizes {
                 size: 4096,
@@ -294,6 +309,7 @@ mod tests {
             Some(1_780_000_000.5)
         );
         assert_eq!(value(&text, "etcd_backup_snapshot_revision"), Some(42.0));
+        assert_eq!(value(&text, "etcd_backup_members_diverged"), Some(1.0));
         assert_eq!(value(&text, "etcd_backup_duration_seconds"), Some(12.25));
         assert_eq!(
             value(&text, "etcd_backup_db_quota_bytes"),
@@ -315,6 +331,7 @@ mod tests {
             "etcd_backup_snapshot_size_bytes",
             "etcd_backup_stored_size_bytes",
             "etcd_backup_snapshot_revision",
+            "etcd_backup_members_diverged",
         ] {
             assert_eq!(value(&text, absent), None, "{absent} in\n{text}");
         }

@@ -78,8 +78,19 @@ pub fn verified_table(v: &Verified, codec: Codec) -> String {
         ),
         ("term", opt(s.term.map(|c| c.to_string()))),
         ("storage version", opt(s.storage_version.clone())),
+        (
+            "hashKV",
+            opt(s
+                .hash_kv
+                .map(|h| h.hash.to_string())
+                .or_else(|| s.hash_kv_skipped.clone())),
+        ),
+        (
+            "hashKVCompactRevision",
+            opt(s.hash_kv.map(|h| h.compact_revision.to_string())),
+        ),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<17} {v}\n")).collect()
+    rows.iter().map(|(k, v)| format!("{k:<22} {v}\n")).collect()
 }
 
 /// One backup in `list`: the listing, its metadata, and what retention would do with it.

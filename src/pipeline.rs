@@ -211,6 +211,11 @@ pub async fn publish_files(
     Ok(stored)
 }
 
+/// The `check` of [`publish`] that checks nothing more (tests, and `restore`-side tools).
+pub async fn no_check(_: std::fs::File, _: Verified) -> anyhow::Result<Metadata> {
+    Ok(Vec::new())
+}
+
 /// A published backup.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -221,7 +226,7 @@ pub struct Published {
     pub stored_bytes: u64,
     /// Streaming, compressing and uploading, overlapped, until the last part was handed over.
     pub stream_time: Duration,
-    /// The walk of the spooled file.
+    /// The walk of the spooled file and the check against the cluster.
     pub verify_time: Duration,
     /// The last parts, completing the upload and the manifest.
     pub finish_time: Duration,
@@ -232,17 +237,22 @@ pub struct Published {
 /// Streams, verifies and uploads one snapshot stream, all at once. The object exists
 /// afterwards only if this returns `Ok`. `extra` is metadata known before the stream (member,
 /// versions); the object carries it, the manifest carries it and the verified figures.
-pub async fn publish<S, E>(
+/// `check` runs after the walk passed, before the upload completes (the cluster check of
+/// [`crate::consistency`]): its error aborts the upload, its figures go into the manifest.
+pub async fn publish<S, E, C, F>(
     source: S,
     store: &Store,
     key: BackupKey,
     cfg: &PipelineConfig,
     limits: &Limits,
     extra: Metadata,
+    check: C,
 ) -> anyhow::Result<Published>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<anyhow::Error>,
+    C: FnOnce(std::fs::File, Verified) -> F,
+    F: std::future::Future<Output = anyhow::Result<Metadata>>,
 {
     let started = Instant::now();
     let raw = scratch::file(&cfg.tmp_dir, ".db")?;
@@ -289,14 +299,23 @@ where
         let verified = tokio::task::spawn_blocking(move || verify::check_spooled(&file, trailer))
             .await?
             .context("verifying the snapshot (the upload was aborted, nothing was published)")?;
-        let verify_time = started.elapsed() - stream_time;
         let s = &verified.status;
         tracing::info!(
             sha256 = %hex(&verified.sha256), revision = s.revision, hash = s.hash,
             total_keys = s.total_key, total_size = s.total_size,
+            hash_kv = s.hash_kv.map(|h| h.hash), hash_kv_compact_revision = s.hash_kv.map(|h| h.compact_revision),
             "snapshot verified: SHA-256 trailer matches and the bbolt walk found no damage"
         );
-        anyhow::Ok((verified, raw_len, stored_len, stream_time, verify_time))
+        let checked = check(raw.reopen()?, verified.clone()).await?;
+        let verify_time = started.elapsed() - stream_time;
+        anyhow::Ok((
+            verified,
+            checked,
+            raw_len,
+            stored_len,
+            stream_time,
+            verify_time,
+        ))
     };
     let parts = received(parts_rx);
     let upload = store.put_stream(
@@ -314,7 +333,7 @@ where
         let _ = w.await;
     }
     drop(raw);
-    let (_, (verified, raw_len, stored_len, stream_time, verify_time)) =
+    let (_, (verified, checked, raw_len, stored_len, stream_time, verify_time)) =
         uploaded.with_context(|| format!("uploading {}", store.url(&key)))?;
 
     let s = &verified.status;
@@ -328,6 +347,17 @@ where
         ("etcd-total-keys", s.total_key.to_string()),
         ("etcd-db-size", s.total_size.to_string()),
     ]);
+    if let Some(kv) = &s.hash_kv {
+        figures.extend([
+            ("etcd-hashkv", kv.hash.to_string()),
+            (
+                "etcd-hashkv-compact-revision",
+                kv.compact_revision.to_string(),
+            ),
+            ("etcd-hashkv-revision", kv.revision.to_string()),
+        ]);
+    }
+    figures.extend(checked);
     // The backup is published and whole; its manifest only saves `list` a download.
     let manifest_error = match store.put_manifest(&key, &figures).await {
         Ok(()) => None,

@@ -10,7 +10,7 @@ use etcd_backup::commands::{list, prune, restore};
 use etcd_backup::compress::{self, Codec};
 use etcd_backup::config::PipelineConfig;
 use etcd_backup::key::BackupKey;
-use etcd_backup::pipeline::{publish, Limits};
+use etcd_backup::pipeline::{no_check, publish, Limits};
 use etcd_backup::shutdown::{self, Shutdown};
 use etcd_backup::store::Store;
 use object_store::memory::InMemory;
@@ -80,6 +80,7 @@ async fn publishes_every_codec_whole_with_metadata() {
             &cfg(codec, tmp.path()),
             &limits(Duration::from_secs(60)),
             vec![],
+            no_check,
         )
         .await
         .unwrap();
@@ -149,6 +150,7 @@ async fn assert_nothing_published_within(
         &cfg(Codec::Gzip, tmp.path()),
         limits,
         vec![],
+        no_check,
     )
     .await
     .unwrap_err();
@@ -294,6 +296,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
         &cfg(Codec::Gzip, tmp.path()),
         &limits(Duration::from_secs(30)),
         vec![],
+        no_check,
     )
     .await
     .unwrap();
@@ -347,6 +350,7 @@ async fn an_encrypted_backup_restores_with_its_identity_and_nothing_else() {
         &c,
         &limits(Duration::from_secs(30)),
         vec![],
+        no_check,
     )
     .await
     .unwrap();

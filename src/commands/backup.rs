@@ -3,8 +3,10 @@
 //! 1. check the bucket (a missing bucket fails before any snapshot is taken);
 //! 2. choose a member ([`Members`]) and start its snapshot;
 //! 3. check the scratch space against the database size the member reports;
-//! 4. stream, verify and publish ([`pipeline::publish`]); a stream that breaks midway starts
-//!    over from the next member, since the failed attempt published nothing;
+//! 4. stream, verify and publish ([`pipeline::publish`]); before the upload completes, the
+//!    snapshot's HashKV is checked against every member ([`consistency`]); a stream that
+//!    breaks midway, or a snapshot whose member diverged from the majority, starts over from
+//!    the next member, since the failed attempt published nothing;
 //! 5. prune, only after a successful upload, never the object just written;
 //! 6. push the run's metrics (success or failure) when a Pushgateway is set.
 
@@ -14,12 +16,15 @@ use chrono::{DateTime, Utc};
 
 use crate::commands::prune::prune;
 use crate::config::BackupConfig;
+use crate::consistency::{self, NotTheCluster, Verdict};
 use crate::etcd::{self, MemberStatus, Members, Snapshot};
 use crate::key::BackupKey;
 use crate::metrics;
 use crate::pipeline::{self, publish_files, Limits, Published};
 use crate::scratch;
 use crate::shutdown::Shutdown;
+use crate::snapshot::hashkv;
+use crate::snapshot::verify::{Verified, TRAILER_LEN};
 use crate::store::Store;
 
 /// The summary of a whole `backup` run.
@@ -27,6 +32,8 @@ use crate::store::Store;
 pub struct Summary {
     pub published: Published,
     pub member: MemberStatus,
+    /// The snapshot against every member; `None` when its HashKV could not be computed.
+    pub cluster: Option<consistency::Report>,
     pub pruned: usize,
     pub prune_time: Duration,
     pub prune_error: Option<String>,
@@ -46,6 +53,8 @@ impl Summary {
             ratio = format!("{:.2}", p.raw_bytes as f64 / p.stored_bytes.max(1) as f64),
             revision = p.verified.status.revision,
             hash = p.verified.status.hash,
+            hash_kv = p.verified.status.hash_kv.map(|h| h.hash),
+            members = self.cluster.as_ref().map(|c| c.members()).unwrap_or_else(|| "unchecked".into()),
             total_keys = p.verified.status.total_key,
             member = %self.member.member_id,
             stream_s = format!("{:.2}", p.stream_time.as_secs_f64()),
@@ -71,7 +80,7 @@ async fn snapshot(
     extra: crate::store::Metadata,
     shutdown: &Shutdown,
     used: &mut Option<MemberStatus>,
-) -> anyhow::Result<(Published, MemberStatus)> {
+) -> anyhow::Result<(Published, MemberStatus, Option<consistency::Report>)> {
     let mut members = Members::new(&cfg.etcd);
     loop {
         let (member, snapshot) = tokio::select! {
@@ -80,17 +89,79 @@ async fn snapshot(
         };
         let status = member.status.clone();
         *used = Some(status.clone());
-        match attempt(cfg, store, key, &status, snapshot, extra.clone(), shutdown).await {
-            Ok(p) => return Ok((p, status)),
+        let attempted = attempt(cfg, store, key, &status, snapshot, extra.clone(), shutdown).await;
+        match attempted {
+            Ok((p, report)) => return Ok((p, status, report)),
             Err(e) if etcd::is_broken_stream(&e) => {
                 tracing::warn!(
                     "{e:#}; nothing was published; starting over from the next endpoint"
                 );
                 members.fail(&status.endpoint, format!("{e:#}"));
             }
+            Err(e) if consistency::diverged_source(&e).is_some() => {
+                tracing::error!("{e:#}; starting over from the next endpoint");
+                members.fail(
+                    &status.endpoint,
+                    format!("member {} diverged from the majority of the cluster (its HashKV differs); nothing from it was published", status.member_id),
+                );
+            }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The check of [`pipeline::publish`]: the snapshot's HashKV against every member. Publishes
+/// (returns the manifest's figures) unless the snapshot's member is in the minority or the
+/// members split; the report is left in `out`.
+async fn check_cluster(
+    cfg: &BackupConfig,
+    status: &MemberStatus,
+    file: std::fs::File,
+    verified: Verified,
+    out: &std::sync::Mutex<Option<consistency::Report>>,
+) -> anyhow::Result<crate::store::Metadata> {
+    let Some(ours) = verified.status.hash_kv else {
+        let why = verified.status.hash_kv_skipped.unwrap_or_default();
+        tracing::warn!("the snapshot is not compared with the members: {why}");
+        return Ok(vec![("etcd-hashkv-members", format!("unchecked ({why})"))]);
+    };
+    let db_len = file.metadata()?.len().saturating_sub(TRAILER_LEN as u64);
+    // Rare (a member compacted between the snapshot and the question) and about a second per
+    // GB: run in place rather than hold the file across threads.
+    let rehash = |compact| {
+        hashkv::hash_at(&file, db_len, ours.revision, compact)
+            .ok()
+            .and_then(Result::ok)
+            .map(|h| h.hash)
+    };
+    let report = consistency::check(&cfg.etcd, status, ours, rehash).await;
+    for c in report.differing() {
+        tracing::error!(
+            "member {}'s HashKV at revision {} differs from the snapshot's: {c}; that member has diverged from the others; check with `etcdctl endpoint hashkv --cluster --rev={}` and replace its data",
+            c.member_id, ours.revision, ours.revision
+        );
+    }
+    for c in report.unchecked() {
+        tracing::warn!(
+            "the snapshot was not compared with member {}: {c}",
+            c.member_id
+        );
+    }
+    if report.verdict != Verdict::Publish {
+        return Err(NotTheCluster {
+            member: status.member_id.clone(),
+            endpoint: status.endpoint.clone(),
+            report,
+        }
+        .into());
+    }
+    tracing::info!(
+        hash_kv = ours.hash, revision = ours.revision, compact_revision = ours.compact_revision,
+        members = %report.members(), "snapshot checked against the members' HashKV"
+    );
+    let figures = report.figures();
+    *out.lock().expect("not poisoned") = Some(report);
+    Ok(figures)
 }
 
 /// One try of the backup from the member whose `status` this is: the scratch space check, then
@@ -103,7 +174,7 @@ async fn attempt(
     snapshot: Snapshot,
     mut extra: crate::store::Metadata,
     shutdown: &Shutdown,
-) -> anyhow::Result<Published> {
+) -> anyhow::Result<(Published, Option<consistency::Report>)> {
     tracing::info!("using {status}");
     if let Some(w) = etcd::quota_warning(status, cfg.etcd.quota) {
         tracing::warn!("{w}");
@@ -121,7 +192,11 @@ async fn attempt(
         expected_size: Some(status.db_size),
     };
     let source = snapshot.into_stream();
-    pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra).await
+    let report = std::sync::Mutex::new(None);
+    let check = |file, verified| check_cluster(cfg, status, file, verified, &report);
+    let published =
+        pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra, check).await?;
+    Ok((published, report.into_inner().expect("not poisoned")))
 }
 
 /// The `backup` command against `store`. `now` names the object and anchors retention. The
@@ -151,6 +226,8 @@ pub async fn run(
             snapshot_bytes: s.published.raw_bytes,
             stored_bytes: s.published.stored_bytes,
             revision: s.published.verified.status.revision,
+            members_differing: s.cluster.as_ref().map_or(0, |c| c.differing().len()),
+            members_unchecked: s.cluster.as_ref().map_or(0, |c| c.unchecked().len()),
         }),
         db: used.map(|m: MemberStatus| metrics::DbSizes {
             size: m.db_size,
@@ -192,7 +269,7 @@ async fn back_up(
             tracing::error!("the snapshot failed and its files archive could not be deleted: {e}; delete {} by hand", store.files_url(&key));
         }
     }
-    let (published, status) = snapshot?;
+    let (published, status, cluster) = snapshot?;
 
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();
@@ -207,6 +284,7 @@ async fn back_up(
     Ok(Summary {
         published,
         member: status,
+        cluster,
         pruned,
         prune_time: t.elapsed(),
         prune_error,

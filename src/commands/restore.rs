@@ -229,6 +229,21 @@ pub async fn restore(
         )
     })?;
     drop(file);
+    let manifest = shutdown
+        .or_interrupted(async { Ok(store.manifest(&key).await?) })
+        .await?;
+    let recorded = manifest
+        .iter()
+        .flatten()
+        .find(|(k, _)| k == "etcd-hashkv")
+        .map(|(_, v)| v.clone());
+    if let Some(why) = hash_kv_mismatch(recorded.as_deref(), &verified) {
+        bail!(
+            "checking {}: {why} (nothing was written to {})",
+            store.url(&key),
+            output.display()
+        );
+    }
     std::fs::rename(&part.path, output)
         .with_context(|| format!("renaming {} to {}", part.path.display(), output.display()))?;
     let mut part = part;
@@ -247,6 +262,24 @@ pub async fn restore(
         codec,
         verified,
     })
+}
+
+/// Why the restored file does not have the HashKV its manifest recorded at backup time, if
+/// it does not. A manifest without one (older backups, or a HashKV that was not computed)
+/// checks nothing.
+fn hash_kv_mismatch(recorded: Option<&str>, verified: &Verified) -> Option<String> {
+    let recorded = recorded?;
+    let ours = verified.status.hash_kv.map(|h| h.hash.to_string());
+    match ours {
+        Some(h) if h == recorded => None,
+        Some(h) => Some(format!(
+            "the file's HashKV is {h} but its manifest recorded {recorded} when it was backed up"
+        )),
+        None => Some(format!(
+            "its manifest recorded HashKV {recorded} but the file's could not be computed ({})",
+            verified.status.hash_kv_skipped.as_deref().unwrap_or("?")
+        )),
+    }
 }
 
 /// The `restore` command: the snapshot to `output`, then, with `--files`, the files archive.

@@ -111,6 +111,9 @@ pub struct Entry<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// Called with each (key, value) of a scanned bucket.
+pub type EntryFn<'a, E> = dyn FnMut(&[u8], &[u8]) -> Result<(), E> + 'a;
+
 /// Receives the walk in bbolt's iteration order: each top-level bucket, then its entries.
 pub trait Visitor {
     fn bucket(&mut self, name: &[u8]);
@@ -228,6 +231,8 @@ pub struct Db<'f> {
     len: u64,
     meta: Meta,
     visited: Vec<u64>,
+    /// While [`Db::scan`] runs: subtrees holding only keys below this are not read.
+    seek: Option<Vec<u8>>,
 }
 
 impl<'f> Db<'f> {
@@ -291,6 +296,7 @@ impl<'f> Db<'f> {
             len,
             meta,
             visited,
+            seek: None,
         };
         if meta.freelist != NO_FREELIST {
             db.check_freelist(meta.freelist)?;
@@ -383,6 +389,45 @@ impl<'f> Db<'f> {
         Ok(())
     }
 
+    /// Calls `f` with each entry of the top-level bucket `name` whose key is at least `from`, in
+    /// order, reading only the pages that can hold such keys (a branch's child is skipped when
+    /// the next child starts at or below `from`). Returns false when there is no such bucket.
+    /// The pages read are checked as [`Db::walk`] checks them; a nested bucket is an error,
+    /// since the buckets scanned (etcd's `key` and `meta`) hold none.
+    pub fn scan(
+        &mut self,
+        name: &[u8],
+        from: &[u8],
+        f: &mut EntryFn<'_, Corruption>,
+    ) -> Result<bool, Corruption> {
+        let mut found = None;
+        self.walk_tree(self.meta.root, 0, &mut |_, at, key, flags, value| {
+            if key == name && flags & BUCKET_LEAF_FLAG != 0 {
+                found = Some((value.to_vec(), at));
+            }
+            Ok(())
+        })?;
+        let Some((header, at)) = found else {
+            return Ok(false);
+        };
+        self.seek = Some(from.to_vec());
+        let scanned = self.walk_bucket(&header, at, 1, &mut |_, at, key, flags, value| {
+            if flags & BUCKET_LEAF_FLAG != 0 {
+                return Err(at.err(format!(
+                    "bucket {:?} holds a nested bucket {:?}",
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(key)
+                )));
+            }
+            if key >= from {
+                f(key, value)?;
+            }
+            Ok(())
+        });
+        self.seek = None;
+        scanned.map(|()| true)
+    }
+
     fn walk_bucket(
         &mut self,
         header: &[u8],
@@ -447,7 +492,7 @@ impl<'f> Db<'f> {
                     return Err(at.err("branch page with no elements".into()));
                 }
                 check_elements(&page, count, at)?;
-                let mut prev: Option<&[u8]> = None;
+                let mut children = Vec::with_capacity(count);
                 for i in 0..count {
                     let e = PAGE_HEADER + i * ELEMENT;
                     let (pos, ksize, child) = (
@@ -458,10 +503,21 @@ impl<'f> Db<'f> {
                     let key = slice(&page, e, pos, ksize).ok_or_else(|| {
                         at.err(format!("branch element {i} points outside the page"))
                     })?;
-                    if prev.is_some_and(|p| p >= key) || (i == 0 && low.is_some_and(|l| key < l)) {
+                    let prev: Option<&(&[u8], u64)> = children.last();
+                    if prev.is_some_and(|p| p.0 >= key) || (i == 0 && low.is_some_and(|l| key < l))
+                    {
                         return Err(at.err(format!("branch element {i}: keys out of order")));
                     }
-                    prev = Some(key);
+                    children.push((key, child));
+                }
+                for (i, &(key, child)) in children.iter().enumerate() {
+                    // Every key under this child is below the next child's first key.
+                    let next = children.get(i + 1).map(|c| c.0);
+                    if let (Some(seek), Some(next)) = (&self.seek, next) {
+                        if next <= seek.as_slice() {
+                            continue;
+                        }
+                    }
                     let key = key.to_vec();
                     self.walk_page(child, depth + 1, Some(&key), last, f)?;
                 }

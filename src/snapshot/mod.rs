@@ -1,6 +1,8 @@
 //! The snapshot file itself: the bbolt walker ([`bbolt`]) and the checks built on it
-//! ([`verify`]: the SHA-256 trailer, etcdutl's status). Pure functions over bytes and files;
-//! nothing here touches the network.
+//! ([`verify`]: the SHA-256 trailer, etcdutl's status; [`hashkv`]: etcd's HashKV, to compare
+//! the file with the members). Pure functions over bytes and files; nothing here touches the
+//! network.
 
 pub mod bbolt;
+pub mod hashkv;
 pub mod verify;

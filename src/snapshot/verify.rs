@@ -19,6 +19,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::snapshot::bbolt::{self, Corruption, Entry, Visitor};
+use crate::snapshot::hashkv::{self, HashKv, Hasher};
 
 pub const TRAILER_LEN: usize = 32;
 
@@ -110,16 +111,24 @@ pub struct Status {
     #[serde(rename = "pageSize")]
     pub page_size: u64,
     pub txid: u64,
+    /// etcd's HashKV at the snapshot's revision, with the file's compact revision.
+    #[serde(flatten)]
+    pub hash_kv: Option<HashKv>,
+    /// Why there is no HashKV, for a sound file whose HashKV was not computed.
+    #[serde(rename = "hashKVSkipped", skip_serializing_if = "Option::is_none")]
+    pub hash_kv_skipped: Option<String>,
 }
 
-#[derive(Default)]
-struct StatusVisitor {
+struct StatusVisitor<'l> {
     crc: u32,
     status: Status,
     short_revision: Option<Vec<u8>>,
+    /// HashKV, computed in the same walk (see [`crate::snapshot::hashkv`]).
+    kv: Option<Hasher<'l>>,
+    kv_error: Option<String>,
 }
 
-impl Visitor for StatusVisitor {
+impl Visitor for StatusVisitor<'_> {
     fn bucket(&mut self, name: &[u8]) {
         self.crc = crc32c::crc32c_append(self.crc, name);
     }
@@ -130,6 +139,12 @@ impl Visitor for StatusVisitor {
             self.crc = crc32c::crc32c_append(self.crc, v);
         }
         self.status.total_key += 1;
+        if let (b"key", Some(kv), None) = (bucket, &mut self.kv, &self.kv_error) {
+            self.kv_error = match e.value {
+                Some(v) => kv.entry(e.key, v).err(),
+                None => Some("key bucket holds a nested bucket".into()),
+            };
+        }
         match bucket {
             b"key" => match e.key.get(..8) {
                 Some(main) => {
@@ -158,11 +173,26 @@ impl Visitor for StatusVisitor {
     }
 }
 
-/// Walks the database in the first `db_len` bytes of `file` and computes its status.
+/// Walks the database in the first `db_len` bytes of `file` and computes its status, HashKV
+/// included. Reads the `meta` bucket and the tail of the `key` bucket first (what HashKV needs
+/// before the walk), then walks everything once.
 pub fn walk(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Status, Corruption> {
+    let compaction = hashkv::compaction(file, db_len)?;
+    let (compact, finished) = (compaction.revision(), compaction.finished());
+    // No entry lies above the file's last revision, so "every revision" is the snapshot's.
+    let tracked = hashkv::track(file, db_len, finished, i64::MAX)?;
     let mut db = bbolt::Db::open(file, db_len)?;
     let meta = db.meta();
-    let mut v = StatusVisitor::default();
+    let mut v = StatusVisitor {
+        crc: 0,
+        status: Status::default(),
+        short_revision: None,
+        kv: tracked
+            .as_ref()
+            .ok()
+            .map(|latest| Hasher::new(i64::MAX, compact, finished, latest)),
+        kv_error: None,
+    };
     db.walk(&mut v)?;
     if let Some(key) = v.short_revision {
         return Err(Corruption::Page {
@@ -174,12 +204,29 @@ pub fn walk(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Status, Corruption>
             ),
         });
     }
+    if let Some(what) = v.kv_error {
+        return Err(Corruption::Page {
+            page: 0,
+            offset: 0,
+            what,
+        });
+    }
+    // etcd opens a file at the larger of its last revision and its compact revision.
+    let revision = v.status.revision.max(compact);
+    let hash_kv = v.kv.take().map(|h| HashKv {
+        revision,
+        ..h.finish()
+    });
+    let status = v.status;
+    let skipped = tracked.as_ref().err().map(|s| s.to_string());
     Ok(Status {
         hash: v.crc,
         total_size: meta.db_size(),
         page_size: meta.page_size,
         txid: meta.txid,
-        ..v.status
+        hash_kv,
+        hash_kv_skipped: skipped,
+        ..status
     })
 }
 

@@ -341,12 +341,31 @@ impl Store {
         if !listed.manifest {
             return self.metadata(&listed.key).await;
         }
-        let url = format!("{}{MANIFEST_SUFFIX}", self.url(&listed.key));
-        let body = self
-            .inner
-            .get(&self.manifest_path(&listed.key))
-            .await
-            .map_err(self.err("reading", url.clone()))?
+        Ok(self.manifest(&listed.key).await?.unwrap_or_default())
+    }
+
+    /// The manifest of `key`, or `None` when there is none. A manifest that is not a flat JSON
+    /// object of strings, or is larger than a manifest can be, is reported and read as empty.
+    pub async fn manifest(
+        &self,
+        key: &BackupKey,
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        /// Ours are about 2 KB; the bucket is not trusted to keep them so.
+        const MAX_MANIFEST: u64 = 1 << 20;
+        let url = format!("{}{MANIFEST_SUFFIX}", self.url(key));
+        let got = match self.inner.get(&self.manifest_path(key)).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("reading", url)(e)),
+        };
+        if got.meta.size > MAX_MANIFEST {
+            tracing::warn!(
+                "{url} is {} bytes, not a manifest of ours; ignoring it",
+                got.meta.size
+            );
+            return Ok(Some(Vec::new()));
+        }
+        let body = got
             .bytes()
             .await
             .map_err(self.err("reading", url.clone()))?;
@@ -355,10 +374,11 @@ impl Store {
                 tracing::warn!("{url} is not a JSON object ({e}); showing the backup without it");
                 Default::default()
             });
-        Ok(map
-            .into_iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
-            .collect())
+        Ok(Some(
+            map.into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+                .collect(),
+        ))
     }
 
     /// The user metadata stored with a backup.
