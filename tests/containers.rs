@@ -1322,3 +1322,195 @@ async fn the_files_a_restore_needs_travel_encrypted_beside_the_snapshot() {
     );
     assert!(!left.contains(&archive), "{left:?}");
 }
+
+/// A snapshot's HashKV as the verify walk computes it, and [`hash_at`] at other revisions.
+fn offline_hash_kv(snapshot: &[u8]) -> (std::fs::File, u64, etcd_backup::snapshot::hashkv::HashKv) {
+    let file = rig::temp_file(snapshot);
+    let len = snapshot.len() as u64 - 32;
+    let status = etcd_backup::snapshot::verify::walk(&file, len).unwrap();
+    (file, len, status.hash_kv.expect("a HashKV"))
+}
+
+#[tokio::test]
+async fn offline_hash_kv_equals_the_members_after_compactions_deletes_and_leases() {
+    require_docker!();
+    let (_pki, etcd, _s3) = start().await;
+    let mut c = etcd.client().clone();
+    // Leased keys (Kubernetes Events), keys rewritten, deleted before and after compactions,
+    // and a delete at the compact revision itself.
+    let lease = c.lease_grant(3600, None).await.unwrap().id();
+    let leased = Some(etcd_client::PutOptions::new().with_lease(lease));
+    for i in 0..60 {
+        c.put(
+            format!("/registry/events/e{i}"),
+            format!("event {i}"),
+            leased.clone(),
+        )
+        .await
+        .unwrap();
+        c.put(
+            format!("/registry/pods/p{}", i % 7),
+            format!("pod v{i}"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    c.delete("/registry/pods/p3", None).await.unwrap();
+    let at_delete = c.delete("/registry/events/e5", None).await.unwrap();
+    let first = at_delete.header().unwrap().revision();
+    c.compact(
+        first,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    for i in 0..30 {
+        c.put(
+            format!("/registry/pods/p{}", i % 5),
+            format!("pod w{i}"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    c.delete("/registry/events/e7", None).await.unwrap();
+    c.put("/registry/pods/p3", "back", None).await.unwrap();
+
+    let (file, len, ours) = offline_hash_kv(&etcd.snapshot().await);
+    assert_eq!(ours.compact_revision, first);
+    let theirs = c.hash_kv(ours.revision).await.unwrap();
+    assert_eq!(
+        (theirs.hash(), theirs.compact_version()),
+        (ours.hash, ours.compact_revision),
+        "at the snapshot's revision {}",
+        ours.revision
+    );
+    // An older revision of the same file, with the file's compact revision.
+    let older = etcd_backup::snapshot::hashkv::hash_at(&file, len, ours.revision - 10, first)
+        .unwrap()
+        .unwrap();
+    let theirs = c.hash_kv(ours.revision - 10).await.unwrap();
+    assert_eq!(
+        theirs.hash(),
+        older.hash,
+        "at revision {}",
+        ours.revision - 10
+    );
+
+    // The member compacts after the snapshot: the snapshot hashed again at the member's new
+    // compact revision gives the member's answer, and differs from the snapshot's own.
+    let later = ours.revision - 8;
+    c.compact(
+        later,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    let theirs = c.hash_kv(ours.revision).await.unwrap();
+    assert_eq!(theirs.compact_version(), later);
+    let again = etcd_backup::snapshot::hashkv::hash_at(&file, len, ours.revision, later)
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.hash(), again.hash);
+    assert_ne!(again.hash, ours.hash, "the compaction dropped revisions");
+}
+
+#[tokio::test]
+async fn a_diverged_member_is_never_the_source_of_a_published_backup() {
+    require_docker!();
+    let pki = Pki::new();
+    let net = format!("etcd-backup-dv-{}", std::process::id());
+    let (mut members, s3) = tokio::join!(Etcd::start_cluster(&pki, &net), S3::start());
+    s3.create_bucket("backups").await;
+    members[0].load(40).await;
+    let marker = b"diverge-me-0123456789";
+    members[0]
+        .client()
+        .clone()
+        .put("/registry/secrets/default/marker", &marker[..], None)
+        .await
+        .unwrap();
+    members[0].load(10).await;
+    // Member 2's copy of the value changes by one byte, behind raft's back.
+    members[2]
+        .edit_db(&pki, |db| {
+            let mut found = 0;
+            let mut i = 0;
+            while let Some(at) = db[i..].windows(marker.len()).position(|w| w == marker) {
+                db[i + at + marker.len() - 1] = b'X';
+                i += at + marker.len();
+                found += 1;
+            }
+            assert!(found > 0, "the value is in the file");
+        })
+        .await;
+    let mut diverged = members[2].client().clone();
+    let got = diverged
+        .get("/registry/secrets/default/marker", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.kvs()[0].value(),
+        b"diverge-me-012345678X",
+        "it serves the changed value"
+    );
+    let diverged_id = format!(
+        "{:x}",
+        diverged
+            .status()
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .member_id()
+    );
+    let urls = |order: [usize; 3]| order.map(|i| members[i].url.clone()).join(",");
+
+    // The diverged member first: its snapshot is refused and the backup comes from another.
+    let o = rig::backup_cmd(&pki, &urls([2, 0, 1]), &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(&format!(
+            "member {diverged_id} has diverged from the others"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("member {diverged_id}'s HashKV")),
+        "{log}"
+    );
+    let keys = s3.backups("backups").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let (body, _) = s3.get("backups", &format!("{}.json", keys[0])).await;
+    let manifest: HashMap<String, String> = serde_json::from_slice(&body).unwrap();
+    assert_ne!(manifest["etcd-member-id"], diverged_id, "{manifest:?}");
+    let members_line = &manifest["etcd-hashkv-members"];
+    assert!(
+        members_line.contains(&format!("{diverged_id}=differs")),
+        "{members_line}"
+    );
+    assert_eq!(members_line.matches("=agrees").count(), 2, "{members_line}");
+
+    // The diverged member last: published from the first, with the warning.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // a new second, a new key
+    let o = rig::backup_cmd(&pki, &urls([0, 1, 2]), &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(&format!("member {diverged_id}'s HashKV")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("has diverged from the others, nothing from it"),
+        "{log}"
+    );
+    assert_eq!(s3.backups("backups").await.len(), 2);
+}

@@ -223,18 +223,7 @@ impl Etcd {
             .expect("starting etcd (run tests/images/build.sh where no registry is reachable)");
         let port = container.get_host_port_ipv4(2379).await.unwrap();
         let url = format!("https://127.0.0.1:{port}");
-        let tls = etcd_client::TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(pki.read("ca.crt")))
-            .identity(etcd_client::Identity::from_pem(
-                pki.read("client.crt"),
-                pki.read("client.key"),
-            ));
-        let client = etcd_client::Client::connect(
-            [url.as_str()],
-            Some(etcd_client::ConnectOptions::new().with_tls(tls)),
-        )
-        .await
-        .unwrap();
+        let client = connect(pki, &url).await;
         Etcd {
             container,
             url,
@@ -244,6 +233,40 @@ impl Etcd {
 
     pub fn client(&self) -> &etcd_client::Client {
         &self.client
+    }
+
+    /// Stops the member, passes its bbolt file through `edit` (etcd pages carry no checksums,
+    /// so the member serves whatever the file says), and starts it again on the same data.
+    pub async fn edit_db(&mut self, pki: &Pki, edit: impl FnOnce(&mut Vec<u8>)) {
+        self.stop().await;
+        let id = self.container.id().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("db");
+        let remote = format!("{id}:/var/lib/etcd/data/member/snap/db");
+        let docker = |args: &[&str]| {
+            let o = std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "docker {args:?}: {o:?}");
+        };
+        docker(&["cp", &remote, local.to_str().unwrap()]);
+        let mut db = std::fs::read(&local).unwrap();
+        edit(&mut db);
+        std::fs::write(&local, db).unwrap();
+        docker(&["cp", local.to_str().unwrap(), &remote]);
+        self.container.start().await.unwrap();
+        let port = self.container.get_host_port_ipv4(2379).await.unwrap();
+        self.url = format!("https://127.0.0.1:{port}");
+        self.client = connect(pki, &self.url).await;
+        let mut c = self.client.clone();
+        for _ in 0..100 {
+            if c.status().await.is_ok_and(|s| s.leader() != 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{} did not come back", self.url);
     }
 
     /// Writes `n` keys with 1 KiB values, overwrites a tenth of them and deletes a tenth, so
@@ -289,6 +312,22 @@ impl Etcd {
         }
         out
     }
+}
+
+/// A client of one endpoint, with the test PKI's client certificate.
+async fn connect(pki: &Pki, url: &str) -> etcd_client::Client {
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(pki.read("ca.crt")))
+        .identity(etcd_client::Identity::from_pem(
+            pki.read("client.crt"),
+            pki.read("client.key"),
+        ));
+    etcd_client::Client::connect(
+        [url],
+        Some(etcd_client::ConnectOptions::new().with_tls(tls)),
+    )
+    .await
+    .unwrap()
 }
 
 pub struct S3 {
