@@ -1514,3 +1514,121 @@ async fn a_diverged_member_is_never_the_source_of_a_published_backup() {
     );
     assert_eq!(s3.backups("backups").await.len(), 2);
 }
+
+/// A single etcd 3.4.23 member (Debian's binary, from scripts/tools.sh) run on loopback with
+/// the test PKI; killed on drop.
+struct Etcd34 {
+    child: std::process::Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Etcd34 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_etcd_3_4(pki: &Pki) -> Etcd34 {
+    let data = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = std::process::Command::new(tools_dir().join("etcd-3.4"))
+        .arg(format!("--data-dir={}", data.path().join("d").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=default={peer_url}"))
+        .arg(format!("--cert-file={}", pki.path("server.crt")))
+        .arg(format!("--key-file={}", pki.path("server.key")))
+        .arg(format!("--trusted-ca-file={}", pki.path("ca.crt")))
+        .arg("--client-cert-auth")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd-3.4: run scripts/tools.sh (make setup does)");
+    let etcd = Etcd34 {
+        child,
+        url,
+        _data: data,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+            return etcd;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("etcd 3.4 did not start");
+}
+
+#[tokio::test]
+async fn etcd_3_4_backs_up_checks_hash_kv_and_restores() {
+    require_docker!();
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(start_etcd_3_4(&pki), S3::start());
+    s3.create_bucket("backups").await;
+    let o = rig::etcd_cmd(&pki, &etcd.url)
+        .arg("status")
+        .output()
+        .await
+        .unwrap();
+    assert!(text(&o).contains("3.4.23"), "{}", text(&o));
+    // Leased keys, rewrites, deletes and a compaction, then more writes.
+    let mut c = rig::connect(&pki, &etcd.url).await;
+    let lease = c.lease_grant(3600, None).await.unwrap().id();
+    for i in 0..50 {
+        let leased = etcd_client::PutOptions::new().with_lease(lease);
+        c.put(format!("/registry/events/e{i}"), "e", Some(leased))
+            .await
+            .unwrap();
+        c.put(format!("/registry/pods/p{}", i % 6), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    let r = c.delete("/registry/pods/p1", None).await.unwrap();
+    c.compact(r.header().unwrap().revision() - 5, None)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        c.put(format!("/registry/pods/p{}", i % 3), format!("w{i}"), None)
+            .await
+            .unwrap();
+    }
+    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let keys = s3.backups("backups").await;
+    let (body, _) = s3.get("backups", &format!("{}.json", keys[0])).await;
+    let manifest: HashMap<String, String> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(manifest["etcd-version"], "3.4.23", "{manifest:?}");
+    assert!(
+        manifest["etcd-hashkv-members"].ends_with("=agrees"),
+        "{manifest:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("restored.db");
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["restore", "latest", "--output"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let restored = std::fs::read(&out).unwrap();
+    let (_, _, hash_kv) = offline_hash_kv(&restored);
+    assert_eq!(hash_kv.hash.to_string(), manifest["etcd-hashkv"]);
+}

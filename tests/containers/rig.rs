@@ -315,7 +315,7 @@ impl Etcd {
 }
 
 /// A client of one endpoint, with the test PKI's client certificate.
-async fn connect(pki: &Pki, url: &str) -> etcd_client::Client {
+pub async fn connect(pki: &Pki, url: &str) -> etcd_client::Client {
     let tls = etcd_client::TlsOptions::new()
         .ca_certificate(etcd_client::Certificate::from_pem(pki.read("ca.crt")))
         .identity(etcd_client::Identity::from_pem(
