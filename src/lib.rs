@@ -10,7 +10,8 @@
 //!    ([`snapshot::verify`]), spooled to [`scratch`] for the walk ([`snapshot::bbolt`]),
 //!    compressed ([`compress`]), encrypted with age when recipients are set ([`crypt`]), and cut
 //!    into parts that [`store`] uploads whole-or-nothing
-//!    under a [`key::BackupKey`];
+//!    under a [`key::BackupKey`]; before the upload completes, [`consistency`] compares the
+//!    snapshot's HashKV ([`snapshot::hashkv`]) with every member's;
 //! 4. [`retention`]: decide, purely, which backups to delete.
 //!
 //! **Commands** ([`commands`]): `backup` (the only place that knows the order above), `prune`,
