@@ -243,6 +243,41 @@ async fn parts_are_stored_while_the_stream_is_still_open() {
 }
 
 #[tokio::test]
+async fn a_part_uploads_while_the_next_one_is_still_being_made() {
+    // The stream hands over one part, then makes the next only once the first is stored. An
+    // upload that polls its parts only while its window is full (2) never stores the first.
+    let inner = Arc::new(Faulty::default());
+    let store = Store::new(inner.clone(), "mem://b", "etcd/", None);
+    let input = data(PART * 2);
+    let stored = inner.stored.clone();
+    let first = parts_of(&input[..PART]);
+    let second = futures::stream::once(async move {
+        let wait = async {
+            while stored.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("the first part sat idle while the second was made"))?;
+        Ok(Bytes::copy_from_slice(&input[PART..]))
+    });
+    let (sent, ()) = store
+        .put_stream(
+            &key(),
+            vec![],
+            first.chain(second),
+            2,
+            pass(),
+            &Shutdown::never(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent, (PART * 2) as u64);
+    assert_eq!(inner.stored.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn an_empty_stream_is_an_empty_object() {
     let store = Store::new(Arc::new(Faulty::default()), "mem://b", "etcd/", None);
     let (sent, ()) = store

@@ -6,12 +6,12 @@
 //! parts in the channel and in flight, each `part_size` bytes.
 
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use object_store::PutPayload;
 use std::future::Future;
 use std::io::Write;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::StoreError;
 
@@ -106,6 +106,11 @@ impl Write for Parts {
 
 /// Uploads every part of `parts`, at most `concurrency` at once, then waits for the last ones
 /// and for `gate` together. The first error wins: the stream's, a part's, then the gate's.
+///
+/// Each part is spawned as it arrives, so it uploads while we wait for the next one: a part
+/// future does nothing until polled, and polling only while the window is full would leave a
+/// part idle until the next one exists (half the upload rate against a distant endpoint).
+/// Parts still running when this returns early are aborted with the [`JoinSet`].
 pub(super) async fn upload_parts<S, G, T, E>(
     upload: &mut dyn object_store::MultipartUpload,
     parts: S,
@@ -118,28 +123,28 @@ where
     G: Future<Output = anyhow::Result<T>>,
     E: FnOnce(object_store::Error) -> StoreError,
 {
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight = JoinSet::new();
     let mut sent = 0u64;
+    let joined = |r: Result<object_store::Result<()>, tokio::task::JoinError>| match r {
+        Ok(r) => r.map_err(|e| anyhow::Error::from(part_error()(e))),
+        Err(e) => Err(anyhow::anyhow!("an upload part's task failed: {e}")),
+    };
     futures::pin_mut!(parts);
     while let Some(part) = parts.next().await {
         let part = part?;
         sent += part.len() as u64;
-        in_flight.push(upload.put_part(PutPayload::from(part)));
+        in_flight.spawn(upload.put_part(PutPayload::from(part)));
         while in_flight.len() >= concurrency {
-            in_flight
-                .next()
-                .await
-                .expect("not empty")
-                .map_err(part_error())?;
+            joined(in_flight.join_next().await.expect("not empty"))?;
         }
     }
     if sent == 0 {
         // S3 needs at least one part, even for an empty object.
-        in_flight.push(upload.put_part(PutPayload::default()));
+        in_flight.spawn(upload.put_part(PutPayload::default()));
     }
     let drain = async {
-        while let Some(r) = in_flight.next().await {
-            r.map_err(part_error())?;
+        while let Some(r) = in_flight.join_next().await {
+            joined(r)?;
         }
         anyhow::Ok(())
     };
