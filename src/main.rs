@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use etcd_backup::commands::{self, restore};
-use etcd_backup::config::{Env, LogFormat, Logging, Problems};
+use etcd_backup::config::{Env, LogFormat, Problems, Process};
 use etcd_backup::output;
 use etcd_backup::shutdown::Shutdown;
 use etcd_backup::{store::Store, Usage};
@@ -25,11 +25,19 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = Env::from_process();
-    let logging = match env.logging() {
-        Ok(l) => l,
+    let process = match env.process() {
+        Ok(p) => p,
         Err(p) => return fail(&p.into()),
     };
-    init_logging(logging);
+    // Before any thread starts: they inherit it (niceness is per thread on Linux).
+    let niced = rustix::process::nice(process.nice);
+    init_logging(&process);
+    if let Err(e) = niced {
+        tracing::warn!(
+            "could not lower the priority (BACKUP_NICE={}): {e}",
+            process.nice
+        );
+    }
     // Two TLS stacks share rustls (tonic for etcd, reqwest for S3); name the provider once.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -64,12 +72,12 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(if usage { 2 } else { 1 })
 }
 
-fn init_logging(logging: Logging) {
+fn init_logging(logging: &Process) {
     // Colours only on a terminal: `kubectl logs` and log shippers get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(logging.filter)
+        .with_env_filter(logging.filter.as_str())
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match logging.format {

@@ -346,6 +346,21 @@ fn sigterm_during_a_long_decode_stops_verify_promptly_and_cleans_up() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
+    // Every thread (main, runtime workers, the decoding thread) runs at the default niceness.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+    let nice: Vec<String> = tasks
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+            // Field 19, counted from the state (field 3) after the command name's ')'.
+            let after = &stat[stat.rfind(')').unwrap() + 1..];
+            after.split_whitespace().nth(16).unwrap().to_string()
+        })
+        .collect();
+    assert!(nice.len() > 2, "{nice:?}");
+    assert!(
+        nice.iter().all(|n| n == "10"),
+        "BACKUP_NICE's default on every thread: {nice:?}"
+    );
     let signalled = std::time::Instant::now();
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -204,7 +204,7 @@ pub const VARS: &[Var] = &[
         "BACKUP_COMPRESSION_THREADS",
         &[],
         None,
-        "Compression threads, 1-64 (default: the CPUs available to the process).",
+        "Compression threads, 1-64 (default: the CPUs available to the process, which counts the cgroup's CPU quota).",
     ),
     var(
         "BACKUP_LOG_FORMAT",
@@ -241,6 +241,12 @@ pub const VARS: &[Var] = &[
         &[],
         Some("10s"),
         "At most one progress line this often during long transfers; 0s turns them off.",
+    ),
+    var(
+        "BACKUP_NICE",
+        &[],
+        Some("10"),
+        "CPU niceness, 0-19, set at start for every thread (and with it the I/O priority): etcd shares the node and stalls when starved.",
     ),
     var(
         "BACKUP_LOG",
@@ -587,11 +593,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// How to log: the format and the filter (`BACKUP_LOG`, checked).
+/// What the process needs before anything runs: how to log (the format and the filter,
+/// `BACKUP_LOG`, checked) and its niceness (`BACKUP_NICE`), which threads inherit only if set
+/// before they start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Logging {
+pub struct Process {
     pub format: LogFormat,
     pub filter: String,
+    pub nice: i32,
 }
 
 /// What `backup` needs.
@@ -676,9 +685,9 @@ impl Env {
         }
     }
 
-    /// The logging settings, read before anything else so that every later problem is logged
-    /// as the operator asked.
-    pub fn logging(&self) -> Result<Logging, Problems> {
+    /// The process settings, read before anything else so that every later problem is logged
+    /// as the operator asked and every thread runs at the niceness asked.
+    pub fn process(&self) -> Result<Process, Problems> {
         let mut r = Reader {
             env: self,
             problems: vec![],
@@ -698,9 +707,13 @@ impl Env {
                     .map(|_| v.to_string())
             },
         );
-        r.finish(Logging {
+        let nice = r.parse("BACKUP_NICE", "expected a whole number from 0 to 19", |v| {
+            v.parse::<i32>().ok().filter(|n| (0..=19).contains(n))
+        });
+        r.finish(Process {
             format: format.unwrap_or(LogFormat::Text),
             filter: filter.unwrap_or_else(|| "info".into()),
+            nice: nice.unwrap_or(10),
         })
     }
 

@@ -347,24 +347,37 @@ fn an_endpoint_without_a_scheme_reads_as_etcdctl_reads_it() {
 }
 
 #[test]
+fn niceness_defaults_to_10_and_is_checked_with_the_log_settings() {
+    assert_eq!(env(&[]).process().unwrap().nice, 10);
+    assert_eq!(env(&[("BACKUP_NICE", "0")]).process().unwrap().nice, 0);
+    let got = problems(env(&[("BACKUP_NICE", "20"), ("BACKUP_LOG_FORMAT", "xml")]).process());
+    assert_eq!(got.len(), 2, "every problem at once: {got:?}");
+    assert!(
+        got.iter()
+            .any(|p| p.starts_with("BACKUP_NICE=\"20\": expected a whole number from 0 to 19")),
+        "{got:?}"
+    );
+}
+
+#[test]
 fn backup_log_is_a_known_variable_and_is_checked() {
     let e = env(&[("BACKUP_LOG", "debug"), ("BACKUP_BUCKET", "backups")]);
     assert!(
         e.prune().is_ok(),
         "BACKUP_LOG must not be an unknown variable"
     );
-    assert_eq!(e.logging().unwrap().filter, "debug");
+    assert_eq!(e.process().unwrap().filter, "debug");
     assert_eq!(
-        e.logging().unwrap().format,
+        e.process().unwrap().format,
         LogFormat::Text,
         "the default format"
     );
     let per_module = env(&[("BACKUP_LOG", "info,etcd_backup=debug")]);
     assert_eq!(
-        per_module.logging().unwrap().filter,
+        per_module.process().unwrap().filter,
         "info,etcd_backup=debug"
     );
-    let got = problems(env(&[("BACKUP_LOG", "info,=[")]).logging());
+    let got = problems(env(&[("BACKUP_LOG", "info,=[")]).process());
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
         got[0].starts_with("BACKUP_LOG=\"info,=[\": expected a level"),
