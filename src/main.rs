@@ -145,6 +145,15 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             print(output.render(&f, |f| f.table())?)?;
             f.verdict(store.url_prefix())?;
         }
+        Command::Doctor { output } => {
+            let cfg = env.backup()?;
+            let store = Store::s3(&cfg.store)?;
+            let findings = shutdown
+                .or_interrupted(async { Ok(commands::doctor::run(&cfg, &store, now).await) })
+                .await?;
+            print(output.render(&findings, |f| commands::doctor::table(f))?)?;
+            commands::doctor::verdict(&findings)?;
+        }
         Command::Verify { path, output } => {
             let ids = env.verify()?;
             let c = commands::verify::run(path, env.tmp_dir(), ids, shutdown).await?;

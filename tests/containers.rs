@@ -1632,3 +1632,55 @@ async fn etcd_3_4_backs_up_checks_hash_kv_and_restores() {
     let (_, _, hash_kv) = offline_hash_kv(&restored);
     assert_eq!(hash_kv.hash.to_string(), manifest["etcd-hashkv"]);
 }
+
+#[tokio::test]
+async fn doctor_reports_one_line_per_check_and_fails_on_what_breaks_a_backup() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
+        .args(["doctor", "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let level = |check: &str| -> String {
+        findings
+            .iter()
+            .find(|f| f["check"].as_str().unwrap().starts_with(check))
+            .unwrap_or_else(|| panic!("no {check} in {findings:?}"))["level"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(level(&format!("etcd {}", etcd.url)), "ok");
+    assert_eq!(level("client certificate"), "ok");
+    assert_eq!(level("bucket"), "ok");
+    assert_eq!(level("write, read back, delete"), "ok");
+    assert_eq!(level("multipart upload"), "ok");
+    assert_eq!(level("scratch space"), "ok");
+    assert_eq!(level("encryption"), "warn", "off by default");
+    assert_eq!(level("bucket versioning"), "ok");
+    assert_eq!(level("object lock"), "ok");
+    // It left nothing behind: no object, no open upload.
+    assert_eq!(s3.list("backups").await, Vec::<String>::new());
+    assert_eq!(s3.open_uploads("backups").await, Vec::<String>::new());
+
+    // A missing bucket and a dead endpoint: each a failed line, exit 1, every line still there.
+    let o = rig::cmd(
+        &pki,
+        &format!("{},https://127.0.0.1:1", etcd.url),
+        &s3,
+        "missing",
+    )
+    .arg("doctor")
+    .output()
+    .await
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("fail    etcd https://127.0.0.1:1"), "{out}");
+    assert!(out.contains("fail    bucket"), "{out}");
+    assert!(out.contains("2 of the checks failed"), "{out}");
+    assert!(out.contains("ok      scratch space"), "{out}");
+}

@@ -31,7 +31,9 @@ use crate::config::StoreConfig;
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
 
+pub mod bucket;
 mod upload;
+use bucket::Bucket;
 use upload::upload_parts;
 pub use upload::Parts;
 
@@ -105,6 +107,8 @@ pub struct Store {
     storage_class: Option<String>,
     /// `s3://bucket/prefix`, for messages.
     url: String,
+    /// Bucket settings object_store does not read (S3 only).
+    bucket: Option<Bucket>,
 }
 
 impl Store {
@@ -145,12 +149,21 @@ impl Store {
             location: format!("s3://{}", cfg.bucket),
             source,
         })?;
-        Ok(Store::new(
+        let bucket = Bucket::new(
+            inner.credentials().clone(),
+            cfg.endpoint.as_ref(),
+            &cfg.bucket,
+            &cfg.region,
+            cfg.request_timeout,
+        );
+        let mut store = Store::new(
             Arc::new(inner),
             &format!("s3://{}", cfg.bucket),
             &cfg.prefix,
             cfg.storage_class.clone(),
-        ))
+        );
+        store.bucket = Some(bucket);
+        Ok(store)
     }
 
     pub fn new(
@@ -164,7 +177,63 @@ impl Store {
             prefix: prefix.to_string(),
             storage_class,
             url: format!("{base_url}/{prefix}"),
+            bucket: None,
         }
+    }
+
+    /// The bucket's settings, on S3 (none for the in-memory store of the tests).
+    pub fn bucket(&self) -> Option<&Bucket> {
+        self.bucket.as_ref()
+    }
+
+    /// Writes a throwaway object under the prefix (a name `list` and `prune` never take for a
+    /// backup), reads it back, checks it, and deletes it.
+    pub async fn round_trip(&self) -> Result<(), StoreError> {
+        let name = format!("{}.etcd-backup-doctor-{}", self.prefix, std::process::id());
+        let (path, url) = (
+            Path::from(name.as_str()),
+            format!("{}.etcd-backup-doctor", self.url),
+        );
+        let body = Bytes::from(format!("etcd-backup doctor {}", chrono::Utc::now()));
+        self.inner
+            .put(&path, body.clone().into())
+            .await
+            .map_err(self.err("writing", url.clone()))?;
+        let read = async { self.inner.get(&path).await?.bytes().await };
+        let got = read.await.map_err(self.err("reading back", url.clone()));
+        let deleted = self.delete_if_there(&path, url.clone()).await;
+        let got = got?;
+        deleted?;
+        if got != body {
+            return Err(StoreError {
+                doing: "reading back",
+                location: url,
+                source: object_store::Error::Generic {
+                    store: "S3",
+                    source: format!("{} bytes came back for {} written", got.len(), body.len())
+                        .into(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a multipart upload under the prefix, sends one small part, and aborts it.
+    pub async fn multipart_probe(&self) -> Result<(), StoreError> {
+        let path = Path::from(format!("{}.etcd-backup-doctor-multipart", self.prefix));
+        let url = format!("{}.etcd-backup-doctor-multipart", self.url);
+        let mut upload = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(self.err("starting a multipart upload of", url.clone()))?;
+        let part = upload
+            .put_part(object_store::PutPayload::from_static(b"doctor"))
+            .await;
+        let aborted = upload.abort().await;
+        part.map_err(self.err("uploading a part of", url.clone()))?;
+        aborted.map_err(self.err("aborting the multipart upload of", url))?;
+        Ok(())
     }
 
     pub fn path(&self, key: &BackupKey) -> Path {
