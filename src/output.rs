@@ -109,6 +109,9 @@ pub struct ListRow {
     pub files: String,
     pub keep: bool,
     pub reason: String,
+    /// On a bucket with object lock: the date before which S3 refuses to delete the backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
 }
 
 pub fn list_rows(
@@ -139,6 +142,7 @@ pub fn list_rows(
                 .to_string(),
                 keep: d.is_none_or(|d| d.keep),
                 reason: d.map(|d| d.reason.to_string()).unwrap_or_default(),
+                locked_until: None,
             }
         })
         .collect()
@@ -162,20 +166,26 @@ pub fn list_table(rows: &[ListRow]) -> String {
             ]
         })
         .collect();
-    table(
-        &[
-            "KEY",
-            "TIME",
-            "STORED",
-            "RAW",
-            "REVISION",
-            "CODEC",
-            "ENCRYPTION",
-            "FILES",
-            "RETENTION",
-        ],
-        &cells,
-    )
+    let mut header = vec![
+        "KEY",
+        "TIME",
+        "STORED",
+        "RAW",
+        "REVISION",
+        "CODEC",
+        "ENCRYPTION",
+        "FILES",
+        "RETENTION",
+    ];
+    // The lock column only on a bucket with object lock.
+    let mut cells = cells;
+    if rows.iter().any(|r| r.locked_until.is_some()) {
+        header.insert(8, "LOCKED UNTIL");
+        for (row, r) in cells.iter_mut().zip(rows) {
+            row.insert(8, opt(r.locked_until.clone()));
+        }
+    }
+    table(&header, &cells)
 }
 
 /// One endpoint in `status`.

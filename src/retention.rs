@@ -4,7 +4,10 @@
 //!
 //! The rules, in order: a backup this run just uploaded is kept; the newest `keep_last` are
 //! kept whatever their age; a backup no older than `max_age` is kept; the rest are deleted.
-//! A time in the future (clock skew) counts as young, so it is kept.
+//! A time in the future (clock skew) counts as young, so it is kept. On a bucket with object
+//! lock, a backup the rules would delete but whose retention runs past `now` is kept, "locked
+//! until" that date ([`Plan::locked`]): S3 would refuse the delete anyway, and that is not a
+//! failure.
 
 use std::fmt;
 use std::time::Duration;
@@ -25,9 +28,22 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     JustUploaded,
-    Newest { rank: usize, keep_last: usize },
-    Young { age: Duration, max_age: Duration },
-    Old { age: Duration, max_age: Duration },
+    Newest {
+        rank: usize,
+        keep_last: usize,
+    },
+    Young {
+        age: Duration,
+        max_age: Duration,
+    },
+    Old {
+        age: Duration,
+        max_age: Duration,
+    },
+    /// Past retention, but the bucket's object lock retains it until then.
+    Locked {
+        until: DateTime<Utc>,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -43,6 +59,9 @@ impl fmt::Display for Reason {
             }
             Reason::Old { age, max_age } => {
                 write!(f, "age {} is past retention {}", h(age), h(max_age))
+            }
+            Reason::Locked { until } => {
+                write!(f, "locked until {}", until.format("%Y-%m-%d %H:%M:%S UTC"))
             }
         }
     }
@@ -90,6 +109,22 @@ impl Plan {
 
     pub fn delete_count(&self) -> usize {
         self.to_delete().count()
+    }
+
+    /// The plan once object lock is known: each backup planned for deletion whose
+    /// `retain_until` is after `now` is kept, locked until then.
+    pub fn locked(
+        mut self,
+        retain_until: impl Fn(&BackupKey) -> Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Plan {
+        for d in self.decisions.iter_mut().filter(|d| !d.keep) {
+            if let Some(until) = retain_until(&d.key).filter(|u| *u > now) {
+                d.keep = true;
+                d.reason = Reason::Locked { until };
+            }
+        }
+        self
     }
 }
 
@@ -171,6 +206,46 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         key("20260601-000000.db").time
+    }
+
+    #[test]
+    fn a_locked_backup_is_kept_until_its_retention_ends_and_nothing_else_changes() {
+        let policy = Policy {
+            max_age: Duration::from_secs(DAY),
+            keep_last: 1,
+        };
+        let keys = [
+            key("20260531-120000.db"),
+            key("20260520-000000.db"),
+            key("20260510-000000.db"),
+            key("20260501-000000.db"),
+        ];
+        let plain = plan(&keys, &policy, now(), None);
+        assert_eq!(plain.delete_count(), 3);
+        let until = |d: i64| now() + chrono::TimeDelta::days(d);
+        let locks = |k: &BackupKey| match k.to_string().as_str() {
+            "20260520-000000.db" => Some(until(5)),
+            // Retention over: deleted as planned.
+            "20260510-000000.db" => Some(until(-1)),
+            // Locked, but kept anyway: the reason stays the rule's.
+            "20260531-120000.db" => Some(until(9)),
+            _ => None,
+        };
+        let locked = plain.clone().locked(locks, now());
+        let reasons: Vec<String> = locked
+            .decisions
+            .iter()
+            .map(|d| d.reason.to_string())
+            .collect();
+        assert_eq!(
+            locked
+                .to_delete()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>(),
+            ["20260510-000000.db", "20260501-000000.db"]
+        );
+        assert_eq!(reasons[0], plain.decisions[0].reason.to_string());
+        assert_eq!(reasons[1], "locked until 2026-06-06 00:00:00 UTC");
     }
 
     fn policy(days: u64, keep_last: usize) -> Policy {

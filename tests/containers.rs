@@ -1684,3 +1684,57 @@ async fn doctor_reports_one_line_per_check_and_fails_on_what_breaks_a_backup() {
     assert!(out.contains("2 of the checks failed"), "{out}");
     assert!(out.contains("ok      scratch space"), "{out}");
 }
+
+#[tokio::test]
+async fn a_locked_bucket_keeps_what_retention_would_delete_and_list_shows_until_when() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    s3.create_locked_bucket("locked", 1).await;
+    etcd.load(20).await;
+    // Two backups a second apart, then prune as if both were old: the lock wins.
+    for _ in 0..2 {
+        let o = rig::backup_cmd(&pki, &etcd.url, &s3, "locked")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let o = rig::cmd(&pki, &etcd.url, &s3, "locked")
+        .env("BACKUP_KEEP_LAST", "1")
+        .env("BACKUP_RETENTION", "1s")
+        .arg("prune")
+        .output()
+        .await
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("keep   ") && out.contains("locked until"),
+        "{out}"
+    );
+    assert!(!out.contains("delete "), "{out}");
+    assert_eq!(s3.backups("locked").await.len(), 2);
+
+    let o = rig::cmd(&pki, &etcd.url, &s3, "locked")
+        .args(["list"])
+        .output()
+        .await
+        .unwrap();
+    let out = text(&o);
+    assert!(out.contains("LOCKED UNTIL"), "{out}");
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(out.matches(&tomorrow).count(), 2, "{out}");
+
+    let o = rig::cmd(&pki, &etcd.url, &s3, "locked")
+        .args(["doctor"])
+        .output()
+        .await
+        .unwrap();
+    let out = text(&o);
+    assert!(out.contains("ok      object lock"), "{out}");
+    assert!(out.contains("1 days in GOVERNANCE mode"), "{out}");
+    assert!(out.contains("warn    bucket versioning"), "{out}");
+}

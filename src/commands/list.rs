@@ -1,5 +1,6 @@
-//! `list`: our backups under the prefix, newest first, with their recorded figures and what
-//! retention would do with each. Reads the bucket only.
+//! `list`: our backups under the prefix, newest first, with their recorded figures, what
+//! retention would do with each and, on a bucket with object lock, until when each is locked.
+//! Reads the bucket only.
 
 use chrono::{DateTime, Utc};
 
@@ -23,12 +24,17 @@ pub async fn list(
             for b in &listing.backups {
                 meta.push(store.figures(b).await?);
             }
-            Ok(output::list_rows(
-                store.prefix(),
-                &listing.backups,
-                &meta,
-                &plan,
-            ))
+            let mut rows = output::list_rows(store.prefix(), &listing.backups, &meta, &plan);
+            if let Some(bucket) = store.bucket() {
+                if !rows.is_empty() && bucket.object_lock().await?.is_some() {
+                    for (row, b) in rows.iter_mut().zip(&listing.backups) {
+                        let until = bucket.retain_until(store.path(&b.key).as_ref()).await?;
+                        row.locked_until =
+                            until.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+                    }
+                }
+            }
+            Ok(rows)
         })
         .await
 }

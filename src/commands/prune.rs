@@ -1,6 +1,7 @@
 //! `prune`: list our backups, plan with [`crate::retention`] (a pure function of the listing,
-//! the policy and `now`), then delete what the plan says, one backup at a time. Names we did
-//! not write are never in the plan.
+//! the policy and `now`, then of the object lock retention of what it would delete), then
+//! delete what the plan says, one backup at a time. Names we did not write are never in the
+//! plan.
 
 use chrono::{DateTime, Utc};
 
@@ -44,6 +45,19 @@ pub async fn survey(
     }
     let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
     let plan = retention::plan(&keys, policy, now, protect);
+    let plan = match store.bucket() {
+        Some(bucket) if plan.delete_count() > 0 && bucket.object_lock().await?.is_some() => {
+            // One GET per backup the rules would delete: only those can be locked in the way.
+            let mut until = std::collections::HashMap::new();
+            for key in plan.to_delete() {
+                if let Some(t) = bucket.retain_until(store.path(key).as_ref()).await? {
+                    until.insert(*key, t);
+                }
+            }
+            plan.locked(|k| until.get(k).copied(), now)
+        }
+        _ => plan,
+    };
     Ok((listing, plan))
 }
 

@@ -135,10 +135,13 @@ impl Store {
             backoff: BackoffConfig::default(),
         };
         b = b.with_client_options(client).with_retry(retry);
+        // A SHA-256 checksum on every request body: S3 requires one on a bucket with object
+        // lock, and the server then checks each part end to end.
         b = b
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
-            .with_virtual_hosted_style_request(false);
+            .with_virtual_hosted_style_request(false)
+            .with_checksum_algorithm(object_store::aws::Checksum::SHA256);
         if let Some(ep) = &cfg.endpoint {
             b = b
                 .with_endpoint(ep.as_str().trim_end_matches('/'))
