@@ -135,9 +135,15 @@ async fn check_cluster(
             .map(|h| h.hash)
     };
     let report = consistency::check(&cfg.etcd, status, ours, rehash).await;
-    for c in report.differing() {
+    // Only when the snapshot has the majority is a differing member the diverged one; otherwise
+    // the error below says what is known.
+    for c in report
+        .differing()
+        .iter()
+        .filter(|_| report.verdict == Verdict::Publish)
+    {
         tracing::error!(
-            "member {}'s HashKV at revision {} differs from the snapshot's: {c}; that member has diverged from the others; check with `etcdctl endpoint hashkv --cluster --rev={}` and replace its data",
+            "member {}'s HashKV at revision {} differs from the snapshot's and the majority's: {c}; that member has diverged from the others; check with `etcdctl endpoint hashkv --cluster --rev={}` and replace its data",
             c.member_id, ours.revision, ours.revision
         );
     }

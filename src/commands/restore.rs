@@ -237,12 +237,16 @@ pub async fn restore(
         .flatten()
         .find(|(k, _)| k == "etcd-hashkv")
         .map(|(_, v)| v.clone());
-    if let Some(why) = hash_kv_mismatch(recorded.as_deref(), &verified) {
-        bail!(
+    match hash_kv_mismatch(recorded.as_deref(), &verified) {
+        Some(HashKvCheck::Differs(why)) => bail!(
             "checking {}: {why} (nothing was written to {})",
             store.url(&key),
             output.display()
-        );
+        ),
+        // The SHA-256 trailer already proved the file whole: a restore is not refused for a
+        // check that could not run.
+        Some(HashKvCheck::NotComputed(why)) => tracing::warn!("{why}"),
+        None => {}
     }
     std::fs::rename(&part.path, output)
         .with_context(|| format!("renaming {} to {}", part.path.display(), output.display()))?;
@@ -264,21 +268,27 @@ pub async fn restore(
     })
 }
 
-/// Why the restored file does not have the HashKV its manifest recorded at backup time, if
-/// it does not. A manifest without one (older backups, or a HashKV that was not computed)
-/// checks nothing.
-fn hash_kv_mismatch(recorded: Option<&str>, verified: &Verified) -> Option<String> {
+/// What the HashKV check of a restored file found, when it found a problem.
+#[derive(Debug, PartialEq, Eq)]
+enum HashKvCheck {
+    Differs(String),
+    NotComputed(String),
+}
+
+/// Whether the restored file has the HashKV its manifest recorded at backup time. A manifest
+/// without one (older backups, or a HashKV that was not computed) checks nothing.
+fn hash_kv_mismatch(recorded: Option<&str>, verified: &Verified) -> Option<HashKvCheck> {
     let recorded = recorded?;
     let ours = verified.status.hash_kv.map(|h| h.hash.to_string());
     match ours {
         Some(h) if h == recorded => None,
-        Some(h) => Some(format!(
+        Some(h) => Some(HashKvCheck::Differs(format!(
             "the file's HashKV is {h} but its manifest recorded {recorded} when it was backed up"
-        )),
-        None => Some(format!(
-            "its manifest recorded HashKV {recorded} but the file's could not be computed ({})",
+        ))),
+        None => Some(HashKvCheck::NotComputed(format!(
+            "the manifest recorded HashKV {recorded}, but the restored file's could not be computed ({}); restored on the strength of its SHA-256 trailer",
             verified.status.hash_kv_skipped.as_deref().unwrap_or("?")
-        )),
+        ))),
     }
 }
 
@@ -510,6 +520,38 @@ pub fn etcdutl_command(path: &Path, f: &RestoreFlags) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_restored_file_must_have_the_recorded_hash_kv_when_both_are_known() {
+        use crate::snapshot::hashkv::HashKv;
+        use crate::snapshot::verify::Status;
+        let file = |hash_kv: Option<u32>| Verified {
+            sha256: [0; 32],
+            status: Status {
+                hash_kv: hash_kv.map(|hash| HashKv {
+                    hash,
+                    compact_revision: -1,
+                    revision: 9,
+                }),
+                hash_kv_skipped: hash_kv.is_none().then(|| "too many keys".into()),
+                ..Status::default()
+            },
+        };
+        assert_eq!(hash_kv_mismatch(Some("7"), &file(Some(7))), None);
+        assert_eq!(
+            hash_kv_mismatch(None, &file(Some(7))),
+            None,
+            "an older backup"
+        );
+        assert!(matches!(
+            hash_kv_mismatch(Some("8"), &file(Some(7))),
+            Some(HashKvCheck::Differs(w)) if w.contains("HashKV is 7 but its manifest recorded 8")
+        ));
+        assert!(matches!(
+            hash_kv_mismatch(Some("8"), &file(None)),
+            Some(HashKvCheck::NotComputed(w)) if w.contains("too many keys")
+        ));
+    }
 
     #[test]
     fn which_parses_latest_names_and_full_keys() {
