@@ -1,5 +1,5 @@
 # Tasks for etcd-backup. `make` alone lists them.
-.PHONY: help setup images demo test cargo-test image-test checks lint build bench fuzz manifests
+.PHONY: help setup images demo test cargo-test image-test checks lint build bench fuzz manifests arm64
 .DEFAULT_GOAL := help
 
 help: ## List the tasks
@@ -35,6 +35,9 @@ lint: setup ## rustfmt and clippy, as CI runs them
 
 build: setup ## Release build of the binary
 	cargo build --locked --release
+
+arm64: setup ## Build the aarch64 static binary (zig) and run --help and verify of the golden files under qemu
+	bash tests/arm64.sh
 
 bench: setup images ## etcd-backup vs etcdctl/etcdutl on a 1 GiB etcd (bench/backup.sh)
 	bash bench/backup.sh

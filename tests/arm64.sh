@@ -16,7 +16,16 @@ export PATH="$venv/bin:$PATH"
 command -v cargo-zigbuild >/dev/null || cargo install --locked --quiet cargo-zigbuild@0.19.8
 RUSTFLAGS="-C target-feature=+crt-static" cargo zigbuild --locked --release --quiet --bin etcd-backup --target "$target"
 arm="target/$target/release/etcd-backup"
-file "$arm" | grep -q "ARM aarch64.*statically linked" || { file "$arm"; echo "FAIL: not a static aarch64 binary" >&2; exit 1; }
+# An aarch64 ELF (e_machine 183) without a program interpreter (no PT_INTERP): static.
+python3 - "$arm" <<'PY' || { echo "FAIL: $arm is not a static aarch64 binary" >&2; exit 1; }
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+machine, = struct.unpack_from("<H", b, 18)
+phoff, = struct.unpack_from("<Q", b, 32)
+phentsize, phnum = struct.unpack_from("<HH", b, 54)
+types = [struct.unpack_from("<I", b, phoff + i * phentsize)[0] for i in range(phnum)]
+sys.exit(0 if machine == 183 and 3 not in types else 1)
+PY
 
 tools=${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-tools}
 if [ ! -x "$tools/qemu-aarch64-static" ]; then

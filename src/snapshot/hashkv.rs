@@ -25,8 +25,9 @@
 //! such revision under a 128-bit keyed fingerprint of the key ([`Latest`]): 40 bytes per
 //! distinct key in the map's slots, about 64 with the map's spare capacity, so at most
 //! [`MAX_TRACKED`] keys, 32 MiB. That is the set of keys written since the last compaction,
-//! which Kubernetes runs every five minutes. A database with more is not hashed (the reason
-//! is reported, and the backup is not blocked by it). Nothing else grows with the database:
+//! which Kubernetes runs every five minutes. A database never compacted needs no pass and no
+//! map (nothing is filtered). A database with more is not hashed (the reason is reported, and
+//! the backup is not blocked by it). Nothing else grows with the database:
 //! the second pass keeps two running CRCs, one as if `keep` were empty (the server does not
 //! filter then) and one filtering, and picks one at the end.
 
@@ -234,14 +235,19 @@ pub fn compaction(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Compaction, C
     }
 }
 
-/// The first pass: [`Latest`] for the entries above `finished` and at or below `rev`.
+/// The first pass: [`Latest`] for the entries above `finished` and at or below `rev`. Without
+/// a compaction (`compact` < 0) rule 2 filters nothing, so nothing is read or kept.
 pub fn track(
     file: &dyn bbolt::ReadAt,
     db_len: u64,
     finished: i64,
+    compact: i64,
     rev: i64,
 ) -> Result<Result<Latest, Skipped>, Corruption> {
     let mut latest = Latest::new();
+    if compact < 0 {
+        return Ok(Ok(latest));
+    }
     let mut too_many = false;
     scan_keys(
         file,
@@ -347,7 +353,7 @@ pub fn hash_at(
     compact: i64,
 ) -> Result<Result<HashKv, Skipped>, Corruption> {
     let finished = compaction(file, db_len)?.finished();
-    let latest = match track(file, db_len, finished, rev)? {
+    let latest = match track(file, db_len, finished, compact, rev)? {
         Ok(l) => l,
         Err(skipped) => return Ok(Err(skipped)),
     };
@@ -442,6 +448,21 @@ mod tests {
                 (k, v)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_file_never_compacted_is_not_tracked_at_all() {
+        let db =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/medium.db")).unwrap();
+        let len = db.len() as u64 - 32;
+        let file: &[u8] = &db;
+        let c = compaction(&file, len).unwrap();
+        assert_eq!(c.revision(), -1, "the golden file was never compacted");
+        let none = track(&file, len, -1, -1, i64::MAX).unwrap().unwrap();
+        assert!(none.map.is_empty());
+        // Had it been compacted at revision 0, every key would be tracked.
+        let all = track(&file, len, -1, 0, i64::MAX).unwrap().unwrap();
+        assert!(all.map.len() > 100, "{}", all.map.len());
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub fn walk(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Status, Corruption>
     let compaction = hashkv::compaction(file, db_len)?;
     let (compact, finished) = (compaction.revision(), compaction.finished());
     // No entry lies above the file's last revision, so "every revision" is the snapshot's.
-    let tracked = hashkv::track(file, db_len, finished, i64::MAX)?;
+    let tracked = hashkv::track(file, db_len, finished, compact, i64::MAX)?;
     let mut db = bbolt::Db::open(file, db_len)?;
     let meta = db.meta();
     let mut v = StatusVisitor {
