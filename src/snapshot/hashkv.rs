@@ -191,20 +191,18 @@ fn scan_keys(
         start.push(b'_');
         start.extend_from_slice(&[0; 8]);
     }
-    let mut failed = None;
     db.scan(b"key", &start, &mut |k, v| {
-        if failed.is_none() {
-            failed = f(k, v).err();
-        }
-        Ok(())
+        f(k, v).map_err(|what| in_bucket("key", what))
     })?;
-    match failed {
-        Some(what) => Err(Corruption::Page {
-            page: 0,
-            offset: 0,
-            what: format!("key bucket: {what}"),
-        }),
-        None => Ok(()),
+    Ok(())
+}
+
+/// A problem with an entry of `bucket` that bbolt itself accepts.
+fn in_bucket(bucket: &str, what: String) -> Corruption {
+    Corruption::Page {
+        page: 0,
+        offset: 0,
+        what: format!("{bucket} bucket: {what}"),
     }
 }
 
@@ -212,27 +210,16 @@ fn scan_keys(
 pub fn compaction(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Compaction, Corruption> {
     let mut db = Db::open(file, db_len)?;
     let mut c = Compaction::default();
-    let mut failed = None;
     db.scan(b"meta", b"", &mut |k, v| {
         let slot = match k {
             b"finishedCompactRev" => &mut c.finished,
             b"scheduledCompactRev" => &mut c.scheduled,
             _ => return Ok(()),
         };
-        match meta_revision(v) {
-            Ok(r) => *slot = Some(r),
-            Err(e) => failed = Some(e),
-        }
+        *slot = Some(meta_revision(v).map_err(|what| in_bucket("meta", what))?);
         Ok(())
     })?;
-    match failed {
-        Some(what) => Err(Corruption::Page {
-            page: 0,
-            offset: 0,
-            what: format!("meta bucket: {what}"),
-        }),
-        None => Ok(c),
-    }
+    Ok(c)
 }
 
 /// The first pass: [`Latest`] for the entries above `finished` and at or below `rev`. Without
