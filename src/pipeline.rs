@@ -211,7 +211,7 @@ pub async fn publish_files(
     Ok(stored)
 }
 
-/// The `check` of [`publish`] that checks nothing more (tests, and `restore`-side tools).
+/// The `check` of [`publish`] that checks nothing more (the pipeline tests, which have no cluster).
 pub async fn no_check(_: std::fs::File, _: Verified) -> anyhow::Result<Metadata> {
     Ok(Vec::new())
 }
