@@ -1530,17 +1530,9 @@ impl Drop for Etcd34 {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_etcd_3_4(pki: &Pki) -> Etcd34 {
     let data = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
+    let (client, peer) = (rig::free_port(), rig::free_port());
     let url = format!("https://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let child = std::process::Command::new(tools_dir().join("etcd-3.4"))

@@ -98,17 +98,26 @@ pub fn scratch(free: u64, need: u64, dir: &std::path::Path) -> Finding {
     }
 }
 
-/// The client certificate's expiry against `now`.
-pub fn certificate(not_after: DateTime<Utc>, path: &str, now: DateTime<Utc>) -> Finding {
-    let left = not_after - now;
+/// The client certificate's expiry against `now`: the warning `backup` and `status` log, as a
+/// failure once it has expired.
+pub fn certificate(
+    not_after: DateTime<Utc>,
+    path: &std::path::Path,
+    now: DateTime<Utc>,
+) -> Finding {
     let check = "client certificate (ETCD_CERT)";
-    let when = not_after.format("%Y-%m-%d");
-    if left <= chrono::TimeDelta::zero() {
-        finding(check, Level::Fail, format!("{path} expired on {when}; renew it (kubeadm: kubeadm certs renew etcd-healthcheck-client)"))
-    } else if left < chrono::TimeDelta::days(etcd::CERT_WARN_DAYS) {
-        finding(check, Level::Warn, format!("{path} expires on {when}, in {} days; renew it (kubeadm: kubeadm certs renew etcd-healthcheck-client)", left.num_days()))
-    } else {
-        finding(check, Level::Ok, format!("{path} is valid until {when}"))
+    match etcd::expiry_warning(not_after, path, now) {
+        Some(w) if not_after <= now => finding(check, Level::Fail, w),
+        Some(w) => finding(check, Level::Warn, w),
+        None => finding(
+            check,
+            Level::Ok,
+            format!(
+                "{} is valid until {}",
+                path.display(),
+                not_after.format("%Y-%m-%d")
+            ),
+        ),
     }
 }
 
@@ -150,11 +159,7 @@ pub async fn run(cfg: &BackupConfig, store: &Store, now: DateTime<Utc>) -> Vec<F
         }
     }
     if let Some(id) = &cfg.etcd.identity {
-        out.push(certificate(
-            id.not_after,
-            &id.cert.path.display().to_string(),
-            now,
-        ));
+        out.push(certificate(id.not_after, &id.cert.path, now));
     }
 
     // The bucket: exists and lists, then a throwaway object and a multipart upload.
@@ -391,8 +396,9 @@ mod tests {
         assert_eq!(scratch(200, 100, dir).level, Level::Ok);
         let now = "2026-11-30T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
         let days = |d| now + chrono::TimeDelta::days(d);
-        assert_eq!(certificate(days(-1), "c", now).level, Level::Fail);
-        assert_eq!(certificate(days(3), "c", now).level, Level::Warn);
-        assert_eq!(certificate(days(300), "c", now).level, Level::Ok);
+        let c = std::path::Path::new("c");
+        assert_eq!(certificate(days(-1), c, now).level, Level::Fail);
+        assert_eq!(certificate(days(3), c, now).level, Level::Warn);
+        assert_eq!(certificate(days(300), c, now).level, Level::Ok);
     }
 }

@@ -184,9 +184,18 @@ pub fn cert_warning(
     id: &crate::config::Identity,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<String> {
-    let left = id.not_after - now;
-    let when = id.not_after.format("%Y-%m-%d %H:%M UTC");
-    let path = id.cert.path.display();
+    expiry_warning(id.not_after, &id.cert.path, now)
+}
+
+/// [`cert_warning`] for a certificate at `path` valid until `not_after`.
+pub fn expiry_warning(
+    not_after: chrono::DateTime<chrono::Utc>,
+    path: &std::path::Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let left = not_after - now;
+    let when = not_after.format("%Y-%m-%d %H:%M UTC");
+    let path = path.display();
     if left <= chrono::TimeDelta::zero() {
         Some(format!("the client certificate {path} (ETCD_CERT) expired on {when}: etcd refuses it; renew it (kubeadm: kubeadm certs renew etcd-healthcheck-client)"))
     } else if left < chrono::TimeDelta::days(CERT_WARN_DAYS) {

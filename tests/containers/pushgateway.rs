@@ -24,11 +24,7 @@ impl Pushgateway {
             "{} is missing: run scripts/tools.sh (make setup does)",
             bin.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::rig::free_port();
         let child = Command::new(bin)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())

@@ -591,6 +591,15 @@ pub fn cmd(pki: &Pki, endpoints: &str, s3: &S3, bucket: &str) -> tokio::process:
     c
 }
 
+/// A loopback port free right now, for a process we start that takes its port as a flag.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The port of `http(s)://127.0.0.1:PORT`.
 pub fn port(url: &str) -> u16 {
     url.rsplit(':')
