@@ -212,8 +212,8 @@ pub async fn publish_files(
 }
 
 /// The `check` of [`publish`] that checks nothing more (the pipeline tests, which have no cluster).
-pub async fn no_check(_: std::fs::File, _: Verified) -> anyhow::Result<Metadata> {
-    Ok(Vec::new())
+pub async fn no_check(_: std::fs::File, _: Verified) -> anyhow::Result<(Metadata, ())> {
+    Ok((Vec::new(), ()))
 }
 
 /// A published backup.
@@ -238,8 +238,9 @@ pub struct Published {
 /// afterwards only if this returns `Ok`. `extra` is metadata known before the stream (member,
 /// versions); the object carries it, the manifest carries it and the verified figures.
 /// `check` runs after the walk passed, before the upload completes (the cluster check of
-/// [`crate::consistency`]): its error aborts the upload, its figures go into the manifest.
-pub async fn publish<S, E, C, F>(
+/// [`crate::consistency`]): its error aborts the upload, its figures go into the manifest, and
+/// its report is returned beside the published backup.
+pub async fn publish<S, E, C, F, T>(
     source: S,
     store: &Store,
     key: BackupKey,
@@ -247,12 +248,12 @@ pub async fn publish<S, E, C, F>(
     limits: &Limits,
     extra: Metadata,
     check: C,
-) -> anyhow::Result<Published>
+) -> anyhow::Result<(Published, T)>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<anyhow::Error>,
     C: FnOnce(std::fs::File, Verified) -> F,
-    F: std::future::Future<Output = anyhow::Result<Metadata>>,
+    F: std::future::Future<Output = anyhow::Result<(Metadata, T)>>,
 {
     let started = Instant::now();
     let raw = scratch::file(&cfg.tmp_dir, ".db")?;
@@ -333,7 +334,7 @@ where
         let _ = w.await;
     }
     drop(raw);
-    let (_, (verified, checked, raw_len, stored_len, stream_time, verify_time)) =
+    let (_, (verified, (checked, report), raw_len, stored_len, stream_time, verify_time)) =
         uploaded.with_context(|| format!("uploading {}", store.url(&key)))?;
 
     let s = &verified.status;
@@ -366,7 +367,7 @@ where
             Some(e.to_string())
         }
     };
-    Ok(Published {
+    let published = Published {
         key,
         url: store.url(&key),
         verified,
@@ -376,5 +377,6 @@ where
         verify_time,
         finish_time: started.elapsed() - stream_time - verify_time,
         manifest_error,
-    })
+    };
+    Ok((published, report))
 }

@@ -73,7 +73,7 @@ async fn publishes_every_codec_whole_with_metadata() {
         let tmp = tempfile::tempdir().unwrap();
         let mem = Arc::new(InMemory::new());
         let store = Store::new(mem.clone(), "mem://b", "etcd/", None);
-        let p = publish(
+        let (p, ()) = publish(
             chunks(snapshot.clone(), 32 * 1024 + 5),
             &store,
             key(codec),

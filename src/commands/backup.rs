@@ -111,19 +111,21 @@ async fn snapshot(
 }
 
 /// The check of [`pipeline::publish`]: the snapshot's HashKV against every member. Publishes
-/// (returns the manifest's figures) unless the snapshot's member is in the minority or the
-/// members split; the report is left in `out`.
+/// (returns the manifest's figures and the report) unless the snapshot's member is in the
+/// minority or the members split.
 async fn check_cluster(
     cfg: &BackupConfig,
     status: &MemberStatus,
     file: std::fs::File,
     verified: Verified,
-    out: &std::sync::Mutex<Option<consistency::Report>>,
-) -> anyhow::Result<crate::store::Metadata> {
+) -> anyhow::Result<(crate::store::Metadata, Option<consistency::Report>)> {
     let Some(ours) = verified.status.hash_kv else {
         let why = verified.status.hash_kv_skipped.unwrap_or_default();
         tracing::warn!("the snapshot is not compared with the members: {why}");
-        return Ok(vec![("etcd-hashkv-members", format!("unchecked ({why})"))]);
+        return Ok((
+            vec![("etcd-hashkv-members", format!("unchecked ({why})"))],
+            None,
+        ));
     };
     let db_len = file.metadata()?.len().saturating_sub(TRAILER_LEN as u64);
     // Rare (a member compacted between the snapshot and the question) and about a second per
@@ -137,15 +139,13 @@ async fn check_cluster(
     let report = consistency::check(&cfg.etcd, status, ours, rehash).await;
     // Only when the snapshot has the majority is a differing member the diverged one; otherwise
     // the error below says what is known.
-    for c in report
-        .differing()
-        .iter()
-        .filter(|_| report.verdict == Verdict::Publish)
-    {
-        tracing::error!(
-            "member {}'s HashKV at revision {} differs from the snapshot's and the majority's: {c}; that member has diverged from the others; check with `etcdctl endpoint hashkv --cluster --rev={}` and replace its data",
-            c.member_id, ours.revision, ours.revision
-        );
+    if report.verdict == Verdict::Publish {
+        for c in report.differing() {
+            tracing::error!(
+                "member {}'s HashKV at revision {} differs from the snapshot's and the majority's: {c}; that member has diverged from the others; check with `etcdctl endpoint hashkv --cluster --rev={}` and replace its data",
+                c.member_id, ours.revision, ours.revision
+            );
+        }
     }
     for c in report.unchecked() {
         tracing::warn!(
@@ -165,9 +165,7 @@ async fn check_cluster(
         hash_kv = ours.hash, revision = ours.revision, compact_revision = ours.compact_revision,
         members = %report.members(), "snapshot checked against the members' HashKV"
     );
-    let figures = report.figures();
-    *out.lock().expect("not poisoned") = Some(report);
-    Ok(figures)
+    Ok((report.figures(), Some(report)))
 }
 
 /// One try of the backup from the member whose `status` this is: the scratch space check, then
@@ -198,11 +196,8 @@ async fn attempt(
         expected_size: Some(status.db_size),
     };
     let source = snapshot.into_stream();
-    let report = std::sync::Mutex::new(None);
-    let check = |file, verified| check_cluster(cfg, status, file, verified, &report);
-    let published =
-        pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra, check).await?;
-    Ok((published, report.into_inner().expect("not poisoned")))
+    let check = |file, verified| check_cluster(cfg, status, file, verified);
+    pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra, check).await
 }
 
 /// The `backup` command against `store`. `now` names the object and anchors retention. The
