@@ -20,7 +20,7 @@ test: checks image-test cargo-test ## Every test: cargo tests, the runtime image
 cargo-test: setup images ## Unit, golden-file, binary and container tests
 	cargo test --locked
 
-image-test: setup images ## Build the static runtime image and run backup/list/restore/verify from it
+image-test: setup images ## Build the release image from the Containerfile (local base stand-ins) and run backup/list/restore/verify from it
 	bash tests/image.sh
 
 checks: ## Kustomize overlays render and validate, install.yaml is fresh, Containerfile lints, flake parses

@@ -3,11 +3,12 @@
 # Against the rig's etcd and SeaweedFS containers on a private Docker network, it runs one
 # backup, then `list`, `restore latest` and `verify` of the restored file, all from the image,
 # and checks the image size (< 20 MB).
-#   tests/image.sh [IMAGE]   (default: builds etcd-backup:test with tests/images/runtime.sh)
+#   tests/image.sh [IMAGE]   (default: builds etcd-backup:release from the Containerfile with
+#                             tests/images/release.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${1:-}
-if [ -z "$image" ]; then image=etcd-backup:test; bash tests/images/runtime.sh "$image"; fi
+if [ -z "$image" ]; then image=etcd-backup:release; bash tests/images/release.sh "$image"; fi
 ETCD_IMAGE=${ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.1}
 S3_IMAGE=${S3_IMAGE:-chrislusf/seaweedfs:4.48}
 run=etcd-backup-it-$$
@@ -47,6 +48,8 @@ small=$(docker run --rm --network "$run" --read-only --tmpfs /scratch:uid=65532,
   "$image" 2>&1) && fail "backup into a 16 KiB scratch directory succeeded"
 echo "$small" | grep -q "not enough scratch space in /scratch (BACKUP_TMP_DIR)" || fail "scratch too small: $small"
 [ "$(app list -o json 2>/dev/null | grep -o '"key"' | wc -l)" = 1 ] || fail "a failed backup changed the bucket"
+# Nothing but the binary and distroless static's files: no shell to exec into.
+docker run --rm --entrypoint /bin/sh "$image" -c true >/dev/null 2>&1 && fail "the image has a shell"
 user=$(docker image inspect "$image" --format '{{.Config.User}}')
 [ "$user" = "65532:65532" ] || fail "image user is $user"
 size=$(docker image inspect "$image" --format '{{.Size}}')
