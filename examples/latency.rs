@@ -1,7 +1,9 @@
 //! A paced write load on etcd that reports its latency: RATE puts per second of 2 KiB each,
 //! each timed from its *scheduled* start (so a stalled etcd also delays the puts queued behind
 //! the slow one, as a Kubernetes API server's writes would be), until the file STOP exists.
-//! Prints `p50_ms p99_ms max_ms count` on exit.
+//! Prints `p50_ms p99_ms max_ms count` on exit. With LATENCY_TRACE=FILE, it also writes each put
+//! slower than 20 ms to FILE as `unix_ms latency_ms` (scheduled start, latency), to line the
+//! stalls up with the phases of what ran beside it.
 //!
 //! cargo run --release --example latency -- http://127.0.0.1:2379 200 /tmp/stop
 
@@ -31,14 +33,25 @@ async fn main() {
             c.put(format!("/registry/latency/k{}", i % 1000), v, None)
                 .await
                 .expect("put");
-            let _ = tx.send(scheduled.elapsed());
+            let _ = tx.send((scheduled, scheduled.elapsed()));
         });
         i += 1;
     }
     drop(tx);
     let mut lat = Vec::new();
-    while let Some(d) = rx.recv().await {
-        lat.push(d.as_secs_f64() * 1000.0);
+    let mut slow = String::new();
+    let epoch = std::time::SystemTime::now() - start.elapsed();
+    while let Some((scheduled, d)) = rx.recv().await {
+        let ms = d.as_secs_f64() * 1000.0;
+        if ms > 20.0 {
+            let at = epoch + (scheduled - start);
+            let unix = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            slow.push_str(&format!("{} {ms:.1}\n", unix.as_millis()));
+        }
+        lat.push(ms);
+    }
+    if let Ok(path) = std::env::var("LATENCY_TRACE") {
+        std::fs::write(path, slow).expect("LATENCY_TRACE");
     }
     lat.sort_by(f64::total_cmp);
     let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];

@@ -57,6 +57,8 @@ where
 {
     let read = async {
         futures::pin_mut!(source);
+        let start = tokio::time::Instant::now();
+        let mut due = Duration::ZERO;
         loop {
             let next = tokio::select! {
                 biased;
@@ -74,9 +76,16 @@ where
             };
             let chunk = chunk.map_err(Into::into)?;
             progress.advance(chunk.len());
+            let len = chunk.len() as u64;
             if tx.send(Feed::Chunk(chunk)).await.is_err() {
                 // The thread stopped early; its error is already on its way downstream.
                 return Ok(());
+            }
+            // Not reading is what slows etcd down: gRPC's flow control stops its sender once
+            // the window fills. The shutdown is not awaited here; a wait is one chunk's worth.
+            if let Some(rate) = limits.rate {
+                due = pace(due, start.elapsed(), len, rate);
+                tokio::time::sleep_until(start + due).await;
             }
         }
     };
@@ -89,6 +98,29 @@ where
         )),
     };
     let _ = tx.send(end).await;
+}
+
+/// When the next chunk may be read, as time since the stream started: `len` bytes were just
+/// read at `now`, and the previous read was due at `due`. Each chunk buys `len / rate` of time
+/// from the later of the two, so the rate is never exceeded and no credit is saved up: after
+/// a slow stretch of etcd's, reading does not burst to catch up, which would defeat the limit.
+pub fn pace(due: Duration, now: Duration, len: u64, rate: u64) -> Duration {
+    due.max(now) + Duration::from_secs_f64(len as f64 / rate.max(1) as f64)
+}
+
+/// Why a snapshot of `db_size` bytes read at `rate` cannot finish within `timeout`, if it
+/// cannot: said before the snapshot is taken rather than after half an hour of it.
+pub fn rate_too_slow(db_size: u64, rate: Option<u64>, timeout: Duration) -> Option<String> {
+    let need = pace(Duration::ZERO, Duration::ZERO, db_size, rate?);
+    (need > timeout).then(|| {
+        format!(
+            "reading the {} MiB database at ETCD_SNAPSHOT_RATE={} MiB/s takes {}, longer than ETCD_SNAPSHOT_TIMEOUT={}: raise either",
+            db_size >> 20,
+            rate.unwrap_or(0) >> 20,
+            humantime::format_duration(Duration::from_secs(need.as_secs())),
+            humantime::format_duration(timeout)
+        )
+    })
 }
 
 /// The spooling thread: hashes, spools and encodes what `rx` brings, and sends the encoded
@@ -156,6 +188,9 @@ fn received<T>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
 pub struct Limits {
     pub total: Duration,
     pub stall: Duration,
+    /// Bytes a second to read at, at most (`ETCD_SNAPSHOT_RATE`); `None` reads as fast as the
+    /// stages downstream take it.
+    pub rate: Option<u64>,
     pub shutdown: Shutdown,
     /// The database size the member reported, for the share done in progress lines.
     pub expected_size: Option<u64>,
@@ -379,4 +414,57 @@ where
         manifest_error,
     };
     Ok((published, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_spends_len_over_rate_from_the_later_of_due_and_now() {
+        let ms = Duration::from_millis;
+        // (due, now, len, rate) -> next due
+        let cases = [
+            // On time: the next read is one chunk's worth later.
+            (ms(0), ms(0), 1_000, 10_000, ms(100)),
+            (ms(100), ms(100), 1_000, 10_000, ms(200)),
+            // Downstream was slow (now is past due): no credit saved up, no burst.
+            (ms(100), ms(900), 1_000, 10_000, ms(1_000)),
+            // Early (the chunk came fast): wait for what is due.
+            (ms(500), ms(120), 1_000, 10_000, ms(600)),
+            // An empty chunk costs nothing; a zero rate is taken as 1 B/s, never a panic.
+            (ms(50), ms(10), 0, 10_000, ms(50)),
+            (ms(0), ms(0), 3, 0, ms(3_000)),
+        ];
+        for (due, now, len, rate, want) in cases {
+            assert_eq!(
+                pace(due, now, len, rate),
+                want,
+                "{due:?} {now:?} {len} {rate}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rate_that_cannot_finish_in_time_is_refused_before_the_snapshot() {
+        let (gib, mib, min) = (1u64 << 30, 1u64 << 20, Duration::from_secs(60));
+        // (db size, rate, timeout) -> refused?
+        let cases = [
+            (gib, None, min, false),
+            (gib, Some(30 * mib), 30 * min, false), // 34 s
+            (gib, Some(mib), 30 * min, false),      // 17 min
+            (8 * gib, Some(mib), 30 * min, true),   // 2 h 16 min
+            (gib, Some(mib), 10 * min, true),
+        ];
+        for (size, rate, timeout, refused) in cases {
+            let e = rate_too_slow(size, rate, timeout);
+            assert_eq!(e.is_some(), refused, "{size} {rate:?} {timeout:?}: {e:?}");
+        }
+        let e = rate_too_slow(8 * gib, Some(mib), 30 * min).unwrap();
+        assert!(
+            e.contains("ETCD_SNAPSHOT_RATE=1 MiB/s takes 2h 16m 32s"),
+            "{e}"
+        );
+        assert!(e.contains("ETCD_SNAPSHOT_TIMEOUT=30m"), "{e}");
+    }
 }

@@ -180,6 +180,8 @@ fn every_bad_setting_exits_2_naming_the_variable() {
         ("ETCD_DIAL_TIMEOUT", "5 parsecs"),
         ("ETCD_SNAPSHOT_TIMEOUT", "0s"),
         ("ETCD_SNAPSHOT_STALL_TIMEOUT", "-1m"),
+        ("ETCD_SNAPSHOT_RATE", "30"),
+        ("ETCD_SNAPSHOT_RATE", "fast"),
         ("ETCD_QUOTA_BACKEND_BYTES", "lots"),
         ("BACKUP_BUCKET", "Bad_Bucket!"),
         ("BACKUP_PREFIX", "etcd"),

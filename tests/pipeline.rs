@@ -49,6 +49,7 @@ fn limits(total: Duration) -> Limits {
     Limits {
         total,
         stall: Duration::from_secs(30),
+        rate: None,
         shutdown: Shutdown::never(),
         expected_size: None,
     }
@@ -124,6 +125,39 @@ async fn publishes_every_codec_whole_with_metadata() {
         assert_eq!(meta["compression"], codec.to_string());
         assert!(scratch_is_empty(tmp.path()), "scratch files left behind");
     }
+}
+
+/// ETCD_SNAPSHOT_RATE: the stream is read no faster than the rate. A lower bound on the time
+/// taken, which no machine can beat, not a performance assertion.
+#[tokio::test]
+async fn a_rate_limited_read_takes_at_least_size_over_rate() {
+    let snapshot = read_data("medium.db");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(InMemory::new()), "mem://b", "etcd/", None);
+    let rate = 4 * snapshot.len() as u64; // a quarter of a second for the whole stream
+    let paced = Limits {
+        rate: Some(rate),
+        ..limits(Duration::from_secs(60))
+    };
+    let start = std::time::Instant::now();
+    let (p, ()) = publish(
+        chunks(snapshot.clone(), 16 * 1024),
+        &store,
+        key(Codec::Gzip),
+        &cfg(Codec::Gzip, tmp.path()),
+        &paced,
+        vec![],
+        no_check,
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.raw_bytes, snapshot.len() as u64);
+    assert!(
+        start.elapsed() >= Duration::from_millis(240),
+        "{} bytes at {rate} B/s took only {:?}",
+        snapshot.len(),
+        start.elapsed()
+    );
 }
 
 async fn assert_nothing_published(
@@ -255,6 +289,7 @@ async fn a_silent_stream_hits_the_stall_timeout() {
     let within = Limits {
         total: Duration::from_secs(60),
         stall: Duration::from_millis(200),
+        rate: None,
         shutdown: Shutdown::never(),
         expected_size: None,
     };
@@ -272,6 +307,7 @@ async fn a_signal_mid_stream_stops_and_cleans_up() {
     let within = Limits {
         total: Duration::from_secs(60),
         stall: Duration::from_secs(60),
+        rate: None,
         shutdown,
         expected_size: None,
     };

@@ -184,6 +184,13 @@ async fn attempt(
         tracing::warn!("{w}");
     }
     scratch::ensure_room(&cfg.pipeline.tmp_dir, status.db_size)?;
+    if let Some(e) = pipeline::rate_too_slow(
+        status.db_size,
+        cfg.etcd.snapshot_rate,
+        cfg.etcd.snapshot_timeout,
+    ) {
+        anyhow::bail!("{e}");
+    }
     extra.extend([
         ("etcd-version", status.version.clone()),
         ("etcd-cluster-id", status.cluster_id.clone()),
@@ -192,6 +199,7 @@ async fn attempt(
     let limits = Limits {
         total: cfg.etcd.snapshot_timeout,
         stall: cfg.etcd.stall_timeout,
+        rate: cfg.etcd.snapshot_rate,
         shutdown: shutdown.clone(),
         expected_size: Some(status.db_size),
     };

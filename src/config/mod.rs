@@ -87,6 +87,12 @@ pub const VARS: &[Var] = &[
         "Give up when the snapshot stream sends nothing for this long.",
     ),
     var(
+        "ETCD_SNAPSHOT_RATE",
+        &[],
+        Some("0"),
+        "Read the snapshot at most this fast, per second, e.g. 30MiB; 0 for no limit. A slower read leaves etcd more room (bench/RESULTS.md).",
+    ),
+    var(
         "BACKUP_RETRIES",
         &[],
         Some("5"),
@@ -510,6 +516,8 @@ pub struct EtcdConfig {
     pub dial_timeout: Duration,
     pub snapshot_timeout: Duration,
     pub stall_timeout: Duration,
+    /// Bytes a second the snapshot is read at, at most; `None` for no limit.
+    pub snapshot_rate: Option<u64>,
     /// etcd stops accepting writes when its database reaches this size.
     pub quota: u64,
 }
@@ -910,6 +918,12 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     let dial_timeout = r.duration("ETCD_DIAL_TIMEOUT");
     let snapshot_timeout = r.duration("ETCD_SNAPSHOT_TIMEOUT");
     let stall_timeout = r.duration("ETCD_SNAPSHOT_STALL_TIMEOUT");
+    // Below 1 MiB/s a 1 GiB database would take over 17 minutes: a unit left off, most likely.
+    let snapshot_rate = r.parse(
+        "ETCD_SNAPSHOT_RATE",
+        "expected 0 (no limit) or a size per second of at least 1MiB, such as 30MiB",
+        |v| parse_size(v).filter(|&b| b == 0 || b >= 1 << 20),
+    );
     let quota = r.parse(
         "ETCD_QUOTA_BACKEND_BYTES",
         "expected a size such as 2GiB, 8GiB or 8589934592",
@@ -918,6 +932,7 @@ fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     (r.problems.len() == before).then(|| EtcdConfig {
         quota: quota.expect("no problems"),
         stall_timeout: stall_timeout.expect("no problems"),
+        snapshot_rate: Some(snapshot_rate.expect("no problems")).filter(|&b| b > 0),
         endpoints,
         ca: ca.map(|(path, pem)| Pem { path, pem }),
         identity,
