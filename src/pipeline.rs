@@ -39,6 +39,8 @@ use crate::store::{Metadata, Parts, Store};
 /// Chunks in flight between the network reader and the spooling thread.
 const CHANNEL_CHUNKS: usize = 16;
 const SPOOL_BUFFER: usize = 1 << 20;
+/// How far ahead of ETCD_SNAPSHOT_RATE's schedule reading may get before it sleeps.
+const PACE_SLACK: Duration = Duration::from_millis(50);
 
 /// What the network reader sends the spooling thread. A stream is whole only if it ends with
 /// `End`: a closed channel without it means the reader was stopped.
@@ -82,10 +84,16 @@ where
                 return Ok(());
             }
             // Not reading is what slows etcd down: gRPC's flow control stops its sender once
-            // the window fills. The shutdown is not awaited here; a wait is one chunk's worth.
+            // the window fills. Sleeps are taken only once PACE_SLACK is due: the timer rounds
+            // each sleep up to the next millisecond, and a wait for every 32 KiB chunk would
+            // cap the rate near 16 MiB/s whatever was asked. The shutdown is not awaited here;
+            // a wait is at most PACE_SLACK.
             if let Some(rate) = limits.rate {
-                due = pace(due, start.elapsed(), len, rate);
-                tokio::time::sleep_until(start + due).await;
+                let now = start.elapsed();
+                due = pace(due, now, len, rate);
+                if due > now + PACE_SLACK {
+                    tokio::time::sleep_until(start + due).await;
+                }
             }
         }
     };
@@ -102,8 +110,9 @@ where
 
 /// When the next chunk may be read, as time since the stream started: `len` bytes were just
 /// read at `now`, and the previous read was due at `due`. Each chunk buys `len / rate` of time
-/// from the later of the two, so the rate is never exceeded and no credit is saved up: after
-/// a slow stretch of etcd's, reading does not burst to catch up, which would defeat the limit.
+/// from the later of the two, so the rate is not exceeded (beyond `PACE_SLACK`'s worth) and no
+/// credit is saved up: after a slow stretch of etcd's, reading does not burst to catch up,
+/// which would defeat the limit.
 pub fn pace(due: Duration, now: Duration, len: u64, rate: u64) -> Duration {
     due.max(now) + Duration::from_secs_f64(len as f64 / rate.max(1) as f64)
 }

