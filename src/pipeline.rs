@@ -92,7 +92,7 @@ where
                 let now = start.elapsed();
                 due = pace(due, now, len, rate);
                 if due > now + PACE_SLACK {
-                    tokio::time::sleep_until(start + due).await;
+                    tokio::time::sleep(due - now).await;
                 }
             }
         }
@@ -114,18 +114,22 @@ where
 /// credit is saved up: after a slow stretch of etcd's, reading does not burst to catch up,
 /// which would defeat the limit.
 pub fn pace(due: Duration, now: Duration, len: u64, rate: u64) -> Duration {
-    due.max(now) + Duration::from_secs_f64(len as f64 / rate.max(1) as f64)
+    // Saturating: `len` may be a size etcd reported, and no size may panic.
+    let cost =
+        Duration::try_from_secs_f64(len as f64 / rate.max(1) as f64).unwrap_or(Duration::MAX);
+    due.max(now).saturating_add(cost)
 }
 
 /// Why a snapshot of `db_size` bytes read at `rate` cannot finish within `timeout`, if it
 /// cannot: said before the snapshot is taken rather than after half an hour of it.
 pub fn rate_too_slow(db_size: u64, rate: Option<u64>, timeout: Duration) -> Option<String> {
-    let need = pace(Duration::ZERO, Duration::ZERO, db_size, rate?);
+    let rate = rate?;
+    let need = pace(Duration::ZERO, Duration::ZERO, db_size, rate);
     (need > timeout).then(|| {
         format!(
             "reading the {} MiB database at ETCD_SNAPSHOT_RATE={} MiB/s takes {}, longer than ETCD_SNAPSHOT_TIMEOUT={}: raise either",
             db_size >> 20,
-            rate.unwrap_or(0) >> 20,
+            rate >> 20,
             humantime::format_duration(Duration::from_secs(need.as_secs())),
             humantime::format_duration(timeout)
         )
@@ -444,6 +448,9 @@ mod tests {
             // An empty chunk costs nothing; a zero rate is taken as 1 B/s, never a panic.
             (ms(50), ms(10), 0, 10_000, ms(50)),
             (ms(0), ms(0), 3, 0, ms(3_000)),
+            // A size no etcd has saturates instead of overflowing.
+            (ms(5), ms(0), u64::MAX, 1, Duration::MAX),
+            (Duration::MAX, ms(0), 1, 1, Duration::MAX),
         ];
         for (due, now, len, rate, want) in cases {
             assert_eq!(
@@ -475,5 +482,6 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("ETCD_SNAPSHOT_TIMEOUT=30m"), "{e}");
+        assert!(rate_too_slow(u64::MAX, Some(mib), 30 * min).is_some());
     }
 }
