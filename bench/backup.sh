@@ -8,8 +8,10 @@
 #   - `etcd-backup verify` against `etcdutl snapshot status` on the same file,
 #   - the peak RSS of the gzip backup of a second etcd filled to 128 MiB (memory must not grow
 #     with the database),
-#   - the cost of the HashKV check: the gzip backup and `verify` of a baseline build of
-#     BENCH_BASE (default 645ce5b, the commit before the check) against this one,
+#   - this build against a baseline build of BENCH_BASE (default 6cc04dc, before the receive
+#     path's cuts and gzip's default level 4): the gzip backup and `verify`,
+#   - the CPU seconds per GB of each stage alone, with the way some were done before beside
+#     them (examples/stages.rs, the static build),
 #   - the upload over a real-looking link: the gzip backup through examples/link.rs (a proxy with
 #     a 40 ms round trip and 1 Gbit/s, LINK_MS and LINK_MBIT) with the default upload settings
 #     and with 4 parts at once, against `aws s3 cp` of the same object through the same link,
@@ -45,12 +47,15 @@ target=x86_64-unknown-linux-musl
 rustup target add "$target" >/dev/null
 static() { RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$target" "$@"; }
 # The baseline, built first in a worktree sharing our target directory (only the crate rebuilds).
-base_rev=${BENCH_BASE:-645ce5b}
+base_rev=${BENCH_BASE:-6cc04dc}
 git worktree add -f -q "$work/base-src" "$base_rev"
 (cd "$work/base-src" && CARGO_TARGET_DIR="$OLDPWD/target" static)
 cp "target/$target/release/etcd-backup" "$work/base-bin"
 git worktree remove --force "$work/base-src"
 static
+static_example() { RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --example "$1" --target "$target"; }
+static_example stages
+stages=$PWD/target/$target/release/examples/stages
 bin=${BENCH_BIN:-$PWD/target/$target/release/etcd-backup}
 # etcdctl/etcdutl from the same wheel as the etcd image, run on the host.
 cache=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
@@ -165,6 +170,7 @@ for r in $(seq "$ROUNDS"); do
   measure verify-base "$work/base-bin" verify "$work/snap.db" -o json
   MEMBER=$small measure gzip-128MiB env BACKUP_COMPRESSION=gzip ETCD_ENDPOINTS="$small_endpoint" "$bin" backup
   sleep 1
+  RECIPIENT=$recipient "$stages" >> "$work/stages"
 done
 raw=$(stat -c %s "$work/snap.db")
 gzip -6 -c "$work/snap.db" | wc -c > "$work/stored.gzip6"
@@ -188,7 +194,7 @@ awk -v size="$SIZE" -v raw="$raw" -v g="$(cat "$work/stored.gzip")" -v z="$(cat 
     printf "  gzip+age / gzip               wall %.3f, CPU %.3f, peak RSS %.1f / %.1f MiB\n", (t["gzip-age"]/n["gzip-age"]) / (t["gzip"]/n["gzip"]), (c["gzip-age"]/n["gzip-age"]) / (c["gzip"]/n["gzip"]), m["gzip-age"]/1024, m["gzip"]/1024
     printf "  verify / etcdutl status       %.2f (RSS %.1f vs %.1f MiB)\n", (t["verify"]/n["verify"]) / (t["etcdutl-status"]/n["etcdutl-status"]), m["verify"]/1024, m["etcdutl-status"]/1024
     printf "  peak RSS of backup gzip, %s / 128 MiB   %.1f / %.1f MiB = %.2f\n", size, m["gzip"]/1024, m["gzip-128MiB"]/1024, m["gzip"]/m["gzip-128MiB"]
-    printf "  HashKV check: gzip / gzip-base   wall %.3f (goal <= 1.10), peak RSS %.1f / %.1f MiB; verify / verify-base %.3f\n", (t["gzip"]/n["gzip"]) / (t["gzip-base"]/n["gzip-base"]), m["gzip"]/1024, m["gzip-base"]/1024, (t["verify"]/n["verify"]) / (t["verify-base"]/n["verify-base"])
+    printf "  this build / baseline (BENCH_BASE): gzip backup wall %.3f, CPU %.3f, peak RSS %.1f / %.1f MiB; verify %.3f\n", (t["gzip"]/n["gzip"]) / (t["gzip-base"]/n["gzip-base"]), c["gzip"] / c["gzip-base"], m["gzip"]/1024, m["gzip-base"]/1024, (t["verify"]/n["verify"]) / (t["verify-base"]/n["verify-base"])
     printf "  link: gzip through it / on loopback   %.2f (goal <= 1.2); with 4 parts at once %.2f; aws s3 cp through it %.2f s\n", (t["gzip-link"]/n["gzip-link"]) / (t["gzip"]/n["gzip"]), (t["gzip-link-c4"]/n["gzip-link-c4"]) / (t["gzip"]/n["gzip"]), t["awscp-link"]/n["awscp-link"]
     printf "  nice: under the write load, gzip at BACKUP_NICE=0 / at the default   wall %.3f\n", (t["gzip-nice0"]/n["gzip-nice0"]) / (t["gzip-lat"]/n["gzip-lat"])
     printf "\ncompression: gzip %.2fx (%d bytes; gzip -6 makes %d, ours is %+.2f%%), zstd %.2fx (%d bytes)\n", raw/g, g, g6, (g-g6)*100/g6, raw/z, z
@@ -199,6 +205,19 @@ awk '{ if ($3 > p99[$1]) { p50[$1] = $2; p99[$1] = $3; mx[$1] = $4 } }
   END { printf "  %-12s %8s %8s %8s\n", "during", "p50", "p99", "max"
     split("idle seed gzip-lat gzip-nice0 zstd-lat hashkv", o, " ")
     for (i = 1; i <= 6; i++) printf "  %-12s %8.1f %8.1f %8.1f\n", o[i], p50[o[i]], p99[o[i]], mx[o[i]] }' "$work/latency" | tee -a "$work/summary"
+echo
+echo "CPU per stage, each alone over the same snapshot (examples/stages.rs; this process's user+sys, means of the rounds):"
+awk '/^# gzip level/ { b[$4] = $5; next } /^#/ { next }
+  { c[$1] += $2; u[$1] += $3; s[$1] += $4; w[$1] += $5; g[$1] += $6; n[$1]++ }
+  END {
+    printf "  %-15s %9s %8s %8s %8s %9s\n", "stage", "CPU s/GB", "CPU s", "user s", "sys s", "wall s"
+    k = split("receive receive-before hash spool spool-before gzip gzip-before zstd age walk upload", o, " ")
+    for (i = 1; i <= k; i++) if (n[o[i]]) printf "  %-15s %9.2f %8.2f %8.2f %8.2f %9.2f\n", o[i], g[o[i]]/n[o[i]], c[o[i]]/n[o[i]], u[o[i]]/n[o[i]], s[o[i]]/n[o[i]], w[o[i]]/n[o[i]]
+    before = (g["receive-before"] + g["hash"] + g["spool-before"]) / n["hash"]
+    after = (g["receive"] + g["hash"] + g["spool"]) / n["hash"]
+    printf "  receive path (receive + hash + spool): %.2f CPU s/GB, before %.2f (%.2fx)\n", after, before, after / before
+    printf "  gzip: level 4 %.2f CPU s/GB, %d bytes; level 6 %.2f CPU s/GB, %d bytes\n", g["gzip"]/n["gzip"], b["4:"], g["gzip-before"]/n["gzip-before"], b["6:"]
+  }' "$work/stages" | tee -a "$work/summary"
 
 # A bar chart of the mean times, where gnuplot is installed (apt: gnuplot-nox).
 if command -v gnuplot >/dev/null; then

@@ -38,7 +38,7 @@ use crate::store::{Metadata, Parts, Store};
 
 /// Chunks in flight between the network reader and the spooling thread.
 const CHANNEL_CHUNKS: usize = 16;
-const SPOOL_BUFFER: usize = 1 << 20;
+pub const SPOOL_BUFFER: usize = 1 << 20;
 /// How far ahead of ETCD_SNAPSHOT_RATE's schedule reading may get before it sleeps.
 const PACE_SLACK: Duration = Duration::from_millis(50);
 
@@ -165,10 +165,12 @@ fn spool(
                 None => bail!("the snapshot reader stopped without finishing the stream"),
             }
         }
-        raw.into_inner()
-            .map_err(|e| disk(e.into_error()))?
-            .sync_data()
-            .map_err(disk)?;
+        // Flushed, not synced: the file only feeds the walk, which reads it back through the
+        // page cache, and no uploaded byte comes from it. A full disk fails the write itself.
+        // Unsynced, most of it is never written out at all (the kernel drops the dirty pages of
+        // a file removed before writeback), which spares etcd's disk for its own fsyncs.
+        raw.flush().map_err(disk)?;
+        drop(raw);
         let stored_len = enc
             .finish()
             .and_then(Sealer::finish)

@@ -348,7 +348,8 @@ fn sigterm_during_a_long_decode_stops_verify_promptly_and_cleans_up() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
-    // Every thread (main, runtime workers, the decoding thread) runs at the default niceness.
+    // Every thread (main, which runs the async runtime, and the decoding thread) runs at the
+    // default niceness.
     let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
     let nice: Vec<String> = tasks
         .map(|t| {
@@ -358,7 +359,7 @@ fn sigterm_during_a_long_decode_stops_verify_promptly_and_cleans_up() {
             after.split_whitespace().nth(16).unwrap().to_string()
         })
         .collect();
-    assert!(nice.len() > 2, "{nice:?}");
+    assert!(nice.len() >= 2, "{nice:?}");
     assert!(
         nice.iter().all(|n| n == "10"),
         "BACKUP_NICE's default on every thread: {nice:?}"

@@ -150,7 +150,7 @@ pub const VARS: &[Var] = &[
         "BACKUP_COMPRESSION_LEVEL",
         &[],
         None,
-        "gzip 1-9 (default 6), zstd 1-19 (default 3).",
+        "gzip 1-9 (default 4), zstd 1-19 (default 3).",
     ),
     var(
         "BACKUP_AGE_RECIPIENTS",

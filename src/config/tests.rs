@@ -48,7 +48,7 @@ fn defaults_for_backup() {
     assert_eq!(cfg.store.prefix, "etcd/");
     assert_eq!(cfg.store.region, "us-east-1");
     assert_eq!(cfg.pipeline.codec, Codec::Gzip);
-    assert_eq!(cfg.pipeline.level, 6);
+    assert_eq!(cfg.pipeline.level, 4);
     assert_eq!(cfg.pipeline.part_size, 8 << 20);
     assert_eq!(cfg.pipeline.concurrency, 2);
     assert_eq!(

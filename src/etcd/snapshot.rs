@@ -46,9 +46,10 @@ impl Snapshot {
             return Ok(Some(first));
         }
         match self.stream.message().await {
-            Ok(Some(m)) => {
+            Ok(Some(mut m)) => {
                 self.bytes += m.blob().len() as u64;
-                Ok(Some(bytes::Bytes::copy_from_slice(m.blob())))
+                // The decoded message owns its bytes: take them rather than copy a gigabyte.
+                Ok(Some(bytes::Bytes::from(std::mem::take(&mut m.0.blob))))
             }
             Ok(None) => Ok(None),
             Err(e) => Err(EtcdError::Stream {
