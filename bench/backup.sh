@@ -211,9 +211,9 @@ awk '/^# gzip level/ { b[$4] = $5; next } /^#/ { next }
   { c[$1] += $2; u[$1] += $3; s[$1] += $4; w[$1] += $5; g[$1] += $6; n[$1]++ }
   END {
     printf "  %-15s %9s %8s %8s %8s %9s\n", "stage", "CPU s/GB", "CPU s", "user s", "sys s", "wall s"
-    k = split("receive receive-before hash spool spool-before gzip gzip-before zstd age walk upload", o, " ")
+    k = split("receive receive-before hash spool gzip gzip-before zstd age walk upload", o, " ")
     for (i = 1; i <= k; i++) if (n[o[i]]) printf "  %-15s %9.2f %8.2f %8.2f %8.2f %9.2f\n", o[i], g[o[i]]/n[o[i]], c[o[i]]/n[o[i]], u[o[i]]/n[o[i]], s[o[i]]/n[o[i]], w[o[i]]/n[o[i]]
-    before = (g["receive-before"] + g["hash"] + g["spool-before"]) / n["hash"]
+    before = (g["receive-before"] + g["hash"] + g["spool"]) / n["hash"]
     after = (g["receive"] + g["hash"] + g["spool"]) / n["hash"]
     printf "  receive path (receive + hash + spool): %.2f CPU s/GB, before %.2f (%.2fx)\n", after, before, after / before
     printf "  gzip: level 4 %.2f CPU s/GB, %d bytes; level 6 %.2f CPU s/GB, %d bytes\n", g["gzip"]/n["gzip"], b["4:"], g["gzip-before"]/n["gzip-before"], b["6:"]
