@@ -8,7 +8,8 @@
 # remote in production, so here it keeps its data on tmpfs and runs at the lowest CPU weight
 # (--cpu-shares 2): what is measured is etcd beside the backup, not beside an S3 server.
 # The spool stays on disk, as an emptyDir would. One reference step reads through
-# examples/link.rs as a bandwidth cap: etcdctl itself at 30 MiB/s.
+# examples/link.rs as a bandwidth cap: etcdctl itself at 30 MiB/s. Two steps run the backup in
+# a cgroup limited to 1 core, as a CronJob's CPU limit of 1 would (compression threads follow).
 #   bench/latency.sh [SIZE] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,21 @@ loaded() {
   echo "$name $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') $(cat "$work/lat.out")" >> "$work/results"
   rm -f "$work"/*.db
 }
+# limited CORES CMD...: runs CMD in a cgroup of its own with a CPU limit of CORES, as the
+# CronJob's limit sets one (cgroup v1's cpu controller, or v2's cpu.max; root only).
+limited() {
+  local cores=$1 cg; shift
+  if [ -w /sys/fs/cgroup/cpu ]; then
+    cg=/sys/fs/cgroup/cpu/etcd-backup-bench-$$; mkdir -p "$cg"
+    echo 100000 > "$cg/cpu.cfs_period_us"; echo $((cores * 100000)) > "$cg/cpu.cfs_quota_us"
+  else
+    cg=/sys/fs/cgroup/etcd-backup-bench-$$; mkdir -p "$cg"; echo "$((cores * 100000)) 100000" > "$cg/cpu.max"
+  fi
+  local rc=0
+  (echo "$BASHPID" > "$cg/cgroup.procs" && exec "$@") || rc=$?
+  rmdir "$cg"
+  return "$rc"
+}
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
   loaded idle sleep 15
@@ -75,6 +91,8 @@ for r in $(seq "$ROUNDS"); do
   loaded gzip-15 env ETCD_SNAPSHOT_RATE=15MiB "$bin" backup
   loaded gzip-8 env ETCD_SNAPSHOT_RATE=8MiB "$bin" backup
   loaded gzip-15-t1 env ETCD_SNAPSHOT_RATE=15MiB BACKUP_COMPRESSION_THREADS=1 "$bin" backup
+  loaded gzip-cpu1 limited 1 "$bin" backup
+  loaded gzip-15-cpu1 limited 1 env ETCD_SNAPSHOT_RATE=15MiB "$bin" backup
   loaded zstd env BACKUP_COMPRESSION=zstd "$bin" backup
   loaded zstd-15 env BACKUP_COMPRESSION=zstd ETCD_SNAPSHOT_RATE=15MiB "$bin" backup
 done
@@ -82,11 +100,12 @@ echo "etcd latency under 200 puts/s of 2 KiB, worst of $ROUNDS rounds (ms from e
 awk '
   { n[$1]++; t[$1] += $2; if ($3 > p50[$1]) p50[$1] = $3; if ($4 > p99[$1]) p99[$1] = $4; if ($5 > mx[$1]) mx[$1] = $5 }
   END {
-    split("idle save save-30 hashkv gzip gzip-30 gzip-15 gzip-8 gzip-15-t1 zstd zstd-15", o, " ")
+    nk = split("idle save save-30 hashkv gzip gzip-30 gzip-15 gzip-8 gzip-15-t1 gzip-cpu1 gzip-15-cpu1 zstd zstd-15", o, " ")
     d["idle"] = "idle (15 s)"; d["save"] = "etcdctl snapshot save"; d["save-30"] = "etcdctl snapshot save, read at 30 MiB/s"
     d["hashkv"] = "etcdctl endpoint hashkv"; d["gzip"] = "backup gzip"; d["gzip-8"] = "backup gzip, ETCD_SNAPSHOT_RATE=8MiB"
     d["gzip-30"] = "backup gzip, ETCD_SNAPSHOT_RATE=30MiB"; d["gzip-15"] = "backup gzip, ETCD_SNAPSHOT_RATE=15MiB"
-    d["gzip-15-t1"] = "backup gzip, 15MiB, 1 compression thread"; d["zstd"] = "backup zstd"; d["zstd-15"] = "backup zstd, ETCD_SNAPSHOT_RATE=15MiB"
+    d["gzip-15-t1"] = "backup gzip, 15MiB, 1 compression thread"; d["gzip-cpu1"] = "backup gzip, CPU limit 1 core"
+    d["gzip-15-cpu1"] = "backup gzip, 15MiB, CPU limit 1 core"; d["zstd"] = "backup zstd"; d["zstd-15"] = "backup zstd, ETCD_SNAPSHOT_RATE=15MiB"
     printf "| during | mean s | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n"
-    for (i = 1; i <= 11; i++) { k = o[i]; printf "| %s | %.1f | %.1f | %.1f | %.1f |\n", d[k], t[k] / n[k], p50[k], p99[k], mx[k] }
+    for (i = 1; i <= nk; i++) { k = o[i]; printf "| %s | %.1f | %.1f | %.1f | %.1f |\n", d[k], t[k] / n[k], p50[k], p99[k], mx[k] }
   }' "$work/results"
