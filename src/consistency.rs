@@ -77,6 +77,18 @@ pub enum Answer {
     Failed(String),
 }
 
+/// Whether a member's answer at compact revision `c` is compared by hashing the snapshot again
+/// at `c`: it compacted after the snapshot's compaction, and not past the snapshot's revision.
+pub fn rehash_at(ours: HashKv, answer: &Answer) -> Option<i64> {
+    match *answer {
+        Answer::Hash {
+            compact_revision: c,
+            ..
+        } if ours.compact_revision < c && c <= ours.revision => Some(c),
+        _ => None,
+    }
+}
+
 /// Compares one answer with the snapshot's HashKV `ours`. `rehash(c)` hashes the snapshot again
 /// with compact revision `c` (`None`: it could not).
 pub fn compare(ours: HashKv, answer: Answer, rehash: impl FnOnce(i64) -> Option<u32>) -> Outcome {
@@ -96,10 +108,17 @@ pub fn compare(ours: HashKv, answer: Answer, rehash: impl FnOnce(i64) -> Option<
         }
         Answer::Failed(why) => return Outcome::Unchecked(why),
     };
+    let again = rehash_at(
+        ours,
+        &Answer::Hash {
+            hash,
+            compact_revision,
+        },
+    );
     let expected = if compact_revision == ours.compact_revision {
         Some(ours.hash)
-    } else if ours.compact_revision < compact_revision && compact_revision <= ours.revision {
-        match rehash(compact_revision) {
+    } else if let Some(c) = again {
+        match rehash(c) {
             Some(h) => Some(h),
             None => {
                 return Outcome::Unchecked(format!(
@@ -236,13 +255,18 @@ async fn ask(client: &mut Client, member_id: &str, revision: i64, timeout: Durat
 
 /// Checks the snapshot `ours` (from `source`) against every member of the cluster, one at a
 /// time. Members are reached through the configured endpoints, else through the client URLs
-/// they advertise. `rehash(c)` hashes the snapshot again at compact revision `c`.
-pub async fn check(
+/// they advertise. `rehash(c)` hashes the snapshot again at compact revision `c`: a scan of the
+/// file, which must not run on the async thread (the upload's last parts and the connections'
+/// keepalives run there).
+pub async fn check<F>(
     cfg: &EtcdConfig,
     source: &MemberStatus,
     ours: HashKv,
-    mut rehash: impl FnMut(i64) -> Option<u32>,
-) -> Report {
+    mut rehash: impl FnMut(i64) -> F,
+) -> Report
+where
+    F: std::future::Future<Output = Option<u32>>,
+{
     let members = Members::new(cfg);
     let mut reachable: Vec<_> = members
         .probe_all()
@@ -288,7 +312,11 @@ pub async fn check(
                 Some(m) => ask(&mut m.client, &id, ours.revision, timeout).await,
                 None => reach_and_ask(cfg, &id, &urls, ours.revision, timeout).await,
             };
-            compare(ours, answer, &mut rehash)
+            let again = match rehash_at(ours, &answer) {
+                Some(c) => rehash(c).await,
+                None => None,
+            };
+            compare(ours, answer, |_| again)
         };
         checks.push(MemberCheck {
             member_id: id,

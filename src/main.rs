@@ -42,8 +42,8 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // One thread for all async work: it is only I/O (the snapshot stream, the upload), and every
     // stage that computes runs on threads of its own. With a thread pool, each frame of the
-    // snapshot woke a second thread: receiving took 1.4-1.6 CPU-s per GB, on one thread
-    // 0.7-0.8 (`examples/stages.rs`), and peak RSS fell by about 10 MiB.
+    // snapshot woke a second thread: receiving took 1.34 CPU-s per GB, on one thread 0.76
+    // (`examples/stages.rs`, `bench/RESULTS.md`), and peak RSS fell by 4-10 MiB.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -128,13 +128,22 @@ async fn check_cluster(
         ));
     };
     let db_len = file.metadata()?.len().saturating_sub(TRAILER_LEN as u64);
-    // Rare (a member compacted between the snapshot and the question) and about a second per
-    // GB: run in place rather than hold the file across threads.
+    // Rare (a member compacted between the snapshot and the question), and a scan of the file
+    // at about a second per GB: on a thread of its own, as the runtime has only one.
+    let file = std::sync::Arc::new(file);
     let rehash = |compact| {
-        hashkv::hash_at(&file, db_len, ours.revision, compact)
+        let file = file.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                hashkv::hash_at(&*file, db_len, ours.revision, compact)
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|h| h.hash)
+            })
+            .await
             .ok()
-            .and_then(Result::ok)
-            .map(|h| h.hash)
+            .flatten()
+        }
     };
     let report = consistency::check(&cfg.etcd, status, ours, rehash).await;
     // Only when the snapshot has the majority is a differing member the diverged one; otherwise

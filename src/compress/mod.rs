@@ -36,8 +36,8 @@ impl Codec {
     }
 
     /// The level used when `BACKUP_COMPRESSION_LEVEL` is unset. For gzip, libdeflate's 4: on a
-    /// 1.2 GB etcd it made an object 0.45% smaller than `gzip -6` (the seed's) at three quarters
-    /// of the CPU of its own 6, which is 1.5% smaller still (`bench/RESULTS.md`). zstd's own 3.
+    /// 1.2 GB etcd it made an object 0.44% smaller than `gzip -6` (the seed's) at 0.83x the CPU
+    /// of its own 6, which is 1.5% smaller still (`bench/RESULTS.md`). zstd's own 3.
     pub fn default_level(self) -> u32 {
         match self {
             Codec::Gzip => 4,
