@@ -230,9 +230,11 @@ pub async fn push(cfg: &MetricsConfig, report: &Report) -> Option<String> {
 pub async fn push_text(cfg: &MetricsConfig, body: String) -> Option<String> {
     let base = cfg.pushgateway.as_ref()?;
     let url = group_url(base, &cfg.labels);
+    // One deadline, the outer one, so a slow Pushgateway is always reported by the setting's
+    // name: a client timeout of the same length raced it and sometimes won, as "operation
+    // timed out".
     let send = async {
         let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
             .build()
             .map_err(|e| crate::describe(&e))?;
         let r = client

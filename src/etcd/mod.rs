@@ -166,12 +166,19 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
         };
         Ok::<_, String>(Member { client, status })
     };
-    match tokio::time::timeout(cfg.dial_timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
+    let started = std::time::Instant::now();
+    let within = || {
+        format!(
             "no answer within ETCD_DIAL_TIMEOUT={}",
             humantime::format_duration(cfg.dial_timeout)
-        )),
+        )
+    };
+    match tokio::time::timeout(cfg.dial_timeout, attempt).await {
+        // The connect timeout has the same length and can fire first, as the transport's own
+        // "timed out": say which setting ran out either way.
+        Ok(Err(e)) if started.elapsed() >= cfg.dial_timeout => Err(format!("{} ({e})", within())),
+        Ok(r) => r,
+        Err(_) => Err(within()),
     }
 }
 
