@@ -52,9 +52,7 @@ git worktree add -f -q "$work/base-src" "$base_rev"
 (cd "$work/base-src" && CARGO_TARGET_DIR="$OLDPWD/target" static)
 cp "target/$target/release/etcd-backup" "$work/base-bin"
 git worktree remove --force "$work/base-src"
-static
-static_example() { RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --example "$1" --target "$target"; }
-static_example stages
+static --example stages
 stages=$PWD/target/$target/release/examples/stages
 bin=${BENCH_BIN:-$PWD/target/$target/release/etcd-backup}
 # etcdctl/etcdutl from the same wheel as the etcd image, run on the host.

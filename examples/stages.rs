@@ -87,17 +87,6 @@ impl Meter {
     }
 }
 
-/// Writes into nothing.
-struct Sink;
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// One snapshot from the first member that serves it, counted, or kept when `keep`.
 fn receive(rt: &Runtime, cfg: &EtcdConfig, keep: bool) -> anyhow::Result<(u64, Vec<Bytes>)> {
     rt.block_on(async {
@@ -174,14 +163,14 @@ fn main() -> anyhow::Result<()> {
     if m.wants("zstd") {
         m.run("zstd", || {
             let codec = Codec::Zstd;
-            let mut e = Encoder::new(codec, codec.default_level(), p.threads, Sink)?;
+            let mut e = Encoder::new(codec, codec.default_level(), p.threads, std::io::sink())?;
             chunks.iter().try_for_each(|c| e.write_all(c))?;
             e.finish().map(|_| ())
         })?;
     }
     if let (true, Ok(r)) = (m.wants("age"), std::env::var("RECIPIENT")) {
         m.run("age", || {
-            let mut s = Sealer::new(Sink, &[r])?;
+            let mut s = Sealer::new(std::io::sink(), &[r])?;
             gz.chunks(32 << 10).try_for_each(|c| s.write_all(c))?;
             s.finish().map(|_| ())
         })?;

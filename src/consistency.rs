@@ -77,14 +77,19 @@ pub enum Answer {
     Failed(String),
 }
 
-/// Whether a member's answer at compact revision `c` is compared by hashing the snapshot again
-/// at `c`: it compacted after the snapshot's compaction, and not past the snapshot's revision.
+/// Whether a member's hash at compact revision `c` is compared by hashing the snapshot again at
+/// `c`: it compacted after the snapshot's compaction, and not past the snapshot's revision.
+fn needs_rehash(ours: HashKv, c: i64) -> bool {
+    ours.compact_revision < c && c <= ours.revision
+}
+
+/// The compact revision to hash the snapshot again at for `answer`, if [`compare`] will need it.
 pub fn rehash_at(ours: HashKv, answer: &Answer) -> Option<i64> {
     match *answer {
         Answer::Hash {
             compact_revision: c,
             ..
-        } if ours.compact_revision < c && c <= ours.revision => Some(c),
+        } if needs_rehash(ours, c) => Some(c),
         _ => None,
     }
 }
@@ -108,17 +113,10 @@ pub fn compare(ours: HashKv, answer: Answer, rehash: impl FnOnce(i64) -> Option<
         }
         Answer::Failed(why) => return Outcome::Unchecked(why),
     };
-    let again = rehash_at(
-        ours,
-        &Answer::Hash {
-            hash,
-            compact_revision,
-        },
-    );
     let expected = if compact_revision == ours.compact_revision {
         Some(ours.hash)
-    } else if let Some(c) = again {
-        match rehash(c) {
+    } else if needs_rehash(ours, compact_revision) {
+        match rehash(compact_revision) {
             Some(h) => Some(h),
             None => {
                 return Outcome::Unchecked(format!(
