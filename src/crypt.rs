@@ -7,9 +7,9 @@
 //! age chunk. The object is a standard age file: `age -d -i key.txt OBJECT | gunzip` restores
 //! it without this tool. Backups never need a private key; reading one does.
 
+use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-
-use crate::config::Identities;
+use std::path::PathBuf;
 
 /// The first line of every age file.
 pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";
@@ -58,6 +58,47 @@ impl<W: Write> Write for Sealer<W> {
             Sealer::Plain(w) => w.flush(),
             Sealer::Age(w) => w.flush(),
         }
+    }
+}
+
+/// The age private keys (`BACKUP_AGE_IDENTITY_FILE`) that open encrypted backups. Never
+/// printed.
+pub struct Identities {
+    pub path: PathBuf,
+    pub keys: Vec<Box<dyn age::Identity + Send + Sync>>,
+}
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identities")
+            .field("path", &self.path)
+            .field("keys", &"**redacted**")
+            .finish()
+    }
+}
+
+/// Why an identity file could not be used. The messages never quote the file: age's parse
+/// errors do not, and an I/O error names the file only.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityFileError {
+    #[error("cannot read identities ({0}): expected an unencrypted identity file, as age-keygen writes it")]
+    Io(#[from] io::Error),
+    #[error("cannot read identities ({0}): expected an unencrypted identity file, as age-keygen writes it")]
+    Parse(#[from] age::DecryptError),
+    #[error(
+        "the file holds no identity: expected AGE-SECRET-KEY-1... lines, as age-keygen writes them"
+    )]
+    Empty,
+}
+
+impl Identities {
+    /// Reads an identity file as `age -i` does.
+    pub fn read(path: PathBuf) -> Result<Identities, IdentityFileError> {
+        let keys = age::IdentityFile::from_file(path.display().to_string())?.into_identities()?;
+        if keys.is_empty() {
+            return Err(IdentityFileError::Empty);
+        }
+        Ok(Identities { path, keys })
     }
 }
 

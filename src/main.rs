@@ -159,8 +159,8 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             commands::doctor::verdict(&findings)?;
         }
         Command::Verify { path, output } => {
-            let ids = env.verify()?;
-            let c = commands::verify::run(path, env.tmp_dir(), ids, shutdown).await?;
+            let cfg = env.verify()?;
+            let c = commands::verify::run(path, cfg, shutdown).await?;
             print(c.render(output)?)?;
         }
     }

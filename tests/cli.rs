@@ -25,7 +25,7 @@ fn help_lists_every_variable_and_default() {
     let o = bin().arg("--help").output().unwrap();
     assert!(o.status.success());
     let out = text(&o);
-    for v in etcd_backup::config::VARS {
+    for v in etcd_backup::config::vars() {
         assert!(out.contains(v.name), "--help lacks {}", v.name);
     }
     assert!(out.contains("(default: https://127.0.0.1:2379)"));
@@ -148,7 +148,7 @@ fn verify_reads_gzip_and_zstd_by_magic_not_name() {
 fn readme_table_matches_help() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for v in etcd_backup::config::VARS {
+    for v in etcd_backup::config::vars() {
         let default = v.default.map(|d| format!("`{d}`")).unwrap_or_default();
         let row = format!("| `{}` |", v.name);
         let line = readme

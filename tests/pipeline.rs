@@ -367,7 +367,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
 
 #[tokio::test]
 async fn an_encrypted_backup_restores_with_its_identity_and_nothing_else() {
-    use etcd_backup::config::Identities;
+    use etcd_backup::crypt::Identities;
     let mem = Arc::new(InMemory::new());
     let store = Store::new(mem.clone(), "mem://b", "etcd/", None);
     let tmp = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::compress::{self, Codec};
-use crate::config::Identities;
+use crate::crypt::Identities;
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
 use crate::snapshot::verify::{self, Verified};

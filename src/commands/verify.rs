@@ -10,11 +10,9 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
-use std::sync::Arc;
-
 use crate::compress::{self, Codec};
-use crate::config::Identities;
-use crate::crypt;
+use crate::config::VerifyConfig;
+use crate::crypt::{self, Identities};
 use crate::scratch::{self, ScratchError};
 use crate::shutdown::{Shutdown, StopOnShutdown};
 use crate::snapshot::verify::{self as check, Copy, Invalid, Verified};
@@ -56,12 +54,14 @@ impl Checked {
 /// [`verify`] on a blocking thread.
 pub async fn run(
     path: std::path::PathBuf,
-    tmp: std::path::PathBuf,
-    identities: Option<Arc<Identities>>,
+    cfg: VerifyConfig,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Checked> {
     let stop = shutdown.clone();
-    tokio::task::spawn_blocking(move || verify(&path, &tmp, identities.as_deref(), &stop)).await?
+    tokio::task::spawn_blocking(move || {
+        verify(&path, &cfg.tmp_dir, cfg.identities.as_deref(), &stop)
+    })
+    .await?
 }
 
 /// Checks the snapshot at `path`, decoding into `tmp` when compressed. Blocking: run it on a

@@ -8,6 +8,7 @@
 
 pub mod members;
 pub mod snapshot;
+pub mod tls;
 
 pub use members::Members;
 pub use snapshot::Snapshot;
@@ -187,10 +188,7 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
 pub const CERT_WARN_DAYS: i64 = 30;
 
 /// A warning when the client certificate expires within [`CERT_WARN_DAYS`] of `now`, or has.
-pub fn cert_warning(
-    id: &crate::config::Identity,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<String> {
+pub fn cert_warning(id: &tls::ClientCert, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
     expiry_warning(id.not_after, &id.cert.path, now)
 }
 
