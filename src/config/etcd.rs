@@ -68,7 +68,7 @@ pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
     ) else {
         return None;
     };
-    (r.count() == before).then(|| EtcdConfig {
+    (r.count() == before).then_some(EtcdConfig {
         endpoints,
         ca: ca.map(|(path, pem)| Pem { path, pem }),
         identity,

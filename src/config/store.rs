@@ -59,7 +59,7 @@ pub(super) fn store(r: &mut Reader<'_>) -> Option<StoreConfig> {
     else {
         return None;
     };
-    (r.count() == before).then(|| StoreConfig {
+    (r.count() == before).then_some(StoreConfig {
         bucket,
         prefix,
         storage_class,
