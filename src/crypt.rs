@@ -82,9 +82,9 @@ impl fmt::Debug for Identities {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityFileError {
     #[error("cannot read identities ({0}): expected an unencrypted identity file, as age-keygen writes it")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("cannot read identities ({0}): expected an unencrypted identity file, as age-keygen writes it")]
-    Parse(#[from] age::DecryptError),
+    Parse(age::DecryptError),
     #[error(
         "the file holds no identity: expected AGE-SECRET-KEY-1... lines, as age-keygen writes them"
     )]
@@ -94,7 +94,10 @@ pub enum IdentityFileError {
 impl Identities {
     /// Reads an identity file as `age -i` does.
     pub fn read(path: PathBuf) -> Result<Identities, IdentityFileError> {
-        let keys = age::IdentityFile::from_file(path.display().to_string())?.into_identities()?;
+        let keys = age::IdentityFile::from_file(path.display().to_string())
+            .map_err(IdentityFileError::Io)?
+            .into_identities()
+            .map_err(IdentityFileError::Parse)?;
         if keys.is_empty() {
             return Err(IdentityFileError::Empty);
         }
@@ -112,7 +115,14 @@ pub enum OpenError {
     #[error("its age header is not valid: {0}")]
     Header(String),
     #[error("reading it: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// By hand, not `#[from]`, which would also return the cause from `source()` and print it twice.
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
 }
 
 /// Whether `input` starts like an age file, without consuming it.

@@ -46,18 +46,22 @@ pub mod store;
 #[error("{0}")]
 pub struct Usage(pub String);
 
-/// An error and its sources on one line, each cause once: tonic hides the TLS cause two levels
-/// down, and object_store repeats its sources in its own message.
+/// An error and its sources on one line, each printed once.
+///
+/// Our errors either name their cause in their message or return it from `source()`, never
+/// both, so the chain is joined as it is. object_store's errors are the exception among the
+/// libraries we use: they print their sources in their own message too, so the walk ends at
+/// one of them.
 pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
+    let mut at = e;
+    while let Some(inner) = at.source() {
+        if at.is::<object_store::Error>() {
+            break;
         }
-        source = inner.source();
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        at = inner;
     }
     s
 }

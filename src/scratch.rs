@@ -14,12 +14,12 @@ use crate::snapshot::verify::TRAILER_LEN;
 
 /// A scratch error: what we were doing in which directory, with the setting to change.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", describe(.doing, .dir, .source))]
+/// The message names the I/O error before the advice, so it has no `source()`.
+#[error("{}", describe(.doing, .dir, .error))]
 pub struct ScratchError {
     pub doing: &'static str,
     pub dir: std::path::PathBuf,
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 fn describe(doing: &str, dir: &Path, e: &io::Error) -> String {
@@ -43,10 +43,10 @@ pub fn error<'d>(
     doing: &'static str,
     dir: &'d Path,
 ) -> impl FnOnce(io::Error) -> ScratchError + 'd {
-    move |source| ScratchError {
+    move |error| ScratchError {
         doing,
         dir: dir.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -79,7 +79,7 @@ pub fn ensure_room(dir: &Path, db_size: u64) -> Result<(), ScratchError> {
         return Err(ScratchError {
             doing: "not enough scratch space",
             dir: dir.to_path_buf(),
-            source: io::Error::new(
+            error: io::Error::new(
                 io::ErrorKind::StorageFull,
                 format!("{free} bytes free, {need} needed for a {db_size}-byte database"),
             ),
@@ -108,7 +108,7 @@ mod tests {
     fn a_database_larger_than_the_disk_names_the_setting() {
         let dir = tempfile::tempdir().unwrap();
         let e = ensure_room(dir.path(), u64::MAX / 2).unwrap_err();
-        assert_eq!(e.source.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(e.error.kind(), io::ErrorKind::StorageFull);
         let text = e.to_string();
         // The words tests/image.sh looks for in the image's own run.
         assert!(

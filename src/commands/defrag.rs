@@ -19,11 +19,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
 use serde::Serialize;
 
 use crate::config::DefragConfig;
-use crate::etcd::{Member, MemberStatus, Members, QUOTA_WARN};
+use crate::etcd::{linearizable, probe, Member, MemberStatus, Members, ProbeError, QUOTA_WARN};
 
 /// One member as the plan sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,21 +51,28 @@ impl Facts {
     }
 }
 
-/// The rule for one member: `Ok(why)` to defragment, `Err(why)` to skip.
-pub fn rule(f: &Facts, min_free: u64, quota: u64) -> Result<String, String> {
+/// What the rule says of one member, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Defrag(String),
+    Skip(String),
+}
+
+/// The rule for one member.
+pub fn rule(f: &Facts, min_free: u64, quota: u64) -> Verdict {
     let used = f.db_size as f64 / quota as f64;
     if f.free() >= min_free {
-        Ok(format!(
+        Verdict::Defrag(format!(
             "{} bytes free >= ETCD_DEFRAG_MIN_FREE {min_free}",
             f.free()
         ))
     } else if used > QUOTA_WARN {
-        Ok(format!(
+        Verdict::Defrag(format!(
             "database at {:.0}% of the {quota}-byte quota",
             used * 100.0
         ))
     } else {
-        Err(format!(
+        Verdict::Skip(format!(
             "{} bytes free < ETCD_DEFRAG_MIN_FREE {min_free}, and {:.0}% of the quota",
             f.free(),
             used * 100.0
@@ -90,8 +97,8 @@ pub fn plan(members: &[Facts], min_free: u64, quota: u64) -> Vec<Step> {
         .into_iter()
         .map(|m| {
             let (defrag, reason) = match rule(m, min_free, quota) {
-                Ok(why) => (true, why),
-                Err(why) => (false, why),
+                Verdict::Defrag(why) => (true, why),
+                Verdict::Skip(why) => (false, why),
             };
             Step {
                 member: m.clone(),
@@ -163,22 +170,21 @@ pub fn defrag_timeout(in_use: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_secs_f64(30.0 * in_use as f64 / 1e9)
 }
 
-/// The member's status again, within the dial timeout.
-async fn status(cfg: &crate::config::EtcdConfig, endpoint: &str) -> Result<MemberStatus, String> {
-    let url = url::Url::parse(endpoint).map_err(|e| e.to_string())?;
-    crate::etcd::probe(cfg, &url).await.map(|m| m.status)
+/// Why a member is not ready for (or back from) its defrag.
+#[derive(Debug, thiserror::Error)]
+enum Unready {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("{0:?} is not a URL: {1}")]
+    NotAUrl(String, url::ParseError),
+    #[error("not caught up within {}: {last}", humantime::format_duration(*.limit))]
+    Behind { limit: Duration, last: String },
 }
 
-/// A linearizable read: the member is part of a working quorum.
-async fn linearizable(client: &mut Client, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, client.get("health", None)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(crate::describe(&e)),
-        Err(_) => Err(format!(
-            "no answer within {}",
-            humantime::format_duration(timeout)
-        )),
-    }
+/// The member's status again, within the dial timeout.
+async fn status(cfg: &crate::config::EtcdConfig, endpoint: &str) -> Result<MemberStatus, Unready> {
+    let url = url::Url::parse(endpoint).map_err(|e| Unready::NotAUrl(endpoint.into(), e))?;
+    Ok(probe(cfg, &url).await.map(|m| m.status)?)
 }
 
 /// Waits until the member at `endpoint` answers and has applied `index`, for at most `limit`.
@@ -187,12 +193,12 @@ async fn caught_up(
     endpoint: &str,
     index: u64,
     limit: Duration,
-) -> Result<MemberStatus, String> {
-    let url = url::Url::parse(endpoint).map_err(|e| e.to_string())?;
+) -> Result<MemberStatus, Unready> {
+    let url = url::Url::parse(endpoint).map_err(|e| Unready::NotAUrl(endpoint.into(), e))?;
     let until = Instant::now() + limit;
     let mut last = String::from("no answer yet");
     while Instant::now() < until {
-        match crate::etcd::probe(cfg, &url).await {
+        match probe(cfg, &url).await {
             Ok(mut m) if m.status.raft_applied_index >= index => {
                 linearizable(&mut m.client, cfg.dial_timeout).await?;
                 return Ok(m.status);
@@ -203,14 +209,11 @@ async fn caught_up(
                     m.status.raft_applied_index
                 )
             }
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(format!(
-        "not caught up within {}: {last}",
-        humantime::format_duration(limit)
-    ))
+    Err(Unready::Behind { limit, last })
 }
 
 /// The members to work on, each once, with a connected client; refuses (changing nothing) when
@@ -394,7 +397,7 @@ pub async fn defrag(
         let now = status(&cfg.etcd, &endpoint).await.map_err(|e| {
             anyhow!("member {id} at {endpoint} stopped answering before its turn ({e}); stopped")
         })?;
-        if let Err(why) = rule(&Facts::of(&now), cfg.min_free, quota) {
+        if let Verdict::Skip(why) = rule(&Facts::of(&now), cfg.min_free, quota) {
             tracing::info!(member = %id, "skipping at its turn: {why}");
             done.push(Done {
                 step: Step {
@@ -417,7 +420,7 @@ pub async fn defrag(
                 let r = caught_up(&cfg.etcd, &endpoint, 0, timeout).await;
                 bail!("defragmenting member {id} at {endpoint} took longer than {} ({}); stopped before the next member: check its disk and load",
                     humantime::format_duration(timeout),
-                    match r { Ok(_) => "it answers again".to_string(), Err(e) => e })
+                    match r { Ok(_) => "it answers again".to_string(), Err(e) => e.to_string() })
             }
         }
         let seconds = started.elapsed().as_secs_f64();

@@ -32,7 +32,7 @@ pub async fn status(cfg: &EtcdConfig, now: chrono::DateTime<chrono::Utc>) -> Vec
         .map(|(endpoint, r)| {
             let (status, error) = match r {
                 Ok(m) => (Some(m.status), None),
-                Err(e) => (None, Some(e)),
+                Err(e) => (None, Some(e.to_string())),
             };
             let warning = status
                 .as_ref()

@@ -9,7 +9,7 @@
 
 use url::Url;
 
-use super::{hint, probe, EtcdError, Member, MemberStatus, Snapshot};
+use super::{probe, EtcdError, Member, MemberStatus, ProbeError, Snapshot};
 use crate::config::EtcdConfig;
 
 /// How a probed endpoint stands, for [`choose`].
@@ -84,18 +84,13 @@ impl Members {
     /// Probes every endpoint that has not failed, all at once (so one that hangs costs one dial
     /// timeout, not one per endpoint). Results come in endpoint order; a failure says what to
     /// check.
-    pub async fn probe_all(&self) -> Vec<(String, Result<Member, String>)> {
+    pub async fn probe_all(&self) -> Vec<(String, Result<Member, ProbeError>)> {
         let probes = self
             .cfg
             .endpoints
             .iter()
             .filter(|u| !self.has_failed(&endpoint_name(u)))
-            .map(|u| async move {
-                let r = probe(&self.cfg, u)
-                    .await
-                    .map_err(|why| format!("{why}{}", hint(&why)));
-                (endpoint_name(u), r)
-            });
+            .map(|u| async move { (endpoint_name(u), probe(&self.cfg, u).await) });
         futures::future::join_all(probes).await
     }
 
@@ -107,7 +102,7 @@ impl Members {
             .iter()
             .map(|(_, r)| match r {
                 Ok(m) => Standing::of(&m.status),
-                Err(why) => Standing::Unusable(why.clone()),
+                Err(why) => Standing::Unusable(why.to_string()),
             })
             .collect();
         let chosen = choose(&standings);
@@ -116,7 +111,7 @@ impl Members {
             match (r, standing) {
                 (Err(why), _) => {
                     tracing::warn!(endpoint = %endpoint, "endpoint unusable: {why}");
-                    self.fail(&endpoint, why);
+                    self.fail(&endpoint, why.to_string());
                 }
                 (Ok(m), _) if Some(i) == chosen => member = Some(m),
                 (Ok(m), Standing::Degraded(why)) => tracing::warn!(

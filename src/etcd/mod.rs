@@ -140,15 +140,49 @@ pub(crate) fn hint(why: &str) -> &'static str {
     }
 }
 
+/// Why a member could not be reached or read. tonic gives the transport's cause as words only,
+/// so they are kept as text, with a hint of what to check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{why}{}", hint(.why))]
+    Transport { why: String },
+    #[error("status response has no header")]
+    NoHeader,
+    #[error("no answer within ETCD_DIAL_TIMEOUT={}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The transport's own timeout fired at the same moment as ours: say which setting ran out.
+    #[error("no answer within ETCD_DIAL_TIMEOUT={} ({why})", humantime::format_duration(*.limit))]
+    TimedOut { limit: Duration, why: String },
+}
+
+impl ProbeError {
+    fn transport(e: &etcd_client::Error) -> ProbeError {
+        ProbeError::Transport { why: chain(e) }
+    }
+}
+
+/// A linearizable read of `client`'s member, within `timeout`: the member is part of a working
+/// quorum.
+pub async fn linearizable(client: &mut Client, timeout: Duration) -> Result<(), ProbeError> {
+    match tokio::time::timeout(timeout, client.get("health", None)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ProbeError::transport(&e)),
+        Err(_) => Err(ProbeError::Timeout(timeout)),
+    }
+}
+
 /// Connects to one endpoint and reads its status, within the dial timeout.
-pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
+pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, ProbeError> {
     let ep = endpoint.as_str().trim_end_matches('/').to_string();
     let attempt = async {
         let mut client = Client::connect([ep.as_str()], Some(options(cfg)))
             .await
-            .map_err(|e| chain(&e))?;
-        let s = client.status().await.map_err(|e| chain(&e))?;
-        let header = s.header().ok_or("status response has no header")?;
+            .map_err(|e| ProbeError::transport(&e))?;
+        let s = client
+            .status()
+            .await
+            .map_err(|e| ProbeError::transport(&e))?;
+        let header = s.header().ok_or(ProbeError::NoHeader)?;
         let status = MemberStatus {
             endpoint: ep.clone(),
             cluster_id: hex_id(header.cluster_id()),
@@ -165,21 +199,20 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, String> {
             db_size_in_use: s.raft_used_db_size().max(0) as u64,
             errors: s.errors().to_vec(),
         };
-        Ok::<_, String>(Member { client, status })
+        Ok(Member { client, status })
     };
     let started = std::time::Instant::now();
-    let within = || {
-        format!(
-            "no answer within ETCD_DIAL_TIMEOUT={}",
-            humantime::format_duration(cfg.dial_timeout)
-        )
-    };
     match tokio::time::timeout(cfg.dial_timeout, attempt).await {
         // The connect timeout has the same length and can fire first, as the transport's own
         // "timed out": say which setting ran out either way.
-        Ok(Err(e)) if started.elapsed() >= cfg.dial_timeout => Err(format!("{} ({e})", within())),
+        Ok(Err(ProbeError::Transport { why })) if started.elapsed() >= cfg.dial_timeout => {
+            Err(ProbeError::TimedOut {
+                limit: cfg.dial_timeout,
+                why,
+            })
+        }
         Ok(r) => r,
-        Err(_) => Err(within()),
+        Err(_) => Err(ProbeError::Timeout(cfg.dial_timeout)),
     }
 }
 

@@ -89,15 +89,31 @@ pub struct Rev {
     pub sub: i64,
 }
 
+/// An entry of the `key` or `meta` bucket that bbolt accepts but etcd could not have written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadEntry {
+    #[error("key bucket holds a {0}-byte key; etcd's are 17 or 18 bytes")]
+    ShortKey(usize),
+    #[error("key bucket holds a nested bucket")]
+    NestedBucket,
+    #[error("a compact revision of {0} bytes")]
+    ShortRevision(usize),
+    #[error("a truncated varint")]
+    TruncatedVarint,
+    #[error("a varint longer than 10 bytes")]
+    LongVarint,
+    #[error("wire type {0} in a KeyValue")]
+    WireType(u64),
+    #[error("a field longer than the value")]
+    LongField,
+}
+
 /// Reads a `key` bucket key as etcd's `bytesToRev` does (big-endian; a value above `i64::MAX`
 /// wraps as Go's `int64(...)` conversion does). Shorter than 17 bytes: etcd would panic, we
 /// report it.
-pub fn parse_key(k: &[u8]) -> Result<(Rev, bool), String> {
+pub fn parse_key(k: &[u8]) -> Result<(Rev, bool), BadEntry> {
     if k.len() < 17 {
-        return Err(format!(
-            "key bucket holds a {}-byte key; etcd's are 17 or 18 bytes",
-            k.len()
-        ));
+        return Err(BadEntry::ShortKey(k.len()));
     }
     let be = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes")) as i64;
     let rev = Rev {
@@ -108,26 +124,26 @@ pub fn parse_key(k: &[u8]) -> Result<(Rev, bool), String> {
 }
 
 /// The first 8 bytes of a revision value in the `meta` bucket, as `bytesToRev(v).main`.
-fn meta_revision(v: &[u8]) -> Result<i64, String> {
+fn meta_revision(v: &[u8]) -> Result<i64, BadEntry> {
     v.get(..8)
         .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")) as i64)
-        .ok_or_else(|| format!("a compact revision of {} bytes", v.len()))
+        .ok_or(BadEntry::ShortRevision(v.len()))
 }
 
 /// The user key of an `mvccpb.KeyValue` (field 1), reading only as far as needed. A message
 /// without the field has the empty key, as protobuf reads it.
-pub fn user_key(v: &[u8]) -> Result<&[u8], String> {
-    fn varint(v: &[u8], at: &mut usize) -> Result<u64, String> {
+pub fn user_key(v: &[u8]) -> Result<&[u8], BadEntry> {
+    fn varint(v: &[u8], at: &mut usize) -> Result<u64, BadEntry> {
         let mut x = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *v.get(*at).ok_or("a truncated varint")?;
+            let b = *v.get(*at).ok_or(BadEntry::TruncatedVarint)?;
             *at += 1;
             x |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
                 return Ok(x);
             }
         }
-        Err("a varint longer than 10 bytes".into())
+        Err(BadEntry::LongVarint)
     }
     let mut at = 0;
     while at < v.len() {
@@ -140,13 +156,13 @@ pub fn user_key(v: &[u8]) -> Result<&[u8], String> {
             1 => 8,
             5 => 4,
             2 => varint(v, &mut at)?,
-            w => return Err(format!("wire type {w} in a KeyValue")),
+            w => return Err(BadEntry::WireType(w)),
         };
         let end = usize::try_from(len)
             .ok()
             .and_then(|n| at.checked_add(n))
             .filter(|&end| end <= v.len())
-            .ok_or("a field longer than the value")?;
+            .ok_or(BadEntry::LongField)?;
         if tag == (1 << 3) | 2 {
             return Ok(&v[at..end]);
         }
@@ -182,7 +198,7 @@ fn scan_keys(
     file: &dyn bbolt::ReadAt,
     db_len: u64,
     from: Option<i64>,
-    f: &mut EntryFn<'_, String>,
+    f: &mut EntryFn<'_, BadEntry>,
 ) -> Result<(), Corruption> {
     let mut db = Db::open(file, db_len)?;
     let mut start = Vec::with_capacity(17);
@@ -198,7 +214,7 @@ fn scan_keys(
 }
 
 /// A problem with an entry of `bucket` that bbolt itself accepts.
-fn in_bucket(bucket: &str, what: String) -> Corruption {
+fn in_bucket(bucket: &str, what: BadEntry) -> Corruption {
     Corruption::Page {
         page: 0,
         offset: 0,
@@ -291,7 +307,7 @@ impl<'a> Hasher<'a> {
         }
     }
 
-    pub fn entry(&mut self, k: &[u8], v: &[u8]) -> Result<(), String> {
+    pub fn entry(&mut self, k: &[u8], v: &[u8]) -> Result<(), BadEntry> {
         let (r, tomb) = parse_key(k)?;
         if r.main > self.rev || (r.main == self.compact && tomb) {
             return Ok(());

@@ -19,7 +19,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::snapshot::bbolt::{self, Corruption, Entry, Visitor};
-use crate::snapshot::hashkv::{self, HashKv, Hasher};
+use crate::snapshot::hashkv::{self, BadEntry, HashKv, Hasher};
 
 pub const TRAILER_LEN: usize = 32;
 
@@ -125,7 +125,7 @@ struct StatusVisitor<'l> {
     short_revision: Option<Vec<u8>>,
     /// HashKV, computed in the same walk (see [`crate::snapshot::hashkv`]).
     kv: Option<Hasher<'l>>,
-    kv_error: Option<String>,
+    kv_error: Option<BadEntry>,
 }
 
 impl Visitor for StatusVisitor<'_> {
@@ -142,7 +142,7 @@ impl Visitor for StatusVisitor<'_> {
         if let (b"key", Some(kv), None) = (bucket, &mut self.kv, &self.kv_error) {
             self.kv_error = match e.value {
                 Some(v) => kv.entry(e.key, v).err(),
-                None => Some("key bucket holds a nested bucket".into()),
+                None => Some(BadEntry::NestedBucket),
             };
         }
         match bucket {
@@ -204,11 +204,11 @@ pub fn walk(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Status, Corruption>
             ),
         });
     }
-    if let Some(what) = v.kv_error {
+    if let Some(bad) = v.kv_error {
         return Err(Corruption::Page {
             page: 0,
             offset: 0,
-            what,
+            what: bad.to_string(),
         });
     }
     // etcd opens a file at the larger of its last revision and its compact revision.
@@ -238,9 +238,23 @@ pub enum Invalid {
     #[error(transparent)]
     Trailer(#[from] TrailerMismatch),
     #[error("bbolt check failed: {0}")]
-    Corrupt(#[from] Corruption),
+    Corrupt(Corruption),
     #[error("reading the snapshot: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// By hand, not `#[from]`: the messages above already name the cause, and `#[from]` would
+// return it from `source()` too, printing it twice in an error chain.
+impl From<Corruption> for Invalid {
+    fn from(c: Corruption) -> Self {
+        Invalid::Corrupt(c)
+    }
+}
+
+impl From<std::io::Error> for Invalid {
+    fn from(e: std::io::Error) -> Self {
+        Invalid::Io(e)
+    }
 }
 
 /// The result of a full check: the database digest (the trailer) and the status.

@@ -39,12 +39,13 @@ pub use upload::Parts;
 
 /// A store failure, with what we were doing and a hint of what to check.
 #[derive(Debug, thiserror::Error)]
-#[error("{doing} {location}: {source}{}", hint(source))]
+///
+/// The message names the store's error (and the store's its causes), so it has no `source()`.
+#[error("{doing} {location}: {error}{}", hint(error))]
 pub struct StoreError {
     pub doing: &'static str,
     pub location: String,
-    #[source]
-    pub source: object_store::Error,
+    pub error: object_store::Error,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,13 @@ pub enum PutError {
     #[error("{0} already exists; refusing to overwrite it (is another backup running at the same second?)")]
     Exists(String),
     #[error("{0}: the upload was aborted")]
-    Interrupted(#[from] crate::shutdown::Interrupted),
+    Interrupted(crate::shutdown::Interrupted),
+}
+
+impl From<crate::shutdown::Interrupted> for PutError {
+    fn from(i: crate::shutdown::Interrupted) -> Self {
+        PutError::Interrupted(i)
+    }
 }
 
 fn hint(e: &object_store::Error) -> &'static str {
@@ -147,10 +154,10 @@ impl Store {
                 .with_endpoint(ep.as_str().trim_end_matches('/'))
                 .with_allow_http(ep.scheme() == "http");
         }
-        let inner = b.build().map_err(|source| StoreError {
+        let inner = b.build().map_err(|error| StoreError {
             doing: "configuring the S3 client for",
             location: format!("s3://{}", cfg.bucket),
-            source,
+            error,
         })?;
         let bucket = Bucket::new(
             inner.credentials().clone(),
@@ -211,7 +218,7 @@ impl Store {
             return Err(StoreError {
                 doing: "reading back",
                 location: url,
-                source: object_store::Error::Generic {
+                error: object_store::Error::Generic {
                     store: "S3",
                     source: format!("{} bytes came back for {} written", got.len(), body.len())
                         .into(),
@@ -263,10 +270,10 @@ impl Store {
         doing: &'static str,
         location: String,
     ) -> impl FnOnce(object_store::Error) -> StoreError {
-        move |source| StoreError {
+        move |error| StoreError {
             doing,
             location,
-            source,
+            error,
         }
     }
 
