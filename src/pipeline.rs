@@ -194,7 +194,7 @@ fn encode_error(e: std::io::Error) -> anyhow::Error {
 }
 
 /// What arrives on `rx`, as a stream that ends when every sender is gone.
-fn received<T>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
+pub(crate) fn received<T>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
 
@@ -209,56 +209,6 @@ pub struct Limits {
     pub shutdown: Shutdown,
     /// The database size the member reported, for the share done in progress lines.
     pub expected_size: Option<u64>,
-}
-
-/// Archives `paths` with tar (symlinks as symlinks, modes kept), encrypts the archive to the
-/// recipients, and uploads it as the files archive of `key`, whole or not at all. Returns the
-/// stored size. Memory: the parts in flight, as for a snapshot.
-pub async fn publish_files(
-    paths: &[std::path::PathBuf],
-    store: &Store,
-    key: &BackupKey,
-    cfg: &PipelineConfig,
-    shutdown: &Shutdown,
-) -> anyhow::Result<u64> {
-    if cfg.recipients.is_empty() {
-        // The configuration refuses this too; private keys never go up in plaintext.
-        bail!("refusing to archive BACKUP_INCLUDE_PATHS without age recipients");
-    }
-    let (parts_tx, parts_rx) = mpsc::channel(1);
-    let (paths, recipients, size) = (paths.to_vec(), cfg.recipients.clone(), cfg.part_size);
-    let worker = tokio::task::spawn_blocking(move || {
-        let failed = parts_tx.clone();
-        let work = || -> anyhow::Result<u64> {
-            let sealed = Sealer::new(Parts::new(parts_tx, size), &recipients)?;
-            let mut tar = tar::Builder::new(sealed);
-            tar.follow_symlinks(false);
-            for p in &paths {
-                let name = p.strip_prefix("/").unwrap_or(p);
-                let added = if p.is_dir() {
-                    tar.append_dir_all(name, p)
-                } else {
-                    tar.append_path_with_name(p, name)
-                };
-                added
-                    .with_context(|| format!("archiving {} (BACKUP_INCLUDE_PATHS)", p.display()))?;
-            }
-            Ok(tar.into_inner()?.finish()?.finish()?)
-        };
-        let r = work();
-        if let Err(e) = &r {
-            // Down the parts too, so the upload is aborted rather than completed short.
-            let _ = failed.blocking_send(Err(anyhow!("{e:#}")));
-        }
-        r
-    });
-    let parts = received(parts_rx);
-    let gate = async { worker.await.context("the archiving thread panicked")? };
-    let (_, stored) = store
-        .put_files_stream(key, parts, cfg.concurrency, gate, shutdown)
-        .await
-        .with_context(|| format!("uploading {}", store.files_url(key)))?;
-    Ok(stored)
 }
 
 /// The `check` of [`publish`] that checks nothing more (the pipeline tests, which have no cluster).

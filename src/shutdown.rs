@@ -118,7 +118,8 @@ impl Shutdown {
 }
 
 /// A `Read` that fails once the shutdown fired, so that a blocking loop over a large input (a
-/// decode, a download) stops at its next read instead of running to the end.
+/// decode, a download) stops at its next read instead of running to the end. The error is not
+/// of kind `Interrupted`, which `io::copy` and `read_to_end` retry forever.
 pub struct StopOnShutdown<R> {
     pub inner: R,
     pub shutdown: Shutdown,
@@ -127,11 +128,28 @@ pub struct StopOnShutdown<R> {
 impl<R: std::io::Read> std::io::Read for StopOnShutdown<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if let Some(why) = self.shutdown.fired() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                Interrupted(why),
-            ));
+            return Err(std::io::Error::other(Interrupted(why)));
         }
         self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_fired_shutdown_ends_read_to_end_instead_of_being_retried() {
+        let (trigger, shutdown) = channel();
+        trigger.fire("SIGTERM");
+        let mut r = StopOnShutdown {
+            inner: std::io::repeat(0),
+            shutdown,
+        };
+        // `read_to_end` retries ErrorKind::Interrupted: with that kind this would never return.
+        let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_ne!(e.kind(), std::io::ErrorKind::Interrupted);
+        assert_eq!(e.to_string(), "interrupted by SIGTERM");
     }
 }

@@ -470,6 +470,40 @@ async fn s3_slowing_down_then_recovering_is_retried() {
 }
 
 #[tokio::test]
+async fn bucket_settings_are_retried_like_every_other_request() {
+    require_docker!();
+    let s3 = S3::start().await;
+    s3.create_bucket("backups").await;
+    let store = |port: u16, retries: &str| {
+        let env: etcd_backup::config::Env = [
+            ("BACKUP_BUCKET", "backups".to_string()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+            ("AWS_ACCESS_KEY_ID", rig::ACCESS.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", rig::SECRET.to_string()),
+            ("BACKUP_RETRIES", retries.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        etcd_backup::store::Store::s3(&env.prune().unwrap().store).unwrap()
+    };
+    // Three 503 SlowDown answers, then the server: the default retries see it through.
+    let slow = proxy::slow_down(rig::port(&s3.endpoint), 3).await;
+    let bucket = store(slow.port, "5");
+    let versioning = bucket.bucket().unwrap().versioning().await;
+    assert!(versioning.is_ok(), "{versioning:?}");
+    assert!(slow.connections.load(std::sync::atomic::Ordering::SeqCst) > 3);
+    // With retries off, the first 503 is the answer, and it says so.
+    let slow = proxy::slow_down(rig::port(&s3.endpoint), 3).await;
+    let bucket = store(slow.port, "0");
+    let e = bucket.bucket().unwrap().object_lock().await.unwrap_err();
+    assert!(e.to_string().contains("503"), "{e}");
+    assert_eq!(
+        slow.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
 async fn three_members_with_one_and_then_two_down() {
     require_docker!();
     let pki = Pki::new();

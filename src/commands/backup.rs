@@ -20,7 +20,7 @@ use crate::consistency::{self, NotTheCluster, Verdict};
 use crate::etcd::{self, MemberStatus, Members, Snapshot};
 use crate::key::BackupKey;
 use crate::metrics;
-use crate::pipeline::{self, publish_files, Limits, Published};
+use crate::pipeline::{self, Limits, Published};
 use crate::scratch;
 use crate::shutdown::Shutdown;
 use crate::snapshot::hashkv;
@@ -276,7 +276,8 @@ async fn back_up(
     // a backup and its files appear together or not at all.
     let mut extra = Vec::new();
     if !cfg.include.is_empty() {
-        let stored = publish_files(&cfg.include, store, &key, &cfg.pipeline, shutdown).await?;
+        let stored =
+            crate::files::publish(&cfg.include, store, &key, &cfg.pipeline, shutdown).await?;
         tracing::info!(key = %store.files_url(&key), stored_bytes = stored, "files archived");
         extra.push(("files-archive", key.files_name()));
         extra.push(("files-size", stored.to_string()));

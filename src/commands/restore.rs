@@ -7,20 +7,17 @@
 //! so memory does not grow with the backup.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::Bytes;
-use futures::StreamExt;
 
 use crate::compress::{self, Codec};
 use crate::crypt::Identities;
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
 use crate::snapshot::verify::{self, Verified};
-use crate::store::{ByteStream, Store};
+use crate::store::Store;
 use std::sync::Arc;
 
 /// Which backup to restore.
@@ -66,93 +63,6 @@ pub async fn resolve(store: &Store, which: Which) -> anyhow::Result<BackupKey> {
     }
 }
 
-/// A `Read` over chunks sent from the async side; an error chunk becomes a read error.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-/// Runs `work` on a blocking thread over a download, decrypted first when it is an age file
-/// (`what` names it in the error), while this task feeds it through a bounded channel: memory
-/// does not grow with the object. A shutdown stops the feed; the thread's input then ends, and
-/// whatever it wrote goes with the caller's guards.
-async fn through_thread<T: Send + 'static>(
-    (size, mut stream): (u64, ByteStream),
-    what: &'static str,
-    identities: Option<Arc<Identities>>,
-    progress: Option<std::time::Duration>,
-    shutdown: &Shutdown,
-    work: impl FnOnce(Box<dyn Read + Send + '_>) -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let worker = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
-        let (_, opened) = crate::crypt::open(
-            BufReader::with_capacity(1 << 20, reader),
-            identities.as_deref(),
-        )
-        .with_context(|| format!("opening {what}"))?;
-        work(opened)
-    });
-    let mut progress = crate::progress::Progress::new("download", Some(size), progress);
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            i = shutdown.requested() => return Err(i.into()),
-            c = stream.next() => c,
-        };
-        let Some(chunk) = chunk else { break };
-        if let Ok(c) = &chunk {
-            progress.advance(c.len());
-        }
-        let failed = chunk.is_err();
-        if tx
-            .send(chunk.map_err(|e| crate::describe(&e)))
-            .await
-            .is_err()
-            || failed
-        {
-            break;
-        }
-    }
-    drop(tx);
-    worker
-        .await
-        .with_context(|| format!("the thread reading {what} panicked"))?
-}
-
-/// The `.part` file next to `path`, removed on drop unless kept.
-struct Part {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Downloads and checks `key`, writing it to `output`. Refuses to replace an existing file
 /// unless `force`. A shutdown stops the download; `output` is then untouched and the `.part`
 /// file removed.
@@ -180,24 +90,24 @@ pub async fn restore(
     }
     let mut part_name = output.as_os_str().to_owned();
     part_name.push(".part");
-    let part = Part {
-        path: PathBuf::from(part_name),
-        keep: false,
-    };
-    // Read too: the walk reads the file back.
+    // Removed on drop, on every path but the final rename.
+    let part = tempfile::TempPath::try_from_path(&part_name)
+        .with_context(|| format!("resolving {}", Path::new(&part_name).display()))?;
+    // Read too: the walk reads the file back. Truncated, not created new: a `.part` left by a
+    // killed run must not stop the next one.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&part.path)
-        .with_context(|| format!("creating {}", part.path.display()))?;
+        .open(&part)
+        .with_context(|| format!("creating {}", part.display()))?;
 
     let download = shutdown
         .or_interrupted(async { Ok(store.get(&key).await?) })
         .await?;
-    let part_path = part.path.clone();
-    let (codec, checked, file) = through_thread(
+    let part_path = part.to_path_buf();
+    let (codec, checked, file) = crate::download::read_on_thread(
         download,
         "the backup",
         identities,
@@ -248,18 +158,24 @@ pub async fn restore(
         Some(HashKvCheck::NotComputed(why)) => tracing::warn!("{why}"),
         None => {}
     }
-    std::fs::rename(&part.path, output)
-        .with_context(|| format!("renaming {} to {}", part.path.display(), output.display()))?;
-    let mut part = part;
-    part.keep = true;
-    // The rename is durable only once the directory is synced.
+    let shown = part.display().to_string();
+    part.persist(output)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming {shown} to {}", output.display()))?;
+    // The rename is durable only once the directory is synced; a slow disk must not stall the
+    // runtime thread, which also drives every connection.
     let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))
+    })
+    .await
+    .context("the thread syncing the directory panicked")??;
     Ok(Restored {
         key,
         path: output.to_path_buf(),
@@ -318,7 +234,7 @@ pub async fn run(
     .await?;
     let mut text = report(&r, flags);
     if let Some(dir) = &flags.files {
-        let f = restore_files(&store, key, dir, force, ids, shutdown).await?;
+        let f = crate::files::restore(&store, key, dir, force, ids, shutdown).await?;
         text.push_str(&format!(
             "\n{} files of the backup's files archive are in {}{}\n",
             f.written,
@@ -331,139 +247,6 @@ pub async fn run(
         ));
     }
     Ok(text)
-}
-
-/// What `--files` did.
-#[derive(Debug, Clone, Default)]
-pub struct FilesRestored {
-    pub dir: PathBuf,
-    pub written: usize,
-    /// Entries not written (symlinks, special files, paths leaving DIR), with why.
-    pub skipped: Vec<String>,
-}
-
-/// Downloads the files archive of `key`, decrypts it and extracts it into `dir`: regular files
-/// and directories only, with their modes; symlinks and special files are skipped with a
-/// warning; every path stays inside `dir` (no `..`, no absolute names, no existing symlink on
-/// the way); an existing file is replaced only with `force`.
-pub async fn restore_files(
-    store: &Store,
-    key: BackupKey,
-    dir: &Path,
-    force: bool,
-    identities: Option<Arc<Identities>>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<FilesRestored> {
-    if !key.encrypted {
-        bail!("{} is not encrypted, so it has no files archive: BACKUP_INCLUDE_PATHS archives files only with age recipients set", store.url(&key));
-    }
-    let ids = identities.ok_or_else(|| {
-        anyhow!(
-            "cannot restore {}: {}",
-            store.files_url(&key),
-            crate::crypt::OpenError::NoIdentity
-        )
-    })?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let root = dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", dir.display()))?;
-    let download = shutdown
-        .or_interrupted(async { Ok(store.get_files(&key).await?) })
-        .await
-        .with_context(|| format!("this backup's files archive ({}) cannot be read; backups taken without BACKUP_INCLUDE_PATHS have none", store.files_url(&key)))?;
-    through_thread(
-        download,
-        "the files archive",
-        Some(ids),
-        None,
-        shutdown,
-        move |opened| extract(tar::Archive::new(opened), &root, force),
-    )
-    .await
-}
-
-fn extract<R: Read>(
-    mut archive: tar::Archive<R>,
-    root: &Path,
-    force: bool,
-) -> anyhow::Result<FilesRestored> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut done = FilesRestored {
-        dir: root.to_path_buf(),
-        ..Default::default()
-    };
-    let mut dir_modes = Vec::new();
-    for entry in archive.entries().context("reading the files archive")? {
-        let mut entry = entry.context("reading the files archive")?;
-        let name = entry
-            .path()
-            .context("reading an entry's name")?
-            .into_owned();
-        let shown = name.display().to_string();
-        let inside = name
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !inside {
-            tracing::warn!("skipping {shown:?}: its path leaves the target directory");
-            done.skipped
-                .push(format!("{shown}: path leaves the directory"));
-            continue;
-        }
-        let dest = root.join(&name);
-        let kind = entry.header().entry_type();
-        let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
-        if !(kind.is_file() || kind.is_dir()) {
-            tracing::warn!(
-                "skipping {shown}: a {kind:?} entry (only files and directories are restored)"
-            );
-            done.skipped.push(format!("{shown}: {kind:?}"));
-            continue;
-        }
-        let parent = if kind.is_dir() {
-            dest.as_path()
-        } else {
-            dest.parent().unwrap_or(root)
-        };
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-        // An existing symlink on the way could lead outside: resolve and check.
-        let real = parent.canonicalize()?;
-        if !real.starts_with(root) {
-            bail!(
-                "{} resolves to {}, outside {}: refusing to write through it",
-                parent.display(),
-                real.display(),
-                root.display()
-            );
-        }
-        if kind.is_dir() {
-            dir_modes.push((dest, mode));
-            continue;
-        }
-        if std::fs::symlink_metadata(&dest).is_ok() {
-            if !force {
-                bail!("{} exists; refusing to overwrite it (pass --force to replace existing files; {} files were written before it)", dest.display(), done.written);
-            }
-            std::fs::remove_file(&dest).with_context(|| format!("replacing {}", dest.display()))?;
-        }
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&dest)
-            .with_context(|| format!("creating {}", dest.display()))?;
-        std::io::copy(&mut entry, &mut out)
-            .with_context(|| format!("writing {}", dest.display()))?;
-        out.sync_all()?;
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
-        done.written += 1;
-    }
-    // Directory modes last, so a read-only directory does not stop its own files.
-    for (d, mode) in dir_modes.into_iter().rev() {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(done)
 }
 
 /// What `restore` prints: the verified figures and the next step.

@@ -22,6 +22,8 @@ pub struct Bucket {
     /// `{endpoint}/{bucket}`.
     base: Url,
     region: String,
+    /// Retries of a failed GET (`BACKUP_RETRIES`), as the store's own requests make.
+    retries: usize,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -74,6 +76,7 @@ impl Bucket {
         bucket: &str,
         region: &str,
         timeout: Duration,
+        retries: usize,
     ) -> Bucket {
         let endpoint = endpoint
             .map(|e| e.as_str().trim_end_matches('/').to_string())
@@ -89,21 +92,48 @@ impl Bucket {
             http,
             base,
             region: region.to_string(),
+            retries,
         }
     }
 
-    /// GET `{base}{path}?{query}=`; `None` when S3 says the setting or object is not there.
+    /// [`Bucket::get_once`], retried with [`backoff`] while the failure is [`retryable`].
     async fn get(
         &self,
         what: &'static str,
         path: &str,
         query: &str,
     ) -> Result<Option<String>, BucketError> {
+        let mut n = 0;
+        loop {
+            match self.get_once(what, path, query).await {
+                Err((e, status)) if retryable(status) && n < self.retries => {
+                    tracing::debug!("{e}; retrying");
+                    tokio::time::sleep(backoff(n as u32)).await;
+                    n += 1;
+                }
+                r => return r.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// GET `{base}{path}?{query}=`; `None` when S3 says the setting or object is not there.
+    /// A failure comes with the HTTP status, if one came back.
+    async fn get_once(
+        &self,
+        what: &'static str,
+        path: &str,
+        query: &str,
+    ) -> Result<Option<String>, (BucketError, Option<u16>)> {
         let url = format!("{}{path}?{query}=", self.base);
-        let fail = |why: String| BucketError {
-            what,
-            url: url.clone(),
-            why,
+        let fail = |why: String| {
+            (
+                BucketError {
+                    what,
+                    url: url.clone(),
+                    why,
+                },
+                None,
+            )
         };
         let credential = self
             .credentials
@@ -133,14 +163,17 @@ impl Bucket {
         match status.as_u16() {
             200 => Ok(Some(body)),
             404 => Ok(None),
-            _ => Err(fail(format!(
-                "HTTP {status}: {}",
-                tag(&body, "Code")
-                    .unwrap_or(body.trim())
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ))),
+            code => {
+                let (e, _) = fail(format!(
+                    "HTTP {status}: {}",
+                    tag(&body, "Code")
+                        .unwrap_or(body.trim())
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ));
+                Err((e, Some(code)))
+            }
         }
     }
 
@@ -175,16 +208,33 @@ impl Bucket {
     }
 }
 
+/// What a SigV4 path leaves as it is: RFC 3986's unreserved characters and `/`.
+const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Percent-encodes a key for a path, keeping `/` (S3's rule for SigV4 paths).
 fn encode_path(key: &str) -> String {
-    key.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(key, PATH).to_string()
+}
+
+/// Whether a failed attempt is worth another: the network, a timeout, throttling and server
+/// errors are passing; a refusal (403, a bad request) is not.
+pub fn retryable(status: Option<u16>) -> bool {
+    match status {
+        None => true,
+        Some(s) => s == 429 || (500..=599).contains(&s),
+    }
+}
+
+/// The wait before retry `n` (from 0): object_store's schedule, 100 ms doubling up to 15 s.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1u32.checked_shl(n).unwrap_or(u32::MAX))
+        .min(Duration::from_secs(15))
 }
 
 /// The text of the first `<name>...</name>` in `xml`, if any.
@@ -252,6 +302,26 @@ pub fn parse_lifecycle(xml: &str) -> Vec<LifecycleRule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_retried_and_how_long_it_waits() {
+        for (status, again) in [
+            (None, true),
+            (Some(500), true),
+            (Some(503), true),
+            (Some(429), true),
+            (Some(400), false),
+            (Some(403), false),
+            (Some(301), false),
+        ] {
+            assert_eq!(retryable(status), again, "{status:?}");
+        }
+        let waits: Vec<u64> = [0, 1, 2, 7, 8, 40]
+            .into_iter()
+            .map(|n| backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 12_800, 15_000, 15_000]);
+    }
 
     #[test]
     fn settings_parse_from_s3s_answers() {

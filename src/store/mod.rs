@@ -165,6 +165,7 @@ impl Store {
             &cfg.bucket,
             &cfg.region,
             cfg.request_timeout,
+            cfg.retries,
         );
         let mut store = Store::new(
             Arc::new(inner),
