@@ -22,7 +22,7 @@ use etcd_client::Client;
 
 use crate::config::EtcdConfig;
 use crate::describe as chain;
-use crate::etcd::{probe, MemberStatus, Members};
+use crate::etcd::{probe, MemberId, MemberStatus, Members};
 use crate::snapshot::hashkv::HashKv;
 
 /// What one member's HashKV says about the snapshot.
@@ -41,7 +41,7 @@ pub enum Outcome {
 /// One member's line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberCheck {
-    pub member_id: String,
+    pub member_id: MemberId,
     pub learner: bool,
     pub outcome: Outcome,
 }
@@ -167,13 +167,13 @@ pub fn judge(checks: &[MemberCheck]) -> Verdict {
 
 /// The check of one snapshot against the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub struct Comparison {
     pub snapshot: HashKv,
     pub checks: Vec<MemberCheck>,
     pub verdict: Verdict,
 }
 
-impl Report {
+impl Comparison {
     pub fn differing(&self) -> Vec<&MemberCheck> {
         let differs = |c: &&MemberCheck| matches!(c.outcome, Outcome::Differs { .. });
         self.checks.iter().filter(differs).collect()
@@ -206,7 +206,7 @@ impl Report {
 pub struct NotTheCluster {
     pub member: String,
     pub endpoint: String,
-    pub report: Report,
+    pub report: Comparison,
 }
 
 /// Whether `e` is, or was caused by, a snapshot whose member is in the minority.
@@ -222,7 +222,7 @@ fn hash_timeout(cfg: &EtcdConfig, db_size: u64) -> Duration {
 }
 
 /// Asks one member for HashKV at `revision`; the answer must come from `member_id`.
-async fn ask(client: &mut Client, member_id: &str, revision: i64, timeout: Duration) -> Answer {
+async fn ask(client: &mut Client, member_id: MemberId, revision: i64, timeout: Duration) -> Answer {
     match tokio::time::timeout(timeout, client.hash_kv(revision)).await {
         Err(_) => Answer::Failed(format!(
             "no HashKV answer within {}",
@@ -238,14 +238,14 @@ async fn ask(client: &mut Client, member_id: &str, revision: i64, timeout: Durat
                 Answer::Failed(format!("HashKV failed: {text}"))
             }
         }
-        Ok(Ok(r)) => match r.header().map(|h| format!("{:x}", h.member_id())) {
+        Ok(Ok(r)) => match r.header().map(|h| MemberId(h.member_id())) {
             Some(id) if id == member_id => Answer::Hash {
                 hash: r.hash(),
                 compact_revision: r.compact_version(),
             },
             other => Answer::Failed(format!(
                 "the answer came from member {} instead",
-                other.unwrap_or_else(|| "?".into())
+                other.map_or_else(|| "?".into(), |id| id.to_string())
             )),
         },
     }
@@ -261,7 +261,7 @@ pub async fn check<F>(
     source: &MemberStatus,
     ours: HashKv,
     mut rehash: impl FnMut(i64) -> F,
-) -> Report
+) -> Comparison
 where
     F: std::future::Future<Output = Option<u32>>,
 {
@@ -279,24 +279,18 @@ where
         Some(m) => m.client.member_list().await.map_err(|e| chain(&e)),
         None => Err(format!("{} no longer answers", source.endpoint)),
     };
-    let listed: Vec<(String, bool, Vec<String>)> = match listed {
+    let listed: Vec<(MemberId, bool, Vec<String>)> = match listed {
         Ok(l) => l
             .members()
             .iter()
-            .map(|m| {
-                (
-                    format!("{:x}", m.id()),
-                    m.is_learner(),
-                    m.client_urls().to_vec(),
-                )
-            })
+            .map(|m| (MemberId(m.id()), m.is_learner(), m.client_urls().to_vec()))
             .collect(),
         Err(why) => {
             // Without the member list, the members behind the endpoints are what we know.
             tracing::warn!("could not list the cluster's members ({why}); checking the members behind ETCD_ENDPOINTS only");
             reachable
                 .iter()
-                .map(|m| (m.status.member_id.clone(), m.status.is_learner, vec![]))
+                .map(|m| (m.status.member_id, m.status.is_learner, vec![]))
                 .collect()
         }
     };
@@ -307,8 +301,8 @@ where
         } else {
             let timeout = hash_timeout(cfg, source.db_size);
             let answer = match reachable.iter_mut().find(|m| m.status.member_id == id) {
-                Some(m) => ask(&mut m.client, &id, ours.revision, timeout).await,
-                None => reach_and_ask(cfg, &id, &urls, ours.revision, timeout).await,
+                Some(m) => ask(&mut m.client, id, ours.revision, timeout).await,
+                None => reach_and_ask(cfg, id, &urls, ours.revision, timeout).await,
             };
             let again = match rehash_at(ours, &answer) {
                 Some(c) => rehash(c).await,
@@ -323,7 +317,7 @@ where
         });
     }
     let verdict = judge(&checks);
-    Report {
+    Comparison {
         snapshot: ours,
         checks,
         verdict,
@@ -333,7 +327,7 @@ where
 /// A member no configured endpoint leads to: through the client URLs it advertises.
 async fn reach_and_ask(
     cfg: &EtcdConfig,
-    id: &str,
+    id: MemberId,
     urls: &[String],
     revision: i64,
     timeout: Duration,
@@ -364,7 +358,7 @@ mod tests {
 
     fn m(id: &str, learner: bool, outcome: Outcome) -> MemberCheck {
         MemberCheck {
-            member_id: id.into(),
+            member_id: MemberId(u64::from_str_radix(id, 16).unwrap()),
             learner,
             outcome,
         }

@@ -27,7 +27,7 @@ pub const JOB: &str = "etcd-backup";
 /// What one run reports. Fields that are `None` are not pushed, so the Pushgateway keeps what a
 /// previous run sent for them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Report {
+pub struct RunMetrics {
     pub finished: DateTime<Utc>,
     pub duration: Duration,
     pub success: bool,
@@ -77,7 +77,7 @@ fn text(gauges: &[(&str, &str, f64)]) -> String {
 }
 
 /// The report in the Prometheus text format.
-pub fn encode(report: &Report) -> String {
+pub fn encode(report: &RunMetrics) -> String {
     let mut gauges = Vec::new();
     let mut gauge = |name, help, value| gauges.push((name, help, value));
     gauge(
@@ -222,7 +222,7 @@ pub fn encode_defrag(r: &DefragReport) -> String {
 
 /// Pushes `report` if a Pushgateway is set; a failure is logged as a warning and returned, for
 /// the caller to record. Takes at most `cfg.timeout`.
-pub async fn push(cfg: &MetricsConfig, report: &Report) -> Option<String> {
+pub async fn push(cfg: &MetricsConfig, report: &RunMetrics) -> Option<String> {
     push_text(cfg, encode(report)).await
 }
 
@@ -275,8 +275,8 @@ pub async fn push_text(cfg: &MetricsConfig, body: String) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn report(success: bool) -> Report {
-        Report {
+    fn report(success: bool) -> RunMetrics {
+        RunMetrics {
             finished: DateTime::from_timestamp(1_780_000_000, 500_000_000).unwrap(),
             duration: Duration::from_millis(12_250),
             success,

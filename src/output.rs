@@ -225,7 +225,7 @@ fn endpoint_table(rows: &[EndpointRow]) -> String {
                 } else {
                     "healthy".into()
                 },
-                s.member_id.clone(),
+                s.member_id.to_string(),
                 if s.is_leader {
                     "yes".into()
                 } else {

@@ -33,7 +33,7 @@ pub struct Summary {
     pub published: Published,
     pub member: MemberStatus,
     /// The snapshot against every member; `None` when its HashKV could not be computed.
-    pub cluster: Option<consistency::Report>,
+    pub cluster: Option<consistency::Comparison>,
     pub pruned: usize,
     pub prune_time: Duration,
     pub prune_error: Option<String>,
@@ -80,7 +80,7 @@ async fn snapshot(
     extra: crate::store::Metadata,
     shutdown: &Shutdown,
     used: &mut Option<MemberStatus>,
-) -> anyhow::Result<(Published, MemberStatus, Option<consistency::Report>)> {
+) -> anyhow::Result<(Published, MemberStatus, Option<consistency::Comparison>)> {
     let mut members = Members::new(&cfg.etcd);
     loop {
         let (member, snapshot) = tokio::select! {
@@ -118,7 +118,7 @@ async fn check_cluster(
     status: &MemberStatus,
     file: std::fs::File,
     verified: Verified,
-) -> anyhow::Result<(crate::store::Metadata, Option<consistency::Report>)> {
+) -> anyhow::Result<(crate::store::Metadata, Option<consistency::Comparison>)> {
     let Some(ours) = verified.status.hash_kv else {
         let why = verified.status.hash_kv_skipped.unwrap_or_default();
         tracing::warn!("the snapshot is not compared with the members: {why}");
@@ -164,7 +164,7 @@ async fn check_cluster(
     }
     if report.verdict != Verdict::Publish {
         return Err(NotTheCluster {
-            member: status.member_id.clone(),
+            member: status.member_id.to_string(),
             endpoint: status.endpoint.clone(),
             report,
         }
@@ -187,7 +187,7 @@ async fn attempt(
     snapshot: Snapshot,
     mut extra: crate::store::Metadata,
     shutdown: &Shutdown,
-) -> anyhow::Result<(Published, Option<consistency::Report>)> {
+) -> anyhow::Result<(Published, Option<consistency::Comparison>)> {
     tracing::info!("using {status}");
     if let Some(w) = etcd::quota_warning(status, cfg.etcd.quota) {
         tracing::warn!("{w}");
@@ -203,7 +203,7 @@ async fn attempt(
     extra.extend([
         ("etcd-version", status.version.clone()),
         ("etcd-cluster-id", status.cluster_id.clone()),
-        ("etcd-member-id", status.member_id.clone()),
+        ("etcd-member-id", status.member_id.to_string()),
     ]);
     let limits = Limits {
         total: cfg.etcd.snapshot_timeout,
@@ -236,7 +236,7 @@ pub async fn run(
     }
     let mut used = None;
     let result = back_up(cfg, store, now, shutdown, &mut used).await;
-    let report = metrics::Report {
+    let report = metrics::RunMetrics {
         finished: now + started.elapsed(),
         duration: started.elapsed(),
         success: result.is_ok(),

@@ -23,12 +23,14 @@ use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
 use serde::Serialize;
 
 use crate::config::DefragConfig;
-use crate::etcd::{linearizable, probe, Member, MemberStatus, Members, ProbeError, QUOTA_WARN};
+use crate::etcd::{
+    linearizable, probe, Member, MemberId, MemberStatus, Members, ProbeError, QUOTA_WARN,
+};
 
 /// One member as the plan sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Facts {
-    pub member_id: String,
+    pub member_id: MemberId,
     pub endpoint: String,
     pub is_leader: bool,
     pub db_size: u64,
@@ -38,7 +40,7 @@ pub struct Facts {
 impl Facts {
     pub fn of(s: &MemberStatus) -> Facts {
         Facts {
-            member_id: s.member_id.clone(),
+            member_id: s.member_id,
             endpoint: s.endpoint.clone(),
             is_leader: s.is_leader,
             db_size: s.db_size,
@@ -121,13 +123,13 @@ pub struct Done {
 
 /// The report of a run: what was planned and done, and whether a NOSPACE alarm was disarmed.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct Defragged {
     pub dry_run: bool,
     pub members: Vec<Done>,
     pub disarmed: bool,
 }
 
-impl Report {
+impl Defragged {
     pub fn table(&self) -> String {
         let rows: Vec<Vec<String>> = self
             .members
@@ -137,7 +139,7 @@ impl Report {
                 let m = &d.step.member;
                 vec![
                     (i + 1).to_string(),
-                    m.member_id.clone(),
+                    m.member_id.to_string(),
                     m.endpoint.clone(),
                     if m.is_leader { "leader" } else { "follower" }.into(),
                     m.db_size.to_string(),
@@ -252,7 +254,7 @@ async fn healthy_members(
         .map(|a| (a.member_id(), a.alarm()))
         .collect();
     for m in list.members() {
-        let id = format!("{:x}", m.id());
+        let id = MemberId(m.id());
         let reached = members.iter().any(|o| o.status.member_id == id);
         if m.is_learner() {
             members.retain(|o| o.status.member_id != id);
@@ -270,7 +272,7 @@ async fn healthy_members(
         !list
             .members()
             .iter()
-            .any(|m| format!("{:x}", m.id()) == o.status.member_id)
+            .any(|m| MemberId(m.id()) == o.status.member_id)
     }) {
         bail!(
             "{} is member {} of cluster {}, which is not in this cluster's member list: ETCD_ENDPOINTS must name one cluster; {nothing}",
@@ -297,7 +299,7 @@ pub async fn run(
     dry_run: bool,
     now: chrono::DateTime<chrono::Utc>,
     shutdown: &crate::shutdown::Shutdown,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Defragged> {
     let started = Instant::now();
     let result = defrag(cfg, dry_run, shutdown).await;
     if !dry_run {
@@ -323,7 +325,7 @@ pub async fn defrag(
     cfg: &DefragConfig,
     dry_run: bool,
     shutdown: &crate::shutdown::Shutdown,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Defragged> {
     let quota = cfg.etcd.quota;
     let (mut members, _) = healthy_members(cfg).await?;
     if cfg.compact && !dry_run {
@@ -366,7 +368,7 @@ pub async fn defrag(
                 seconds: None,
             })
             .collect();
-        return Ok(Report {
+        return Ok(Defragged {
             dry_run,
             members,
             disarmed: false,
@@ -379,7 +381,7 @@ pub async fn defrag(
                 .context("stopped between two members; the others were not touched");
         }
         let endpoint = step.member.endpoint.clone();
-        let id = step.member.member_id.clone();
+        let id = step.member.member_id;
         if !step.defrag {
             tracing::info!(member = %id, "skipping: {}", step.reason);
             done.push(Done {
@@ -437,7 +439,7 @@ pub async fn defrag(
         });
     }
     let disarmed = disarm_nospace(cfg, &mut members).await?;
-    Ok(Report {
+    Ok(Defragged {
         dry_run,
         members: done,
         disarmed,
@@ -504,7 +506,7 @@ mod tests {
 
     fn m(id: &str, leader: bool, size: u64, in_use: u64) -> Facts {
         Facts {
-            member_id: id.into(),
+            member_id: MemberId(u64::from_str_radix(id, 16).unwrap()),
             endpoint: format!("https://{id}:2379"),
             is_leader: leader,
             db_size: size,
@@ -552,14 +554,14 @@ mod tests {
             ),
             // No leader known (a member alone): endpoint order.
             (
-                vec![m("x", false, 1, 1), m("y", false, 1, 1)],
-                vec!["x", "y"],
+                vec![m("e", false, 1, 1), m("f", false, 1, 1)],
+                vec!["e", "f"],
                 vec![false, false],
             ),
         ];
         for (members, order, flags) in cases {
             let p = plan(&members, 256 * MIB, quota);
-            let got: Vec<&str> = p.iter().map(|s| s.member.member_id.as_str()).collect();
+            let got: Vec<String> = p.iter().map(|s| s.member.member_id.to_string()).collect();
             assert_eq!(got, order);
             let got: Vec<bool> = p.iter().map(|s| s.defrag).collect();
             assert_eq!(got, flags, "{members:?}");

@@ -118,10 +118,10 @@ pub async fn restore(
                 compress::decoder(BufReader::with_capacity(1 << 20, opened))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
             let trailer = verify::copy_hashed(&mut decoded, &mut out).map_err(|e| match e {
-                verify::Copy::Read(e) => {
+                verify::CopyError::Read(e) => {
                     anyhow!("downloading, decrypting or decoding the backup ({codec}): {e}")
                 }
-                verify::Copy::Write(e) => anyhow!("writing {}: {e}", part_path.display()),
+                verify::CopyError::Write(e) => anyhow!("writing {}: {e}", part_path.display()),
             })?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()

@@ -15,7 +15,7 @@ use crate::config::VerifyConfig;
 use crate::crypt::{self, Identities};
 use crate::scratch::{self, ScratchError};
 use crate::shutdown::{Shutdown, StopOnShutdown};
-use crate::snapshot::verify::{self as check, Copy, Invalid, Verified};
+use crate::snapshot::verify::{self as check, CopyError, Invalid, Verified};
 use crate::Usage;
 
 /// The verdict on one file.
@@ -109,7 +109,7 @@ pub fn verify(
     };
     let trailer = match check::copy_hashed(&mut reader, &mut out) {
         Ok(t) => t,
-        Err(Copy::Read(e)) => {
+        Err(CopyError::Read(e)) => {
             if let Some(why) = shutdown.fired() {
                 return Err(crate::shutdown::Interrupted(why).into());
             }
@@ -121,7 +121,7 @@ pub fn verify(
             let e = std::io::Error::new(e.kind(), format!("{what} {codec}: {e}"));
             return Ok(judged(codec, Err(Invalid::Io(e))));
         }
-        Err(Copy::Write(e)) => return Err(disk(e).into()),
+        Err(CopyError::Write(e)) => return Err(disk(e).into()),
     };
     out.flush().map_err(disk)?;
     Ok(judged(

@@ -160,6 +160,7 @@ impl Members {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::etcd::MemberId;
 
     fn d(why: &str) -> Standing {
         Standing::Degraded(why.into())
@@ -191,8 +192,8 @@ mod tests {
         MemberStatus {
             endpoint: "https://10.0.0.1:2379".into(),
             cluster_id: "c".into(),
-            member_id: "m".into(),
-            leader: "m".into(),
+            member_id: MemberId(0xa),
+            leader: MemberId(0xa),
             is_leader: true,
             is_learner,
             version: "3.5.1".into(),

@@ -23,13 +23,30 @@ use url::Url;
 use crate::config::EtcdConfig;
 use crate::describe as chain;
 
+/// An etcd member's id: a number, compared as one, and shown in hex as etcdctl shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MemberId(pub u64);
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+impl Serialize for MemberId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What one member says about itself (etcdctl's `endpoint status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MemberStatus {
     pub endpoint: String,
     pub cluster_id: String,
-    pub member_id: String,
-    pub leader: String,
+    pub member_id: MemberId,
+    /// The leader this member knows; 0 for none.
+    pub leader: MemberId,
     pub is_leader: bool,
     pub is_learner: bool,
     pub version: String,
@@ -48,7 +65,7 @@ impl MemberStatus {
     /// Whether the member knows a leader (etcd 3.5 reports "etcdserver: no leader" among its
     /// errors when it does not).
     pub fn has_leader(&self) -> bool {
-        self.leader != "0" && !self.errors.iter().any(|e| e.contains("no leader"))
+        self.leader != MemberId(0) && !self.errors.iter().any(|e| e.contains("no leader"))
     }
 }
 
@@ -186,8 +203,8 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, ProbeErro
         let status = MemberStatus {
             endpoint: ep.clone(),
             cluster_id: hex_id(header.cluster_id()),
-            member_id: hex_id(header.member_id()),
-            leader: hex_id(s.leader()),
+            member_id: MemberId(header.member_id()),
+            leader: MemberId(s.leader()),
             is_leader: s.leader() != 0 && s.leader() == header.member_id(),
             is_learner: s.is_learner(),
             version: s.version().to_string(),

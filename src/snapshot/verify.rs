@@ -288,7 +288,7 @@ pub fn check_spooled(file: &File, trailer: TrailerCheck) -> Result<Verified, Inv
 /// Checks a raw snapshot file on disk: hashes it, then walks it.
 pub fn check_file(file: &mut File) -> Result<Verified, Invalid> {
     let trailer = copy_hashed(file, &mut std::io::sink()).map_err(|e| match e {
-        Copy::Read(e) | Copy::Write(e) => Invalid::Io(e),
+        CopyError::Read(e) | CopyError::Write(e) => Invalid::Io(e),
     })?;
     check_spooled(file, trailer)
 }
@@ -296,22 +296,25 @@ pub fn check_file(file: &mut File) -> Result<Verified, Invalid> {
 /// Which side of a copy failed: the source (a truncated download, corrupt compressed data) or
 /// the destination (a full disk).
 #[derive(Debug)]
-pub enum Copy {
+pub enum CopyError {
     Read(std::io::Error),
     Write(std::io::Error),
 }
 
 /// Copies `from` to `to` in 1 MiB reads, hashing for the trailer check on the way.
-pub fn copy_hashed(from: &mut dyn Read, to: &mut dyn std::io::Write) -> Result<TrailerCheck, Copy> {
+pub fn copy_hashed(
+    from: &mut dyn Read,
+    to: &mut dyn std::io::Write,
+) -> Result<TrailerCheck, CopyError> {
     let mut trailer = TrailerCheck::default();
     let mut buf = vec![0; 1 << 20];
     loop {
-        let n = from.read(&mut buf).map_err(Copy::Read)?;
+        let n = from.read(&mut buf).map_err(CopyError::Read)?;
         if n == 0 {
             return Ok(trailer);
         }
         trailer.update(&buf[..n]);
-        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+        to.write_all(&buf[..n]).map_err(CopyError::Write)?;
     }
 }
 
