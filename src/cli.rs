@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use etcd_backup::commands::restore::{RestoreFlags, Which};
+use etcd_backup::commands::defrag::DefragArgs;
+use etcd_backup::commands::prune::PruneArgs;
+use etcd_backup::commands::restore::RestoreArgs;
 use etcd_backup::config;
 use etcd_backup::output::Format;
 
@@ -23,9 +25,10 @@ pub enum Command {
     Backup,
     /// Delete backups past retention, keeping the newest BACKUP_KEEP_LAST.
     Prune {
-        /// Print the plan (keep/delete, with reasons) and delete nothing.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        args: PruneArgs,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
     },
     /// List the backups under the prefix, newest first, with what retention would do.
     List {
@@ -33,19 +36,7 @@ pub enum Command {
         output: Format,
     },
     /// Download a backup, check it, and write a file ready for `etcdutl snapshot restore`.
-    Restore {
-        /// A backup name (20260529-060000.db.gz, with or without the prefix) or `latest`.
-        #[arg(default_value = "latest")]
-        backup: Which,
-        /// Where to write the snapshot.
-        #[arg(long, short = 'O')]
-        output: PathBuf,
-        /// Replace OUTPUT if it exists.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        flags: RestoreFlags,
-    },
+    Restore(RestoreArgs),
     /// Health, member, leader, raft index, revision and DB size of every endpoint.
     Status {
         #[arg(short, long, value_enum, default_value = "table")]
@@ -53,9 +44,8 @@ pub enum Command {
     },
     /// Defragment etcd members one at a time, followers first, when the rule says it pays.
     Defrag {
-        /// Print the plan (per member: sizes, the rule's result, the order) and change nothing.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        args: DefragArgs,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use etcd_backup::commands::{self, restore};
 use etcd_backup::config::{Env, LogFormat, Problems, Process};
-use etcd_backup::output;
+use etcd_backup::output::Format;
 use etcd_backup::shutdown::Shutdown;
 use etcd_backup::{store::Store, Usage};
 
@@ -108,45 +108,41 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
                 .await?
                 .log();
         }
-        Command::Prune { dry_run } => {
+        Command::Prune { args, output } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
             let pruned =
-                commands::prune::prune(&store, &cfg.policy, now, None, dry_run, shutdown).await?;
-            print(&pruned.plan)?;
-            pruned.log(dry_run);
+                commands::prune::prune(&store, &cfg.policy, now, None, args, shutdown).await?;
+            print(output.render(&pruned)?)?;
+            pruned.log(args.dry_run);
         }
         Command::List { output } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
             let rows = commands::list::list(&store, &cfg.policy, now, shutdown).await?;
-            print(output.render(&rows, |r| output::list_table(r))?)?;
+            print(output.render(&rows)?)?;
         }
-        Command::Restore {
-            backup,
-            output,
-            force,
-            flags,
-        } => {
+        Command::Restore(args) => {
             let cfg = env.restore()?;
-            print(restore::run(cfg, backup, &output, force, &flags, shutdown).await?)?;
+            let restored = restore::run(cfg, &args, shutdown).await?;
+            print(Format::Table.render(&restored)?)?;
         }
         Command::Status { output } => {
             let cfg = env.etcd()?;
             let rows = commands::status::status(&cfg, now).await;
-            print(output.render(&rows, |r| output::status_table(r))?)?;
+            print(output.render(&rows)?)?;
             commands::status::healthy(&rows)?;
         }
-        Command::Defrag { dry_run, output } => {
+        Command::Defrag { args, output } => {
             let cfg = env.defrag()?;
-            let report = commands::defrag::run(&cfg, dry_run, now, shutdown).await?;
-            print(output.render(&report, |r| r.table())?)?;
+            let defragged = commands::defrag::run(&cfg, args, now, shutdown).await?;
+            print(output.render(&defragged)?)?;
         }
         Command::Check { max_age, output } => {
             let cfg = env.check(max_age)?;
             let store = Store::s3(&cfg.store)?;
             let f = commands::check::check(&store, now, cfg.max_age, shutdown).await?;
-            print(output.render(&f, |f| f.table())?)?;
+            print(output.render(&f)?)?;
             f.verdict(store.url_prefix())?;
         }
         Command::Doctor { output } => {
@@ -155,13 +151,13 @@ async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::R
             let findings = shutdown
                 .or_interrupted(async { Ok(commands::doctor::run(&cfg, &store, now).await) })
                 .await?;
-            print(output.render(&findings, |f| commands::doctor::table(f))?)?;
+            print(output.render(&findings)?)?;
             commands::doctor::verdict(&findings)?;
         }
         Command::Verify { path, output } => {
             let cfg = env.verify()?;
-            let c = commands::verify::run(path, cfg, shutdown).await?;
-            print(c.render(output)?)?;
+            let checked = commands::verify::run(path, cfg, shutdown).await?;
+            print(output.render(&checked.valid()?)?)?;
         }
     }
     Ok(())

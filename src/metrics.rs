@@ -177,7 +177,7 @@ pub fn group_url(base: &Url, labels: &[(String, String)]) -> Url {
 
 /// What a `defrag` run reports: its outcome and the databases' total size before and after.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DefragReport {
+pub struct DefragMetrics {
     pub finished: DateTime<Utc>,
     pub success: bool,
     pub defragmented: u64,
@@ -187,7 +187,7 @@ pub struct DefragReport {
 
 /// The defrag report in the text format; its names differ from a backup's, so the two share
 /// the group without replacing each other's metrics.
-pub fn encode_defrag(r: &DefragReport) -> String {
+pub fn encode_defrag(r: &DefragMetrics) -> String {
     let mut gauges = Vec::new();
     let mut gauge = |name, help, value| gauges.push((name, help, value));
     gauge(

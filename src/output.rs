@@ -1,14 +1,21 @@
-//! What the commands print on stdout: tables for people, JSON for scripts. Logs go to stderr.
+//! What the commands print on stdout, in one place. Each command returns data; this module
+//! draws it ([`Render`]) as a table for people or one line of JSON for scripts, in the format
+//! chosen once with `-o`. Logs go to stderr.
 
 use std::fmt::Write;
+use std::time::Duration;
 
-use serde::Serialize;
-
+use crate::commands::check::Freshness;
+use crate::commands::defrag::Defragged;
+use crate::commands::doctor::Finding;
+use crate::commands::list::ListRow;
+use crate::commands::prune::Pruned;
+use crate::commands::restore::Restoration;
+use crate::commands::status::EndpointRow;
+use crate::commands::verify::VerifiedFile;
 use crate::compress::Codec;
-use crate::etcd::MemberStatus;
-use crate::retention::Plan;
+use crate::retention::human;
 use crate::snapshot::verify::{hex, Verified};
-use crate::store::Listed;
 
 /// `-o table|json`: a table for people, one line of JSON for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,16 +24,20 @@ pub enum Format {
     Json,
 }
 
+/// A command's result, as people and scripts read it.
+pub trait Render {
+    /// Aligned columns, or lines, ending in a newline.
+    fn table(&self) -> String;
+    /// One JSON value, without the newline.
+    fn json(&self) -> serde_json::Result<String>;
+}
+
 impl Format {
-    /// `value` as one line of JSON, or as the table that `table` draws of it.
-    pub fn render<T: Serialize>(
-        self,
-        value: &T,
-        table: impl FnOnce(&T) -> String,
-    ) -> serde_json::Result<String> {
+    /// `value` drawn in this format.
+    pub fn render(self, value: &impl Render) -> serde_json::Result<String> {
         match self {
-            Format::Json => Ok(format!("{}\n", serde_json::to_string(value)?)),
-            Format::Table => Ok(table(value)),
+            Format::Json => Ok(format!("{}\n", value.json()?)),
+            Format::Table => Ok(value.table()),
         }
     }
 }
@@ -55,158 +66,65 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn verified_json(v: &Verified, codec: Codec) -> serde_json::Value {
-    let mut json = serde_json::to_value(&v.status).expect("serializable");
-    json["sha256"] = hex(&v.sha256).into();
-    json["compression"] = codec.to_string().into();
-    json
-}
-
-pub fn verified_table(v: &Verified, codec: Codec) -> String {
-    let s = &v.status;
-    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
-    let rows = [
-        ("hash", s.hash.to_string()),
-        ("revision", s.revision.to_string()),
-        ("total keys", s.total_key.to_string()),
-        ("total size", s.total_size.to_string()),
-        ("sha256", hex(&v.sha256)),
-        ("compression", codec.to_string()),
-        (
-            "consistent index",
-            opt(s.consistent_index.map(|c| c.to_string())),
-        ),
-        ("term", opt(s.term.map(|c| c.to_string()))),
-        ("storage version", opt(s.storage_version.clone())),
-        (
-            "hashKV",
-            opt(s
-                .hash_kv
-                .map(|h| h.hash.to_string())
-                .or_else(|| s.hash_kv_skipped.clone())),
-        ),
-        (
-            "hashKVCompactRevision",
-            opt(s.hash_kv.map(|h| h.compact_revision.to_string())),
-        ),
-    ];
-    rows.iter().map(|(k, v)| format!("{k:<22} {v}\n")).collect()
-}
-
-/// One backup in `list`: the listing, its metadata, and what retention would do with it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListRow {
-    pub key: String,
-    pub time: String,
-    pub stored_bytes: u64,
-    pub raw_bytes: Option<u64>,
-    pub revision: Option<i64>,
-    pub compression: String,
-    /// "age" when the object is encrypted, "none" otherwise.
-    pub encryption: String,
-    /// The files archive: "-" when the backup has none, "ok", or "missing" (the backup is
-    /// incomplete: its manifest names an archive the bucket does not hold).
-    pub files: String,
-    pub keep: bool,
-    pub reason: String,
-    /// On a bucket with object lock: the date before which S3 refuses to delete the backup.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub locked_until: Option<String>,
-}
-
-pub fn list_rows(
-    prefix: &str,
-    backups: &[Listed],
-    meta: &[Vec<(String, String)>],
-    plan: &Plan,
-) -> Vec<ListRow> {
-    backups
-        .iter()
-        .zip(meta)
-        .map(|(b, m)| {
-            let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let d = plan.decisions.iter().find(|d| d.key == b.key);
-            ListRow {
-                key: format!("{prefix}{}", b.key),
-                time: b.key.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                stored_bytes: b.size,
-                raw_bytes: get("snapshot-size").and_then(|v| v.parse().ok()),
-                revision: get("etcd-revision").and_then(|v| v.parse().ok()),
-                compression: get("compression").unwrap_or_else(|| b.key.codec.to_string()),
-                encryption: if b.key.encrypted { "age" } else { "none" }.to_string(),
-                files: match (get("files-archive"), b.files) {
-                    (None, _) => "-",
-                    (Some(_), true) => "ok",
-                    (Some(_), false) => "missing",
-                }
-                .to_string(),
-                keep: d.is_none_or(|d| d.keep),
-                reason: d.map(|d| d.reason.to_string()).unwrap_or_default(),
-                locked_until: None,
+impl Render for Vec<ListRow> {
+    fn table(&self) -> String {
+        let rows = self;
+        let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.key.clone(),
+                    r.time.clone(),
+                    r.stored_bytes.to_string(),
+                    opt(r.raw_bytes.map(|v| v.to_string())),
+                    opt(r.revision.map(|v| v.to_string())),
+                    r.compression.clone(),
+                    r.encryption.clone(),
+                    r.files.clone(),
+                    format!("{}: {}", if r.keep { "keep" } else { "delete" }, r.reason),
+                ]
+            })
+            .collect();
+        let mut header = vec![
+            "KEY",
+            "TIME",
+            "STORED",
+            "RAW",
+            "REVISION",
+            "CODEC",
+            "ENCRYPTION",
+            "FILES",
+            "RETENTION",
+        ];
+        // The lock column only on a bucket with object lock.
+        let mut cells = cells;
+        if rows.iter().any(|r| r.locked_until.is_some()) {
+            header.insert(8, "LOCKED UNTIL");
+            for (row, r) in cells.iter_mut().zip(rows) {
+                row.insert(8, opt(r.locked_until.clone()));
             }
-        })
-        .collect()
-}
-
-pub fn list_table(rows: &[ListRow]) -> String {
-    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.key.clone(),
-                r.time.clone(),
-                r.stored_bytes.to_string(),
-                opt(r.raw_bytes.map(|v| v.to_string())),
-                opt(r.revision.map(|v| v.to_string())),
-                r.compression.clone(),
-                r.encryption.clone(),
-                r.files.clone(),
-                format!("{}: {}", if r.keep { "keep" } else { "delete" }, r.reason),
-            ]
-        })
-        .collect();
-    let mut header = vec![
-        "KEY",
-        "TIME",
-        "STORED",
-        "RAW",
-        "REVISION",
-        "CODEC",
-        "ENCRYPTION",
-        "FILES",
-        "RETENTION",
-    ];
-    // The lock column only on a bucket with object lock.
-    let mut cells = cells;
-    if rows.iter().any(|r| r.locked_until.is_some()) {
-        header.insert(8, "LOCKED UNTIL");
-        for (row, r) in cells.iter_mut().zip(rows) {
-            row.insert(8, opt(r.locked_until.clone()));
         }
+        table(&header, &cells)
     }
-    table(&header, &cells)
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
 }
 
-/// One endpoint in `status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EndpointRow {
-    pub endpoint: String,
-    pub healthy: bool,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub status: Option<MemberStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub quota: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub warning: Option<String>,
-    /// notAfter of the client certificate used (ETCD_CERT), when mTLS is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_cert_not_after: Option<String>,
+impl Render for Vec<EndpointRow> {
+    fn table(&self) -> String {
+        status_table(self)
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
 }
 
 /// The endpoints' table, then the client certificate's expiry (one certificate for all).
-pub fn status_table(rows: &[EndpointRow]) -> String {
+fn status_table(rows: &[EndpointRow]) -> String {
     let mut out = endpoint_table(rows);
     if let Some(t) = rows.iter().find_map(|r| r.client_cert_not_after.as_ref()) {
         let _ = writeln!(out, "\nclient certificate (ETCD_CERT) valid until {t}");
@@ -263,6 +181,205 @@ fn endpoint_table(rows: &[EndpointRow]) -> String {
         ],
         &cells,
     )
+}
+
+impl Render for VerifiedFile {
+    fn table(&self) -> String {
+        verified_table(&self.verified, self.codec)
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&verified_json(&self.verified, self.codec)?)
+    }
+}
+
+fn verified_json(v: &Verified, codec: Codec) -> serde_json::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(&v.status)?;
+    json["sha256"] = hex(&v.sha256).into();
+    json["compression"] = codec.to_string().into();
+    Ok(json)
+}
+
+fn verified_table(v: &Verified, codec: Codec) -> String {
+    let s = &v.status;
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+    let rows = [
+        ("hash", s.hash.to_string()),
+        ("revision", s.revision.to_string()),
+        ("total keys", s.total_key.to_string()),
+        ("total size", s.total_size.to_string()),
+        ("sha256", hex(&v.sha256)),
+        ("compression", codec.to_string()),
+        (
+            "consistent index",
+            opt(s.consistent_index.map(|c| c.to_string())),
+        ),
+        ("term", opt(s.term.map(|c| c.to_string()))),
+        ("storage version", opt(s.storage_version.clone())),
+        (
+            "hashKV",
+            opt(s
+                .hash_kv
+                .map(|h| h.hash.to_string())
+                .or_else(|| s.hash_kv_skipped.clone())),
+        ),
+        (
+            "hashKVCompactRevision",
+            opt(s.hash_kv.map(|h| h.compact_revision.to_string())),
+        ),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<22} {v}\n")).collect()
+}
+
+impl Render for Restoration {
+    /// The verified figures, the next step, and the files extracted.
+    fn table(&self) -> String {
+        let r = &self.restored;
+        let mut text = format!(
+            "{}\n{} is verified. Next, on each member (see the README's runbook):\n\n{}\n",
+            verified_table(&r.verified, r.codec),
+            r.path.display(),
+            self.next
+        );
+        if let Some(f) = &self.files {
+            let _ = writeln!(
+                text,
+                "\n{} files of the backup's files archive are in {}{}",
+                f.written,
+                f.dir.display(),
+                if f.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; skipped: {}", f.skipped.join(", "))
+                }
+            );
+        }
+        text
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        let r = &self.restored;
+        let files = self.files.as_ref().map(|f| {
+            serde_json::json!({
+                "dir": f.dir,
+                "written": f.written,
+                "skipped": f.skipped,
+            })
+        });
+        serde_json::to_string(&serde_json::json!({
+            "key": r.key.to_string(),
+            "path": r.path,
+            "snapshot": verified_json(&r.verified, r.codec)?,
+            "next": self.next,
+            "files": files,
+        }))
+    }
+}
+
+impl Render for Pruned {
+    /// One line a backup: `keep` or `delete`, the name, the reason.
+    fn table(&self) -> String {
+        self.plan.to_string()
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        let decisions: Vec<_> = self
+            .plan
+            .decisions
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "key": d.key.to_string(),
+                    "keep": d.keep,
+                    "reason": d.reason.to_string(),
+                    "deleted": self.deleted.contains(&d.key),
+                })
+            })
+            .collect();
+        serde_json::to_string(&decisions)
+    }
+}
+
+impl Render for Freshness {
+    fn table(&self) -> String {
+        let max = human(Duration::from_secs(self.max_age_seconds));
+        match (&self.newest, self.age_seconds) {
+            (Some(key), Some(age)) => format!(
+                "{}: newest verified backup {key} is {} old (max {max})\n",
+                if self.fresh { "ok" } else { "STALE" },
+                human(Duration::from_secs(age))
+            ),
+            _ => format!("STALE: no verified backup (max age {max})\n"),
+        }
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+}
+
+impl Render for Defragged {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let m = &d.step.member;
+                vec![
+                    (i + 1).to_string(),
+                    m.member_id.to_string(),
+                    m.endpoint.clone(),
+                    if m.is_leader { "leader" } else { "follower" }.into(),
+                    m.db_size.to_string(),
+                    m.db_size_in_use.to_string(),
+                    m.free().to_string(),
+                    match (d.step.defrag, d.db_size_after, self.dry_run) {
+                        (false, _, _) => format!("skip: {}", d.step.reason),
+                        (true, _, true) => format!("would defragment: {}", d.step.reason),
+                        (true, Some(after), _) => format!(
+                            "defragmented to {after} bytes in {:.1}s",
+                            d.seconds.unwrap_or_default()
+                        ),
+                        (true, None, _) => format!("skipped at its turn: {}", d.step.reason),
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "#", "MEMBER", "ENDPOINT", "ROLE", "DB SIZE", "IN USE", "FREE", "ACTION",
+            ],
+            &rows,
+        )
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+}
+
+impl Render for Vec<Finding> {
+    /// One line per check: `ok`, `warn` or `fail`, the check, what was found and what to do.
+    fn table(&self) -> String {
+        let findings = self;
+        let rows: Vec<Vec<String>> = findings
+            .iter()
+            .map(|f| {
+                let level = serde_json::to_value(f.level).expect("serializes");
+                vec![
+                    level.as_str().unwrap_or("?").to_string(),
+                    f.check.clone(),
+                    f.detail.clone(),
+                ]
+            })
+            .collect();
+        table(&["RESULT", "CHECK", "DETAIL"], &rows)
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
 }
 
 #[cfg(test)]

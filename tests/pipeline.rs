@@ -264,15 +264,29 @@ async fn prune_deletes_only_what_the_plan_says() {
         max_age: Duration::from_secs(30 * 86400),
         keep_last: 1,
     };
-    let dry = prune::prune(&store, &policy, now, None, true, &Shutdown::never())
-        .await
-        .unwrap();
+    let dry = prune::prune(
+        &store,
+        &policy,
+        now,
+        None,
+        prune::PruneArgs { dry_run: true },
+        &Shutdown::never(),
+    )
+    .await
+    .unwrap();
     assert_eq!(dry.plan.delete_count(), 2);
     assert!(dry.deleted.is_empty());
     assert_eq!(store.list().await.unwrap().backups.len(), 3);
-    let done = prune::prune(&store, &policy, now, None, false, &Shutdown::never())
-        .await
-        .unwrap();
+    let done = prune::prune(
+        &store,
+        &policy,
+        now,
+        None,
+        prune::PruneArgs::default(),
+        &Shutdown::never(),
+    )
+    .await
+    .unwrap();
     let deleted: Vec<_> = done.deleted.iter().map(|k| k.to_string()).collect();
     assert_eq!(deleted, ["20260102-000000.db.gz", "20260101-000000.db.gz"]);
     let left = store.list().await.unwrap();
@@ -340,7 +354,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
     let (trigger, stop) = shutdown::channel();
     trigger.fire("SIGTERM");
     let out = tmp.path().join("restored.db");
-    let e = restore::restore(&store, k, &out, false, &stop, None, None)
+    let e = restore::restore(&store, k, &to(&out), &stop, None, None)
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("interrupted by SIGTERM"), "{e:#}");
@@ -359,7 +373,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    restore::restore(&store, k, &out, false, &Shutdown::never(), None, None)
+    restore::restore(&store, k, &to(&out), &Shutdown::never(), None, None)
         .await
         .unwrap();
     assert!(out.exists());
@@ -415,7 +429,8 @@ async fn an_encrypted_backup_restores_with_its_identity_and_nothing_else() {
     };
     let out = tmp.path().join("restored.db");
     let never = Shutdown::never();
-    let restore = |ids| restore::restore(&store, k, &out, false, &never, None, ids);
+    let dest = to(&out);
+    let restore = |ids| restore::restore(&store, k, &dest, &never, None, ids);
     let left = || out.exists() || tmp.path().join("restored.db.part").exists();
     // No identity, a wrong one: refused, nothing written.
     let e = format!("{:#}", restore(None).await.unwrap_err());
@@ -443,4 +458,12 @@ async fn an_encrypted_backup_restores_with_its_identity_and_nothing_else() {
     let e = format!("{:#}", restore(ids(&key_a)).await.unwrap_err());
     assert!(e.contains("decrypting"), "{e}");
     assert!(!left());
+}
+
+/// Where a test restores to, refusing to replace a file.
+fn to(path: &std::path::Path) -> restore::Destination {
+    restore::Destination {
+        path: path.to_path_buf(),
+        force: false,
+    }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::commands::prune::prune;
+use crate::commands::prune::{prune, PruneArgs};
 use crate::config::BackupConfig;
 use crate::consistency::{self, NotTheCluster, Verdict};
 use crate::etcd::{self, MemberStatus, Members, Snapshot};
@@ -292,7 +292,14 @@ async fn back_up(
 
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();
-    let pruning = prune(store, &cfg.policy, now, Some(&key), false, shutdown);
+    let pruning = prune(
+        store,
+        &cfg.policy,
+        now,
+        Some(&key),
+        PruneArgs::default(),
+        shutdown,
+    );
     let (pruned, prune_error) = match pruning.await {
         Ok(p) => (p.deleted.len(), None),
         Err(e) => {

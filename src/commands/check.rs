@@ -46,18 +46,6 @@ pub fn judge(prefix: &str, backups: &[Listed], now: DateTime<Utc>, max_age: Dura
 }
 
 impl Freshness {
-    pub fn table(&self) -> String {
-        let max = human(Duration::from_secs(self.max_age_seconds));
-        match (&self.newest, self.age_seconds) {
-            (Some(key), Some(age)) => format!(
-                "{}: newest verified backup {key} is {} old (max {max})\n",
-                if self.fresh { "ok" } else { "STALE" },
-                human(Duration::from_secs(age))
-            ),
-            _ => format!("STALE: no verified backup (max age {max})\n"),
-        }
-    }
-
     /// `Ok` when fresh; else what is wrong and what to check.
     pub fn verdict(&self, url: &str) -> Result<(), Stale> {
         if self.fresh {

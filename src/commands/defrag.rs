@@ -111,6 +111,14 @@ pub fn plan(members: &[Facts], min_free: u64, quota: u64) -> Vec<Step> {
         .collect()
 }
 
+/// `defrag`'s command line.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct DefragArgs {
+    /// Print the plan (per member: sizes, the rule's result, the order) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// What a run did to one member.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Done {
@@ -127,43 +135,6 @@ pub struct Defragged {
     pub dry_run: bool,
     pub members: Vec<Done>,
     pub disarmed: bool,
-}
-
-impl Defragged {
-    pub fn table(&self) -> String {
-        let rows: Vec<Vec<String>> = self
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let m = &d.step.member;
-                vec![
-                    (i + 1).to_string(),
-                    m.member_id.to_string(),
-                    m.endpoint.clone(),
-                    if m.is_leader { "leader" } else { "follower" }.into(),
-                    m.db_size.to_string(),
-                    m.db_size_in_use.to_string(),
-                    m.free().to_string(),
-                    match (d.step.defrag, d.db_size_after, self.dry_run) {
-                        (false, _, _) => format!("skip: {}", d.step.reason),
-                        (true, _, true) => format!("would defragment: {}", d.step.reason),
-                        (true, Some(after), _) => format!(
-                            "defragmented to {after} bytes in {:.1}s",
-                            d.seconds.unwrap_or_default()
-                        ),
-                        (true, None, _) => format!("skipped at its turn: {}", d.step.reason),
-                    },
-                ]
-            })
-            .collect();
-        crate::output::table(
-            &[
-                "#", "MEMBER", "ENDPOINT", "ROLE", "DB SIZE", "IN USE", "FREE", "ACTION",
-            ],
-            &rows,
-        )
-    }
 }
 
 /// How long a defrag of `in_use` bytes may take: etcd copies about 10 s per GB; three times
@@ -296,19 +267,19 @@ async fn healthy_members(
 /// stops it between members, never inside a defrag (the server would go on regardless).
 pub async fn run(
     cfg: &DefragConfig,
-    dry_run: bool,
+    args: DefragArgs,
     now: chrono::DateTime<chrono::Utc>,
     shutdown: &crate::shutdown::Shutdown,
 ) -> anyhow::Result<Defragged> {
     let started = Instant::now();
-    let result = defrag(cfg, dry_run, shutdown).await;
-    if !dry_run {
+    let result = defrag(cfg, args, shutdown).await;
+    if !args.dry_run {
         let done = result
             .as_ref()
             .map(|r| r.members.as_slice())
             .unwrap_or_default();
         let ran = || done.iter().filter(|d| d.db_size_after.is_some());
-        let report = crate::metrics::DefragReport {
+        let report = crate::metrics::DefragMetrics {
             finished: now + started.elapsed(),
             success: result.is_ok(),
             defragmented: ran().count() as u64,
@@ -323,9 +294,10 @@ pub async fn run(
 /// Checks, plans and defragments (see the module's doc).
 pub async fn defrag(
     cfg: &DefragConfig,
-    dry_run: bool,
+    args: DefragArgs,
     shutdown: &crate::shutdown::Shutdown,
 ) -> anyhow::Result<Defragged> {
+    let dry_run = args.dry_run;
     let quota = cfg.etcd.quota;
     let (mut members, _) = healthy_members(cfg).await?;
     if cfg.compact && !dry_run {

@@ -263,22 +263,6 @@ pub async fn run(cfg: &BackupConfig, store: &Store, now: DateTime<Utc>) -> Vec<F
     out
 }
 
-/// One line per check: `ok`, `warn` or `fail`, the check, what was found and what to do.
-pub fn table(findings: &[Finding]) -> String {
-    let rows: Vec<Vec<String>> = findings
-        .iter()
-        .map(|f| {
-            let level = serde_json::to_value(f.level).expect("serializes");
-            vec![
-                level.as_str().unwrap_or("?").to_string(),
-                f.check.clone(),
-                f.detail.clone(),
-            ]
-        })
-        .collect();
-    crate::output::table(&["RESULT", "CHECK", "DETAIL"], &rows)
-}
-
 /// Some checks failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} of the checks failed: fix the lines marked fail above")]

@@ -3,12 +3,12 @@
 //! Reads the bucket only.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::commands::prune::survey;
-use crate::output::{self, ListRow};
-use crate::retention::Policy;
+use crate::retention::{Plan, Policy};
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::{Listed, Store};
 
 /// The rows of `list`. A shutdown stops it wherever it is waiting on the bucket.
 pub async fn list(
@@ -24,7 +24,7 @@ pub async fn list(
             for b in &listing.backups {
                 meta.push(store.figures(b).await?);
             }
-            let mut rows = output::list_rows(store.prefix(), &listing.backups, &meta, &plan);
+            let mut rows = list_rows(store.prefix(), &listing.backups, &meta, &plan);
             if let Some(bucket) = store.bucket() {
                 if !rows.is_empty() && bucket.object_lock().await?.is_some() {
                     for (row, b) in rows.iter_mut().zip(&listing.backups) {
@@ -37,4 +37,59 @@ pub async fn list(
             Ok(rows)
         })
         .await
+}
+
+/// One backup in `list`: the listing, its metadata, and what retention would do with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListRow {
+    pub key: String,
+    pub time: String,
+    pub stored_bytes: u64,
+    pub raw_bytes: Option<u64>,
+    pub revision: Option<i64>,
+    pub compression: String,
+    /// "age" when the object is encrypted, "none" otherwise.
+    pub encryption: String,
+    /// The files archive: "-" when the backup has none, "ok", or "missing" (the backup is
+    /// incomplete: its manifest names an archive the bucket does not hold).
+    pub files: String,
+    pub keep: bool,
+    pub reason: String,
+    /// On a bucket with object lock: the date before which S3 refuses to delete the backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
+}
+
+pub fn list_rows(
+    prefix: &str,
+    backups: &[Listed],
+    meta: &[Vec<(String, String)>],
+    plan: &Plan,
+) -> Vec<ListRow> {
+    backups
+        .iter()
+        .zip(meta)
+        .map(|(b, m)| {
+            let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let d = plan.decisions.iter().find(|d| d.key == b.key);
+            ListRow {
+                key: format!("{prefix}{}", b.key),
+                time: b.key.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                stored_bytes: b.size,
+                raw_bytes: get("snapshot-size").and_then(|v| v.parse().ok()),
+                revision: get("etcd-revision").and_then(|v| v.parse().ok()),
+                compression: get("compression").unwrap_or_else(|| b.key.codec.to_string()),
+                encryption: if b.key.encrypted { "age" } else { "none" }.to_string(),
+                files: match (get("files-archive"), b.files) {
+                    (None, _) => "-",
+                    (Some(_), true) => "ok",
+                    (Some(_), false) => "missing",
+                }
+                .to_string(),
+                keep: d.is_none_or(|d| d.keep),
+                reason: d.map(|d| d.reason.to_string()).unwrap_or_default(),
+                locked_until: None,
+            }
+        })
+        .collect()
 }

@@ -10,6 +10,14 @@ use crate::retention::{self, Policy};
 use crate::shutdown::Shutdown;
 use crate::store::{Listing, Store};
 
+/// `prune`'s command line.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct PruneArgs {
+    /// Print the plan (keep/delete, with reasons) and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// What prune did.
 #[derive(Debug, Clone, Default)]
 pub struct Pruned {
@@ -67,9 +75,10 @@ pub async fn prune(
     policy: &Policy,
     now: DateTime<Utc>,
     protect: Option<&BackupKey>,
-    dry_run: bool,
+    args: PruneArgs,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Pruned> {
+    let dry_run = args.dry_run;
     let (_, plan) = survey(store, policy, now, protect).await?;
     let mut deleted = Vec::new();
     if !dry_run {

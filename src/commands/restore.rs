@@ -27,18 +27,44 @@ pub enum Which {
     Key(BackupKey),
 }
 
+/// Neither a backup's name nor `latest`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}, or latest")]
+pub struct NotABackup(crate::key::NotOurs);
+
 impl std::str::FromStr for Which {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = NotABackup;
+    fn from_str(s: &str) -> Result<Self, NotABackup> {
         if s == "latest" {
             return Ok(Which::Latest);
         }
         // Accept a bare name or one with a prefix (as `list` prints full keys).
         let name = s.rsplit('/').next().unwrap_or(s);
-        name.parse()
-            .map(Which::Key)
-            .map_err(|e| format!("{e}, or latest"))
+        name.parse().map(Which::Key).map_err(NotABackup)
     }
+}
+
+/// `restore`'s command line: which backup, where to, and the etcdutl command's details.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// A backup name (20260529-060000.db.gz, with or without the prefix) or `latest`.
+    #[arg(default_value = "latest")]
+    pub backup: Which,
+    /// Where to write the snapshot.
+    #[arg(long, short = 'O')]
+    pub output: PathBuf,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub flags: RestoreFlags,
+}
+
+/// Where a backup is written, and whether an existing file there may be replaced.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub path: PathBuf,
+    pub force: bool,
 }
 
 /// A restored snapshot on disk.
@@ -69,8 +95,7 @@ pub async fn resolve(store: &Store, which: Which) -> anyhow::Result<BackupKey> {
 pub async fn restore(
     store: &Store,
     key: BackupKey,
-    output: &Path,
-    force: bool,
+    to: &Destination,
     shutdown: &Shutdown,
     progress_every: Option<std::time::Duration>,
     identities: Option<Arc<Identities>>,
@@ -82,6 +107,7 @@ pub async fn restore(
             crate::crypt::OpenError::NoIdentity
         );
     }
+    let (output, force) = (to.path.as_path(), to.force);
     if output.exists() && !force {
         bail!(
             "{} exists; refusing to overwrite it (pass --force to replace it)",
@@ -212,51 +238,40 @@ fn hash_kv_mismatch(recorded: Option<&str>, verified: &Verified) -> Option<HashK
 /// Returns what to print.
 pub async fn run(
     cfg: crate::config::RestoreConfig,
-    which: Which,
-    output: &Path,
-    force: bool,
-    flags: &RestoreFlags,
+    args: &RestoreArgs,
     shutdown: &Shutdown,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Restoration> {
     let store = Store::s3(&cfg.store)?;
-    let key = shutdown.or_interrupted(resolve(&store, which)).await?;
-    tracing::info!(key = %store.url(&key), output = %output.display(), "restoring");
+    let key = shutdown
+        .or_interrupted(resolve(&store, args.backup))
+        .await?;
+    tracing::info!(key = %store.url(&key), output = %args.output.display(), "restoring");
     let ids = cfg.identities;
-    let r = restore(
-        &store,
-        key,
-        output,
-        force,
-        shutdown,
-        cfg.progress,
-        ids.clone(),
-    )
-    .await?;
-    let mut text = report(&r, flags);
-    if let Some(dir) = &flags.files {
-        let f = crate::files::restore(&store, key, dir, force, ids, shutdown).await?;
-        text.push_str(&format!(
-            "\n{} files of the backup's files archive are in {}{}\n",
-            f.written,
-            f.dir.display(),
-            if f.skipped.is_empty() {
-                String::new()
-            } else {
-                format!("; skipped: {}", f.skipped.join(", "))
-            }
-        ));
-    }
-    Ok(text)
+    let to = Destination {
+        path: args.output.clone(),
+        force: args.force,
+    };
+    let r = restore(&store, key, &to, shutdown, cfg.progress, ids.clone()).await?;
+    let files = match &args.flags.files {
+        Some(dir) => {
+            Some(crate::files::restore(&store, key, dir, args.force, ids, shutdown).await?)
+        }
+        None => None,
+    };
+    Ok(Restoration {
+        next: etcdutl_command(&r.path, &args.flags),
+        restored: r,
+        files,
+    })
 }
 
-/// What `restore` prints: the verified figures and the next step.
-pub fn report(r: &Restored, flags: &RestoreFlags) -> String {
-    format!(
-        "{}\n{} is verified. Next, on each member (see the README's runbook):\n\n{}\n",
-        crate::output::verified_table(&r.verified, r.codec),
-        r.path.display(),
-        etcdutl_command(&r.path, flags)
-    )
+/// What `restore` did: the checked file, the command to run next, and the files extracted.
+#[derive(Debug, Clone)]
+pub struct Restoration {
+    pub restored: Restored,
+    /// The `etcdutl snapshot restore` command for this file.
+    pub next: String,
+    pub files: Option<crate::files::FilesRestored>,
 }
 
 /// Values for the `etcdutl snapshot restore` command we print; placeholders where unknown.
@@ -348,6 +363,7 @@ mod tests {
         assert!("yesterday"
             .parse::<Which>()
             .unwrap_err()
+            .to_string()
             .contains("or latest"));
     }
 

@@ -1,9 +1,10 @@
 //! `status`: every endpoint's health, member, leader, raft index, revision and database size,
 //! probed concurrently, in endpoint order.
 
+use serde::Serialize;
+
 use crate::config::EtcdConfig;
-use crate::etcd::{self, Members};
-use crate::output::EndpointRow;
+use crate::etcd::{self, MemberStatus, Members};
 
 /// Fails (exit 1) when no endpoint answered.
 pub fn healthy(rows: &[EndpointRow]) -> anyhow::Result<()> {
@@ -52,4 +53,21 @@ pub async fn status(cfg: &EtcdConfig, now: chrono::DateTime<chrono::Utc>) -> Vec
             }
         })
         .collect()
+}
+
+/// One endpoint in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointRow {
+    pub endpoint: String,
+    pub healthy: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub status: Option<MemberStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub quota: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// notAfter of the client certificate used (ETCD_CERT), when mTLS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_not_after: Option<String>,
 }

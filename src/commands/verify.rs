@@ -35,13 +35,19 @@ pub struct NotValid {
     pub why: Invalid,
 }
 
+/// A file that passed, with its codec: what `verify` prints.
+#[derive(Debug, Clone)]
+pub struct VerifiedFile {
+    pub verified: Verified,
+    pub codec: Codec,
+}
+
 impl Checked {
-    /// The verified figures as `format` shows them, or the verdict as an error (exit 1).
-    pub fn render(self, format: crate::output::Format) -> anyhow::Result<String> {
+    /// The figures of a file that passed, or the verdict as an error (exit 1).
+    pub fn valid(self) -> Result<VerifiedFile, NotValid> {
         let codec = self.codec;
-        let v = self.into_valid()?;
-        let json = crate::output::verified_json(&v, codec);
-        Ok(format.render(&json, |_| crate::output::verified_table(&v, codec))?)
+        self.into_valid()
+            .map(|verified| VerifiedFile { verified, codec })
     }
 
     /// The verified figures, or the verdict as an error.
