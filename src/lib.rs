@@ -34,6 +34,7 @@ pub mod files;
 pub mod key;
 pub mod metrics;
 pub mod output;
+pub mod pacing;
 pub mod pipeline;
 pub mod progress;
 pub mod retention;

@@ -30,6 +30,7 @@ use crate::compress::Encoder;
 use crate::config::PipelineConfig;
 use crate::crypt::Sealer;
 use crate::key::BackupKey;
+use crate::pacing::Pacer;
 use crate::progress::Progress;
 use crate::scratch;
 use crate::shutdown::Shutdown;
@@ -39,8 +40,6 @@ use crate::store::{Metadata, Parts, Store};
 /// Chunks in flight between the network reader and the spooling thread.
 const CHANNEL_CHUNKS: usize = 16;
 pub const SPOOL_BUFFER: usize = 1 << 20;
-/// How far ahead of ETCD_SNAPSHOT_RATE's schedule reading may get before it sleeps.
-const PACE_SLACK: Duration = Duration::from_millis(50);
 
 /// What the network reader sends the spooling thread. A stream is whole only if it ends with
 /// `End`: a closed channel without it means the reader was stopped.
@@ -59,8 +58,7 @@ where
 {
     let read = async {
         futures::pin_mut!(source);
-        let start = tokio::time::Instant::now();
-        let mut due = Duration::ZERO;
+        let mut pacer = limits.rate.map(Pacer::new);
         loop {
             let next = tokio::select! {
                 biased;
@@ -83,17 +81,9 @@ where
                 // The thread stopped early; its error is already on its way downstream.
                 return Ok(());
             }
-            // Not reading is what slows etcd down: gRPC's flow control stops its sender once
-            // the window fills. Sleeps are taken only once PACE_SLACK is due: the timer rounds
-            // each sleep up to the next millisecond, and a wait for every 32 KiB chunk would
-            // cap the rate near 16 MiB/s whatever was asked. The shutdown is not awaited here;
-            // a wait is at most PACE_SLACK.
-            if let Some(rate) = limits.rate {
-                let now = start.elapsed();
-                due = pace(due, now, len, rate);
-                if due > now + PACE_SLACK {
-                    tokio::time::sleep(due - now).await;
-                }
+            // The shutdown is not awaited here: a wait is at most pacing::SLACK.
+            if let Some(p) = &mut pacer {
+                p.read(len).await;
             }
         }
     };
@@ -106,34 +96,6 @@ where
         )),
     };
     let _ = tx.send(end).await;
-}
-
-/// When the next chunk may be read, as time since the stream started: `len` bytes were just
-/// read at `now`, and the previous read was due at `due`. Each chunk buys `len / rate` of time
-/// from the later of the two, so the rate is not exceeded (beyond `PACE_SLACK`'s worth) and no
-/// credit is saved up: after a slow stretch of etcd's, reading does not burst to catch up,
-/// which would defeat the limit.
-pub fn pace(due: Duration, now: Duration, len: u64, rate: u64) -> Duration {
-    // Saturating: `len` may be a size etcd reported, and no size may panic.
-    let cost =
-        Duration::try_from_secs_f64(len as f64 / rate.max(1) as f64).unwrap_or(Duration::MAX);
-    due.max(now).saturating_add(cost)
-}
-
-/// Why a snapshot of `db_size` bytes read at `rate` cannot finish within `timeout`, if it
-/// cannot: said before the snapshot is taken rather than after half an hour of it.
-pub fn rate_too_slow(db_size: u64, rate: Option<u64>, timeout: Duration) -> Option<String> {
-    let rate = rate?;
-    let need = pace(Duration::ZERO, Duration::ZERO, db_size, rate);
-    (need > timeout).then(|| {
-        format!(
-            "reading the {} MiB database at ETCD_SNAPSHOT_RATE={} MiB/s takes {}, longer than ETCD_SNAPSHOT_TIMEOUT={}: raise either",
-            db_size >> 20,
-            rate >> 20,
-            humantime::format_duration(Duration::from_secs(need.as_secs())),
-            humantime::format_duration(timeout)
-        )
-    })
 }
 
 /// The spooling thread: hashes, spools and encodes what `rx` brings, and sends the encoded
@@ -379,61 +341,4 @@ where
         manifest_error,
     };
     Ok((published, report))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pace_spends_len_over_rate_from_the_later_of_due_and_now() {
-        let ms = Duration::from_millis;
-        // (due, now, len, rate) -> next due
-        let cases = [
-            // On time: the next read is one chunk's worth later.
-            (ms(0), ms(0), 1_000, 10_000, ms(100)),
-            (ms(100), ms(100), 1_000, 10_000, ms(200)),
-            // Downstream was slow (now is past due): no credit saved up, no burst.
-            (ms(100), ms(900), 1_000, 10_000, ms(1_000)),
-            // Early (the chunk came fast): wait for what is due.
-            (ms(500), ms(120), 1_000, 10_000, ms(600)),
-            // An empty chunk costs nothing; a zero rate is taken as 1 B/s, never a panic.
-            (ms(50), ms(10), 0, 10_000, ms(50)),
-            (ms(0), ms(0), 3, 0, ms(3_000)),
-            // A size no etcd has saturates instead of overflowing.
-            (ms(5), ms(0), u64::MAX, 1, Duration::MAX),
-            (Duration::MAX, ms(0), 1, 1, Duration::MAX),
-        ];
-        for (due, now, len, rate, want) in cases {
-            assert_eq!(
-                pace(due, now, len, rate),
-                want,
-                "{due:?} {now:?} {len} {rate}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_rate_that_cannot_finish_in_time_is_refused_before_the_snapshot() {
-        let (gib, mib, min) = (1u64 << 30, 1u64 << 20, Duration::from_secs(60));
-        // (db size, rate, timeout) -> refused?
-        let cases = [
-            (gib, None, min, false),
-            (gib, Some(30 * mib), 30 * min, false), // 34 s
-            (gib, Some(mib), 30 * min, false),      // 17 min
-            (8 * gib, Some(mib), 30 * min, true),   // 2 h 16 min
-            (gib, Some(mib), 10 * min, true),
-        ];
-        for (size, rate, timeout, refused) in cases {
-            let e = rate_too_slow(size, rate, timeout);
-            assert_eq!(e.is_some(), refused, "{size} {rate:?} {timeout:?}: {e:?}");
-        }
-        let e = rate_too_slow(8 * gib, Some(mib), 30 * min).unwrap();
-        assert!(
-            e.contains("ETCD_SNAPSHOT_RATE=1 MiB/s takes 2h 16m 32s"),
-            "{e}"
-        );
-        assert!(e.contains("ETCD_SNAPSHOT_TIMEOUT=30m"), "{e}");
-        assert!(rate_too_slow(u64::MAX, Some(mib), 30 * min).is_some());
-    }
 }

@@ -193,7 +193,7 @@ async fn attempt(
         tracing::warn!("{w}");
     }
     scratch::ensure_room(&cfg.pipeline.tmp_dir, status.db_size)?;
-    if let Some(e) = pipeline::rate_too_slow(
+    if let Some(e) = crate::pacing::rate_too_slow(
         status.db_size,
         cfg.etcd.snapshot_rate,
         cfg.etcd.snapshot_timeout,
