@@ -17,6 +17,10 @@ use etcd_backup::output::Format;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The time to run at (RFC 3339) instead of the clock's: a backup's name and every age are
+    /// reckoned from it. For tests, which must not wait a second for a new backup name.
+    #[arg(long, global = true, hide = true)]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Subcommand)]

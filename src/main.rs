@@ -54,7 +54,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = Shutdown::on_signals()?;
         let command = cli.command.unwrap_or(Command::Backup);
-        shutdown.bounded(dispatch(command, &env, &shutdown)).await
+        let now = cli.now.unwrap_or_else(chrono::Utc::now);
+        shutdown
+            .bounded(dispatch(command, &env, now, &shutdown))
+            .await
     });
     // Dropping a runtime waits for its blocking threads (a bbolt walk, a decode) to finish;
     // after a shutdown, that could outlast the grace period. Their scratch files are already
@@ -98,8 +101,13 @@ fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(write!(std::io::stdout().lock(), "{text}")?)
 }
 
-async fn dispatch(command: Command, env: &Env, shutdown: &Shutdown) -> anyhow::Result<()> {
-    let now = chrono::Utc::now();
+/// Runs `command` as if the clock said `now`.
+async fn dispatch(
+    command: Command,
+    env: &Env,
+    now: chrono::DateTime<chrono::Utc>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     match command {
         Command::Backup => {
             let cfg = env.backup()?;

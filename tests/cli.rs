@@ -232,23 +232,54 @@ fn sigterm_while_connecting_exits_1_saying_so() {
         // Static credentials: without them the AWS chain would ask an instance metadata address.
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("BACKUP_LOG", "info,etcd_backup=debug")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
-    let started = std::time::Instant::now();
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().unwrap();
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    // The bucket is checked first, and hangs there.
+    let (code, out, took) = sigterm_after_line(child, "checking the bucket", |_| {});
+    assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("interrupted by SIGTERM"), "{out}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(9),
-        "took {:?} to stop",
-        started.elapsed()
+        took < std::time::Duration::from_secs(9),
+        "took {took:?} to stop"
     );
     drop(listener);
+}
+
+/// Reads `child`'s stderr until a line contains `needle`, calls `before` with the log so far
+/// (to check the state the signal meets), sends SIGTERM and reads to the end. Returns the exit
+/// code, the whole log, and how long the exit took after the signal.
+fn sigterm_after_line(
+    mut child: std::process::Child,
+    needle: &str,
+    before: impl FnOnce(&str),
+) -> (Option<i32>, String, std::time::Duration) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(needle) {
+            break;
+        }
+    }
+    assert!(
+        log.contains(needle),
+        "the process ended before {needle:?}:\n{log}"
+    );
+    before(&log);
+    let signalled = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    let code = child.wait().unwrap().code();
+    (code, log, signalled.elapsed())
 }
 
 #[test]
@@ -344,13 +375,29 @@ fn sigterm_during_a_long_decode_stops_verify_promptly_and_cleans_up() {
         .arg("verify")
         .arg(&gz)
         .env("BACKUP_TMP_DIR", &scratch)
+        .env("BACKUP_LOG", "info,etcd_backup=debug")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    // Every thread (main, which runs the async runtime, and the decoding thread) runs at the
-    // default niceness.
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+    let pid = child.id();
+    let (code, out, took) = sigterm_after_line(child, "decoding into a scratch file", |_| {
+        // Every thread (main, which runs the async runtime, and the decoding thread) runs at
+        // the default niceness.
+        threads_at_default_niceness(pid)
+    });
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("interrupted by SIGTERM"), "{out}");
+    // Far inside the 10 s grace period: the decode watched the signal itself.
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?} to stop: {out}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+}
+
+fn threads_at_default_niceness(pid: u32) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     let nice: Vec<String> = tasks
         .map(|t| {
             let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
@@ -364,21 +411,6 @@ fn sigterm_during_a_long_decode_stops_verify_promptly_and_cleans_up() {
         nice.iter().all(|n| n == "10"),
         "BACKUP_NICE's default on every thread: {nice:?}"
     );
-    let signalled = std::time::Instant::now();
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().unwrap();
-    let took = signalled.elapsed();
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("interrupted by SIGTERM"), "{out}");
-    // Far inside the 10 s grace period: the decode watched the signal itself.
-    assert!(
-        took < std::time::Duration::from_secs(5),
-        "took {took:?} to stop: {out}"
-    );
-    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
-    assert!(left.is_empty(), "scratch files left: {left:?}");
 }
 
 #[test]

@@ -50,15 +50,15 @@ async fn backup_round_trip_restores_and_prunes() {
         s3.put("backups", name, &b"old"[..]).await;
     }
 
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_STORAGE_CLASS", "STANDARD_IA")
-        .env("BACKUP_KEEP_LAST", "1")
-        .env("BACKUP_RETENTION", "1d")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_STORAGE_CLASS", "STANDARD_IA")
+            .env("BACKUP_KEEP_LAST", "1")
+            .env("BACKUP_RETENTION", "1d"),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(log.contains("backup complete"), "{log}");
     assert!(log.contains("pruned=2"), "{log}");
 
@@ -180,13 +180,12 @@ async fn fails_over_to_the_next_endpoint() {
     require_docker!();
     let (pki, etcd, s3) = start().await;
     let endpoints = format!("https://127.0.0.1:1,{}", etcd.url);
-    let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups")
-        .env("BACKUP_COMPRESSION", "zstd")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        rig::backup_cmd(&pki, &endpoints, &s3, "backups").env("BACKUP_COMPRESSION", "zstd"),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(
         log.contains("endpoint=https://127.0.0.1:1\n") && log.contains("endpoint unusable"),
         "{log}"
@@ -205,13 +204,13 @@ async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
     // Restoring from an empty bucket is a clear runtime error.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("restored.db");
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args(["restore", "latest", "--output"])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .args(["restore", "latest", "--output"])
+            .arg(&out),
+        1,
+    )
+    .await;
     assert!(
         text(&o).contains("there are no backups under s3://backups/etcd/"),
         "{}",
@@ -232,27 +231,23 @@ async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
     }
     let source = rig::digest(etcd.client()).await;
     let t = std::time::Instant::now();
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args([
-            "restore",
-            "latest",
-            "--name",
-            "cp1",
-            "--initial-advertise-peer-urls",
-            "https://10.0.1.10:2380",
-            "--output",
-        ])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
+    rig::run(rig::backup_cmd(&pki, &etcd.url, &s3, "backups"), 0).await;
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .args([
+                "restore",
+                "latest",
+                "--name",
+                "cp1",
+                "--initial-advertise-peer-urls",
+                "https://10.0.1.10:2380",
+                "--output",
+            ])
+            .arg(&out),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(
         log.contains("--initial-cluster cp1=https://10.0.1.10:2380"),
         "{log}"
@@ -276,21 +271,21 @@ async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
 
     // Refuses to overwrite without --force; a named backup restores too.
     let name = s3.backups("backups").await.pop().unwrap();
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args(["restore", &name, "--output"])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .args(["restore", &name, "--output"])
+            .arg(&out),
+        1,
+    )
+    .await;
     assert!(text(&o).contains("refusing to overwrite"), "{}", text(&o));
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args(["restore", &name, "--force", "--output"])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .args(["restore", &name, "--force", "--output"])
+            .arg(&out),
+        0,
+    )
+    .await;
     assert_eq!(std::fs::read(&out).unwrap(), restored);
 
     // A corrupted object is rejected and no file is written.
@@ -300,22 +295,21 @@ async fn restore_round_trip_through_etcdutl_and_a_new_etcd() {
     s3.put("backups", "etcd/20200101-000000.db.gz", stored)
         .await;
     let bad = dir.path().join("bad.db");
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args(["restore", "20200101-000000.db.gz", "--output"])
-        .arg(&bad)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .args(["restore", "20200101-000000.db.gz", "--output"])
+            .arg(&bad),
+        1,
+    )
+    .await;
     assert!(!bad.exists() && !dir.path().join("bad.db.part").exists());
 
     // `list` shows both, newest first, with metadata where we wrote it.
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args(["list", "-o", "json"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups").args(["list", "-o", "json"]),
+        0,
+    )
+    .await;
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 2);
     assert_eq!(rows[0]["key"], name.as_str());
@@ -329,12 +323,7 @@ async fn status_reports_every_endpoint() {
     let pki = Pki::new();
     let etcd = Etcd::start(&pki).await;
     let both = format!("{},https://127.0.0.1:1", etcd.url);
-    let o = rig::etcd_cmd(&pki, &both)
-        .args(["status", "-o", "json"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::run(rig::etcd_cmd(&pki, &both).args(["status", "-o", "json"]), 0).await;
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rows[0]["healthy"], true);
     assert_eq!(rows[0]["version"], "3.5.1");
@@ -344,20 +333,15 @@ async fn status_reports_every_endpoint() {
         .as_str()
         .unwrap()
         .contains("nothing listens there"));
-    let o = rig::etcd_cmd(&pki, "https://127.0.0.1:1")
-        .arg("status")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    rig::run(rig::etcd_cmd(&pki, "https://127.0.0.1:1").arg("status"), 1).await;
     // A tiny quota makes the member "near quota".
-    let o = rig::etcd_cmd(&pki, &etcd.url)
-        .env("ETCD_QUOTA_BACKEND_BYTES", "16KiB")
-        .arg("status")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0));
+    let o = rig::run(
+        rig::etcd_cmd(&pki, &etcd.url)
+            .env("ETCD_QUOTA_BACKEND_BYTES", "16KiB")
+            .arg("status"),
+        0,
+    )
+    .await;
     assert!(
         text(&o).contains("healthy (near quota)") && text(&o).contains("refuses writes"),
         "{}",
@@ -404,12 +388,8 @@ async fn succeeds_from_the_second_endpoint(keys: usize, cut: usize, want: &[&str
     etcd.load(keys).await;
     let cut = proxy::cut_after(rig::port(&etcd.url), cut).await;
     let endpoints = format!("https://127.0.0.1:{},{}", cut.port, etcd.url);
-    let o = rig::backup_cmd(&pki, &endpoints, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(rig::backup_cmd(&pki, &endpoints, &s3, "backups"), 0).await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     for w in want {
         assert!(log.contains(w), "{w:?} not in:\n{log}");
     }
@@ -435,15 +415,14 @@ async fn s3_slowing_down_then_recovering_is_retried() {
     let (pki, etcd, s3) = start().await;
     let s3_port = rig::port(&s3.endpoint);
     let slow = proxy::slow_down(s3_port, 3).await;
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env(
+    rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups").env(
             "AWS_ENDPOINT_URL",
             format!("http://127.0.0.1:{}", slow.port),
-        )
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        ),
+        0,
+    )
+    .await;
     assert!(
         slow.connections.load(std::sync::atomic::Ordering::SeqCst) > 3,
         "no request got through the proxy"
@@ -451,16 +430,16 @@ async fn s3_slowing_down_then_recovering_is_retried() {
     assert_eq!(s3.backups("backups").await.len(), 1);
     // With retries off, the same 503s fail the run, cleanly.
     let slow = proxy::slow_down(s3_port, 3).await;
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env(
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", slow.port),
-        )
-        .env("BACKUP_RETRIES", "0")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", slow.port),
+            )
+            .env("BACKUP_RETRIES", "0"),
+        1,
+    )
+    .await;
     assert!(text(&o).contains("503"), "{}", text(&o));
     assert_eq!(
         s3.backups("backups").await.len(),
@@ -518,12 +497,8 @@ async fn three_members_with_one_and_then_two_down() {
         .join(",");
 
     members[0].stop().await;
-    let o = rig::backup_cmd(&pki, &all, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(rig::backup_cmd(&pki, &all, &s3, "backups"), 0).await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(
         log.contains("endpoint unusable: grpc request error"),
         "{log}"
@@ -545,13 +520,12 @@ async fn three_members_with_one_and_then_two_down() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // a new second, a new key
-    let o = rig::backup_cmd(&pki, &all, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        rig::backup_cmd(&pki, &all, &s3, "backups").args(["--now", &rig::later(1)]),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(log.contains("lost quorum"), "{log}");
     assert!(log.contains(&format!("at {}", members[2].url)), "{log}");
     assert_eq!(s3.backups("backups").await.len(), 2);
@@ -577,23 +551,20 @@ async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
     assert_failed_cleanly(&o, "uploading a part of", &s3, "backups").await;
     // The server is back: the next run publishes.
     drop(dying);
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_COMPRESSION", "none")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups").env("BACKUP_COMPRESSION", "none"),
+        0,
+    )
+    .await;
     assert_eq!(s3.backups("backups").await.len(), 1);
 }
 
-/// Runs `cmd` with its stderr piped, reads it until a line contains `needle`, waits `settle`,
-/// calls `before` with the log so far (to check the state the signal meets), sends SIGTERM and
-/// reads to the end. Returns the exit code, the whole log, and how long the exit took after the
-/// signal.
+/// Runs `cmd` with its stderr piped, reads it until a line contains `needle`, calls `before`
+/// with the log so far (to check the state the signal meets), sends SIGTERM and reads to the
+/// end. Returns the exit code, the whole log, and how long the exit took after the signal.
 async fn sigterm_after(
     mut cmd: tokio::process::Command,
     needle: &str,
-    settle: std::time::Duration,
     before: impl FnOnce(&str),
 ) -> (Option<i32>, String, std::time::Duration) {
     use tokio::io::AsyncBufReadExt;
@@ -607,7 +578,6 @@ async fn sigterm_after(
             break;
         }
     }
-    tokio::time::sleep(settle).await;
     before(&log);
     let signalled = std::time::Instant::now();
     // SAFETY: signalling our own child process.
@@ -633,9 +603,9 @@ async fn sigterm_during_the_upload_aborts_it() {
         format!("http://127.0.0.1:{}", hung.port),
     )
     .env("BACKUP_COMPRESSION", "none");
-    // Once the snapshot is verified the upload comes next, and hangs in the proxy.
-    let settle = std::time::Duration::from_millis(500);
-    let (code, log, _) = sigterm_after(cmd, "snapshot verified", settle, |_| {}).await;
+    // The proxy stalls the upload after 300 kB, long before the snapshot is verified: by then
+    // the upload hangs.
+    let (code, log, _) = sigterm_after(cmd, "snapshot verified", |_| {}).await;
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("interrupted by SIGTERM: the upload was aborted"),
@@ -661,12 +631,11 @@ async fn sigterm_during_a_hung_restore_stops_it_and_removes_the_part_file() {
     require_docker!();
     let (pki, etcd, s3) = start().await;
     etcd.load(300).await;
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_COMPRESSION", "none")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups").env("BACKUP_COMPRESSION", "none"),
+        0,
+    )
+    .await;
     // Listings are small; the object's body hangs after 200 kB.
     let hung = proxy::download_limit(rig::port(&s3.endpoint), 200_000, proxy::OnLimit::Stall).await;
     let dir = tempfile::tempdir().unwrap();
@@ -676,11 +645,12 @@ async fn sigterm_during_a_hung_restore_stops_it_and_removes_the_part_file() {
         "AWS_ENDPOINT_URL",
         format!("http://127.0.0.1:{}", hung.port),
     )
+    // A progress line as soon as bytes arrive: the signal meets a download under way.
+    .env("BACKUP_PROGRESS_INTERVAL", "1ns")
     .args(["restore", "latest", "--output"])
     .arg(&out);
     let part = dir.path().join("restored.db.part");
-    let settle = std::time::Duration::from_millis(1000);
-    let (code, log, took) = sigterm_after(cmd, "restoring", settle, |log| {
+    let (code, log, took) = sigterm_after(cmd, "download in progress", |log| {
         assert!(part.exists(), "the download did not start:\n{log}")
     })
     .await;
@@ -739,8 +709,11 @@ async fn metrics_reach_a_real_pushgateway_and_a_failure_keeps_the_last_success()
     );
 
     // A failing run (a bucket that does not exist): visible, and the last success stays.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let o = run("no-such-bucket").output().await.unwrap();
+    let o = run("no-such-bucket")
+        .args(["--now", &rig::later(1)])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(
         pg.value("etcd_backup_last_run_success", group).await,
@@ -765,19 +738,19 @@ async fn metrics_reach_a_real_pushgateway_and_a_failure_keeps_the_last_success()
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    for (url, want) in [
-        (&gone, "pushing metrics"),
-        (&silent_url, "no answer within"),
+    for (url, want, at) in [
+        (&gone, "pushing metrics", 2),
+        (&silent_url, "no answer within", 3),
     ] {
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-            .env("BACKUP_PUSHGATEWAY_URL", url)
-            .env("BACKUP_PUSHGATEWAY_TIMEOUT", "2s")
-            .output()
-            .await
-            .unwrap();
+        let o = rig::run(
+            rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+                .args(["--now", &rig::later(at)])
+                .env("BACKUP_PUSHGATEWAY_URL", url)
+                .env("BACKUP_PUSHGATEWAY_TIMEOUT", "2s"),
+            0,
+        )
+        .await;
         let log = text(&o);
-        assert_eq!(o.status.code(), Some(0), "{log}");
         assert!(
             log.contains(want) && log.contains("metrics_failed=true"),
             "{log}"
@@ -818,11 +791,7 @@ async fn check_says_whether_the_newest_verified_backup_is_fresh() {
         text(&o)
     );
     // A fresh backup.
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(rig::backup_cmd(&pki, &etcd.url, &s3, "backups"), 0).await;
     let o = check("13h").output().await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
@@ -834,8 +803,11 @@ async fn check_says_whether_the_newest_verified_backup_is_fresh() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["fresh"], true);
     // Too old for a tight limit.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let o = check("1s").output().await.unwrap();
+    let o = check("1s")
+        .args(["--now", &rig::later(2)])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("older than the maximum 1s"),
@@ -850,23 +822,19 @@ async fn progress_lines_come_only_when_a_transfer_outlasts_the_interval() {
     let (pki, etcd, s3) = start().await;
     etcd.load(300).await;
     // The default interval (10 s) is longer than this backup: no progress line.
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::run(rig::backup_cmd(&pki, &etcd.url, &s3, "backups"), 0).await;
     assert!(!text(&o).contains("in progress"), "{}", text(&o));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_PROGRESS_INTERVAL", "1ns")
-        .env("BACKUP_LOG_FORMAT", "json")
-        // Stored raw, so that the restore below downloads it in many chunks.
-        .env("BACKUP_COMPRESSION", "none")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+            .args(["--now", &rig::later(1)])
+            .env("BACKUP_PROGRESS_INTERVAL", "1ns")
+            .env("BACKUP_LOG_FORMAT", "json")
+            // Stored raw, so that the restore below downloads it in many chunks.
+            .env("BACKUP_COMPRESSION", "none"),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     let line = log
         .lines()
         .find(|l| l.contains("snapshot in progress"))
@@ -878,14 +846,14 @@ async fn progress_lines_come_only_when_a_transfer_outlasts_the_interval() {
         "{line}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_PROGRESS_INTERVAL", "1ns")
-        .args(["restore", "latest", "--output"])
-        .arg(dir.path().join("r.db"))
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_PROGRESS_INTERVAL", "1ns")
+            .args(["restore", "latest", "--output"])
+            .arg(dir.path().join("r.db")),
+        0,
+    )
+    .await;
     assert!(text(&o).contains("download in progress"), "{}", text(&o));
 }
 
@@ -975,21 +943,20 @@ async fn defrag_visits_followers_then_the_leader_and_keeps_the_data() {
     let before = sizes(&all).await;
 
     // --dry-run and a threshold above the free space change nothing.
-    let o = defrag_cmd(&pki, &all)
-        .args(["--dry-run"])
-        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::run(
+        defrag_cmd(&pki, &all)
+            .args(["--dry-run"])
+            .env("ETCD_DEFRAG_MIN_FREE", "1MiB"),
+        0,
+    )
+    .await;
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(out.matches("would defragment").count(), 3, "{out}");
-    let o = defrag_cmd(&pki, &all)
-        .env("ETCD_DEFRAG_MIN_FREE", "1GiB")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::run(
+        defrag_cmd(&pki, &all).env("ETCD_DEFRAG_MIN_FREE", "1GiB"),
+        0,
+    )
+    .await;
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).matches("skip: ").count(),
         3,
@@ -1003,13 +970,12 @@ async fn defrag_visits_followers_then_the_leader_and_keeps_the_data() {
     );
 
     // The real run: every member shrinks, the leader comes last, the data is the same.
-    let o = defrag_cmd(&pki, &all)
-        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        defrag_cmd(&pki, &all).env("ETCD_DEFRAG_MIN_FREE", "1MiB"),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     let order: Vec<String> = log
         .lines()
         .filter(|l| l.contains(" defragmenting "))
@@ -1045,22 +1011,16 @@ async fn defrag_visits_followers_then_the_leader_and_keeps_the_data() {
     members[2].stop().await;
     let up: Vec<&Etcd> = members[..2].iter().collect();
     let before = sizes(&up).await;
-    let o = defrag_cmd(&pki, &all)
-        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        defrag_cmd(&pki, &all).env("ETCD_DEFRAG_MIN_FREE", "1MiB"),
+        1,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{log}");
     assert!(log.contains("nothing was changed"), "{log}");
     // Listing only the two live endpoints does not get around it: the third is still a voter.
-    let o = defrag_cmd(&pki, &up)
-        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(defrag_cmd(&pki, &up).env("ETCD_DEFRAG_MIN_FREE", "1MiB"), 1).await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{log}");
     assert!(log.contains("is not among ETCD_ENDPOINTS"), "{log}");
     assert_eq!(sizes(&up).await, before, "a refused run changed a member");
 }
@@ -1086,14 +1046,14 @@ async fn defrag_disarms_nospace_once_every_member_is_below_the_quota() {
     }
     assert!(full, "the 8 MiB quota was never reached");
     garbage(members[0].client(), "/fill/", 0, 0).await;
-    let o = defrag_cmd(&pki, &all)
-        .env("ETCD_QUOTA_BACKEND_BYTES", "8MiB")
-        .env("ETCD_DEFRAG_MIN_FREE", "1MiB")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        defrag_cmd(&pki, &all)
+            .env("ETCD_QUOTA_BACKEND_BYTES", "8MiB")
+            .env("ETCD_DEFRAG_MIN_FREE", "1MiB"),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(log.contains("disarmed the NOSPACE alarm"), "{log}");
     let alarms = members[0]
         .client()
@@ -1119,19 +1079,15 @@ async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones()
     etcd.load(500).await;
 
     // An operator turns encryption on: the old plain backup stays.
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    rig::run(rig::backup_cmd(&pki, &etcd.url, &s3, "backups"), 0).await;
     let source = rig::digest(etcd.client()).await;
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_AGE_RECIPIENTS", format!("{recipient} {other}"))
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+            .args(["--now", &rig::later(1)])
+            .env("BACKUP_AGE_RECIPIENTS", format!("{recipient} {other}")),
+        0,
+    )
+    .await;
     let names = s3.backups("backups").await;
     let sealed = names
         .iter()
@@ -1171,14 +1127,14 @@ async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones()
 
     // Our restore with the identity writes the same snapshot.
     let out = dir.path().join("restored.db");
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_AGE_IDENTITY_FILE", &identity)
-        .args(["restore", "latest", "--output"])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_AGE_IDENTITY_FILE", &identity)
+            .args(["restore", "latest", "--output"])
+            .arg(&out),
+        0,
+    )
+    .await;
     assert_eq!(std::fs::read(&out).unwrap(), snapshot);
 
     // list tells them apart; prune treats them alike.
@@ -1195,14 +1151,14 @@ async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones()
         .map(|r| r["encryption"].as_str().unwrap())
         .collect();
     assert_eq!(enc, ["age", "none"], "{rows}");
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_KEEP_LAST", "1")
-        .env("BACKUP_RETENTION", "1s")
-        .arg("prune")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_KEEP_LAST", "1")
+            .env("BACKUP_RETENTION", "1s")
+            .arg("prune"),
+        0,
+    )
+    .await;
     assert_eq!(s3.backups("backups").await, [sealed]);
 }
 
@@ -1237,12 +1193,11 @@ async fn the_files_a_restore_needs_travel_encrypted_beside_the_snapshot() {
     };
 
     // Without encryption the setting is refused before anything runs.
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_INCLUDE_PATHS", &pki_dir)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups").env("BACKUP_INCLUDE_PATHS", &pki_dir),
+        2,
+    )
+    .await;
     assert!(
         text(&o).contains("BACKUP_INCLUDE_PATHS") && text(&o).contains("needs encryption"),
         "{}",
@@ -1250,13 +1205,13 @@ async fn the_files_a_restore_needs_travel_encrypted_beside_the_snapshot() {
     );
 
     // A failing snapshot (no etcd answers) takes its archive with it.
-    let o = rig::backup_cmd(&pki, "https://127.0.0.1:1", &s3, "backups")
-        .env("BACKUP_AGE_RECIPIENTS", &recipient)
-        .env("BACKUP_INCLUDE_PATHS", &pki_dir)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    rig::run(
+        rig::backup_cmd(&pki, "https://127.0.0.1:1", &s3, "backups")
+            .env("BACKUP_AGE_RECIPIENTS", &recipient)
+            .env("BACKUP_INCLUDE_PATHS", &pki_dir),
+        1,
+    )
+    .await;
     assert!(
         s3.list("backups").await.is_empty(),
         "{:?}",
@@ -1337,17 +1292,20 @@ async fn the_files_a_restore_needs_travel_encrypted_beside_the_snapshot() {
     );
 
     // Prune deletes the archive with its backup.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let o = backup().output().await.unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .env("BACKUP_KEEP_LAST", "1")
-        .env("BACKUP_RETENTION", "1s")
-        .arg("prune")
+    let o = backup()
+        .args(["--now", &rig::later(1)])
         .output()
         .await
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_KEEP_LAST", "1")
+            .env("BACKUP_RETENTION", "1s")
+            .args(["prune", "--now", &rig::later(3)]),
+        0,
+    )
+    .await;
     let left = s3.list("backups").await;
     assert_eq!(
         left.len(),
@@ -1502,12 +1460,8 @@ async fn a_diverged_member_is_never_the_source_of_a_published_backup() {
     let urls = |order: [usize; 3]| order.map(|i| members[i].url.clone()).join(",");
 
     // The diverged member first: its snapshot is refused and the backup comes from another.
-    let o = rig::backup_cmd(&pki, &urls([2, 0, 1]), &s3, "backups")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(rig::backup_cmd(&pki, &urls([2, 0, 1]), &s3, "backups"), 0).await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(
         log.contains(&format!(
             "member {diverged_id} has diverged from the others"
@@ -1531,13 +1485,12 @@ async fn a_diverged_member_is_never_the_source_of_a_published_backup() {
     assert_eq!(members_line.matches("=agrees").count(), 2, "{members_line}");
 
     // The diverged member last: published from the first, with the warning.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // a new second, a new key
-    let o = rig::backup_cmd(&pki, &urls([0, 1, 2]), &s3, "backups")
-        .output()
-        .await
-        .unwrap();
+    let o = rig::run(
+        rig::backup_cmd(&pki, &urls([0, 1, 2]), &s3, "backups").args(["--now", &rig::later(1)]),
+        0,
+    )
+    .await;
     let log = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(
         log.contains(&format!("member {diverged_id}'s HashKV")),
         "{log}"
@@ -1631,11 +1584,7 @@ async fn etcd_3_4_backs_up_checks_hash_kv_and_restores() {
             .await
             .unwrap();
     }
-    let o = rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(rig::backup_cmd(&pki, &etcd.url, &s3, "backups"), 0).await;
     let keys = s3.backups("backups").await;
     let (body, _) = s3.get("backups", &format!("{}.json", keys[0])).await;
     let manifest: HashMap<String, String> = serde_json::from_slice(&body).unwrap();
@@ -1647,13 +1596,13 @@ async fn etcd_3_4_backs_up_checks_hash_kv_and_restores() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("restored.db");
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args(["restore", "latest", "--output"])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .args(["restore", "latest", "--output"])
+            .arg(&out),
+        0,
+    )
+    .await;
     let restored = std::fs::read(&out).unwrap();
     let (_, _, hash_kv) = offline_hash_kv(&restored);
     assert_eq!(hash_kv.hash.to_string(), manifest["etcd-hashkv"]);
@@ -1663,12 +1612,11 @@ async fn etcd_3_4_backs_up_checks_hash_kv_and_restores() {
 async fn doctor_reports_one_line_per_check_and_fails_on_what_breaks_a_backup() {
     require_docker!();
     let (pki, etcd, s3) = start().await;
-    let o = rig::cmd(&pki, &etcd.url, &s3, "backups")
-        .args(["doctor", "-o", "json"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups").args(["doctor", "-o", "json"]),
+        0,
+    )
+    .await;
     let findings: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let level = |check: &str| -> String {
         findings
@@ -1718,18 +1666,17 @@ async fn a_locked_bucket_keeps_what_retention_would_delete_and_list_shows_until_
     s3.create_locked_bucket("locked", 1).await;
     etcd.load(20).await;
     // Two backups a second apart, then prune as if both were old: the lock wins.
-    for _ in 0..2 {
-        let o = rig::backup_cmd(&pki, &etcd.url, &s3, "locked")
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for at in [0, 1] {
+        rig::run(
+            rig::backup_cmd(&pki, &etcd.url, &s3, "locked").args(["--now", &rig::later(at)]),
+            0,
+        )
+        .await;
     }
     let o = rig::cmd(&pki, &etcd.url, &s3, "locked")
         .env("BACKUP_KEEP_LAST", "1")
         .env("BACKUP_RETENTION", "1s")
-        .arg("prune")
+        .args(["prune", "--now", &rig::later(3)])
         .output()
         .await
         .unwrap();

@@ -266,6 +266,7 @@ async fn back_up(
     shutdown: &Shutdown,
     used: &mut Option<MemberStatus>,
 ) -> anyhow::Result<Summary> {
+    tracing::debug!(bucket = %store.url_prefix(), "checking the bucket");
     tokio::select! {
         r = store.check() => r?,
         i = shutdown.requested() => return Err(i.into()),

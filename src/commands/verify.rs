@@ -113,6 +113,7 @@ pub fn verify(
         inner: reader,
         shutdown: shutdown.clone(),
     };
+    tracing::debug!(%codec, scratch = %scratch.path().display(), "decoding into a scratch file");
     let trailer = match check::copy_hashed(&mut reader, &mut out) {
         Ok(t) => t,
         Err(CopyError::Read(e)) => {

@@ -191,6 +191,7 @@ pub async fn linearizable(client: &mut Client, timeout: Duration) -> Result<(), 
 /// Connects to one endpoint and reads its status, within the dial timeout.
 pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, ProbeError> {
     let ep = endpoint.as_str().trim_end_matches('/').to_string();
+    tracing::debug!(endpoint = %ep, "connecting");
     let attempt = async {
         let mut client = Client::connect([ep.as_str()], Some(options(cfg)))
             .await

@@ -581,6 +581,23 @@ pub fn etcd_cmd(pki: &Pki, endpoints: &str) -> tokio::process::Command {
     tokio::process::Command::from(c)
 }
 
+/// The clock `secs` seconds from now, as `--now` takes it: a backup run at it gets a name of
+/// its own without the test waiting for the next second.
+pub fn later(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::TimeDelta::seconds(secs)).to_rfc3339()
+}
+
+/// Runs `cmd` to its end and asserts its exit code, showing its output when that fails; the
+/// output is returned for the assertions that follow.
+pub async fn run(
+    mut cmd: impl std::borrow::BorrowMut<tokio::process::Command>,
+    code: i32,
+) -> std::process::Output {
+    let o = cmd.borrow_mut().output().await.unwrap();
+    assert_eq!(o.status.code(), Some(code), "{}", crate::cli::text(&o));
+    o
+}
+
 /// The binary with the rig's etcd and S3 settings; the caller adds the subcommand.
 pub fn cmd(pki: &Pki, endpoints: &str, s3: &S3, bucket: &str) -> tokio::process::Command {
     let mut c = etcd_cmd(pki, endpoints);
