@@ -3,25 +3,28 @@
 //! **Stages.** One `backup` run passes a snapshot through these, each a module:
 //!
 //! 1. [`config`]: the environment becomes a validated, typed configuration, every problem
-//!    reported at once;
-//! 2. [`etcd`]: [`etcd::Members`] chooses a member (over mTLS, failing over across endpoints)
-//!    and [`etcd::Snapshot`] streams its snapshot;
+//!    reported at once ([`config::Key`] names every variable);
+//! 2. [`etcd`]: [`etcd::Members`] chooses a member (over mTLS, [`etcd::tls`], failing over
+//!    across endpoints) and [`etcd::Snapshot`] streams its snapshot, at most as fast as
+//!    [`pacing`] allows;
 //! 3. [`pipeline`]: the streaming engine. Each chunk is checked against the SHA-256 trailer
 //!    ([`snapshot::verify`]), spooled to [`scratch`] for the walk ([`snapshot::bbolt`]),
 //!    compressed ([`compress`]), encrypted with age when recipients are set ([`crypt`]), and cut
-//!    into parts that [`store`] uploads whole-or-nothing
-//!    under a [`key::BackupKey`]; before the upload completes, [`consistency`] compares the
-//!    snapshot's HashKV ([`snapshot::hashkv`]) with every member's;
+//!    into parts that [`store`] uploads whole-or-nothing under a [`key::BackupKey`]; before the
+//!    upload completes, [`consistency`] compares the snapshot's HashKV
+//!    ([`snapshot::hashkv`]) with every member's; the [`files`] archive goes up beside it;
 //! 4. [`retention`]: decide, purely, which backups to delete.
 //!
-//! **Commands** ([`commands`]): `backup` (the only place that knows the order above), `prune`,
-//! `list`, `restore` (the way back), `status`, `verify`, `check` (is the newest backup fresh),
-//! `defrag` (one member at a time).
-//! Each returns data; the binary prints it and picks the exit code.
+//! **Commands** ([`commands`], one module each): `backup` (the only place that knows the order
+//! above), `prune`, `list`, `restore` (the way back, through [`download`] and [`files`]),
+//! `status`, `verify`, `check` (is the newest backup fresh), `defrag` (one member at a time),
+//! `doctor` (a first install, one check a line). Each takes its options as one struct and
+//! returns data; [`output`] draws it, and the binary prints it and picks the exit code.
 //!
-//! **Support**: [`output`] (tables and JSON), [`shutdown`] (SIGTERM as a value passed in),
-//! [`scratch`] (scratch files and free space), [`metrics`] (the Pushgateway report of a run),
-//! [`progress`] (progress lines of long transfers).
+//! **Support**: [`output`] (every table and JSON form), [`shutdown`] (SIGTERM as a value passed
+//! in), [`scratch`] (scratch files and free space), [`metrics`] (the Pushgateway report of a
+//! run), [`progress`] (progress lines of long transfers), [`download`] (a download read on a
+//! blocking thread), [`describe`] (an error and its sources on one line).
 
 pub mod commands;
 pub mod compress;

@@ -11,10 +11,10 @@ rustup target add "$target" >/dev/null
 venv=${ZIG_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-backup-zig}
 # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on the PATH: the venv's python first.
 # zig 0.14.1: 0.13.0's clang cannot compile libdeflate's aarch64 CRC-32 (the SHA3 EOR3 intrinsic).
-[ "$("$venv/bin/python3" -m ziglang version 2>/dev/null)" = 0.14.1 ] ||
-  { python3 -m venv --clear "$venv" && "$venv/bin/pip" install --quiet ziglang==0.14.1; }
+# cargo-zigbuild from PyPI, built, beside it (cargo install compiled it: 37 s of wall time here).
+[ "$("$venv/bin/python3" -m ziglang version 2>/dev/null)" = 0.14.1 ] && [ -x "$venv/bin/cargo-zigbuild" ] ||
+  { python3 -m venv --clear "$venv" && "$venv/bin/pip" install --quiet ziglang==0.14.1 cargo-zigbuild==0.19.8; }
 export PATH="$venv/bin:$PATH"
-command -v cargo-zigbuild >/dev/null || cargo install --locked --quiet cargo-zigbuild@0.19.8
 RUSTFLAGS="-C target-feature=+crt-static" cargo zigbuild --locked --release --quiet --bin etcd-backup --target "$target"
 arm="target/$target/release/etcd-backup"
 # An aarch64 ELF (e_machine 183) without a program interpreter (no PT_INTERP): static.
