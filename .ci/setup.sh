@@ -3,7 +3,7 @@
 # Idempotent: safe to run again; every step is skipped when its result is there.
 set -euo pipefail
 need_apt=()
-for p in protobuf-compiler libprotobuf-dev musl-tools unzip curl nix-bin; do
+for p in protobuf-compiler libprotobuf-dev musl-tools unzip curl nix-bin openssh-client; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

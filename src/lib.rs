@@ -43,6 +43,7 @@ pub mod progress;
 pub mod retention;
 pub mod scratch;
 pub mod shutdown;
+pub mod sign;
 pub mod snapshot;
 pub mod store;
 

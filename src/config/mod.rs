@@ -32,6 +32,7 @@ pub use self::vars::{help_table, vars, Key, Var};
 use self::reader::Reader;
 use crate::crypt::Identities;
 use crate::retention::Policy;
+use crate::sign::VerifyKeys;
 
 /// A value whose `Debug` never shows it (and which has no `Display`).
 #[derive(Clone, PartialEq, Eq)]
@@ -141,6 +142,8 @@ pub struct BackupConfig {
     pub metrics: MetricsConfig,
     /// Files and directories archived beside each backup (only with encryption).
     pub include: Vec<PathBuf>,
+    /// The keys restores accept; `doctor` checks that the signing key is one of them.
+    pub verify_keys: Option<VerifyKeys>,
 }
 
 /// What `defrag` needs.
@@ -159,6 +162,8 @@ pub struct RestoreConfig {
     pub store: StoreConfig,
     pub progress: Option<Duration>,
     pub identities: Option<Arc<Identities>>,
+    /// Accept only backups signed by one of these.
+    pub verify_keys: Option<VerifyKeys>,
 }
 
 /// What `verify` of a local file needs.
@@ -174,6 +179,8 @@ pub struct VerifyConfig {
 pub struct CheckConfig {
     pub store: StoreConfig,
     pub max_age: Duration,
+    /// Count only backups signed by one of these.
+    pub verify_keys: Option<VerifyKeys>,
 }
 
 /// What `prune` and `list` need.
@@ -181,6 +188,8 @@ pub struct CheckConfig {
 pub struct PruneConfig {
     pub store: StoreConfig,
     pub policy: Policy,
+    /// For `list`'s SIGNED column.
+    pub verify_keys: Option<VerifyKeys>,
 }
 
 impl Env {
@@ -256,8 +265,10 @@ impl Env {
             let policy = policy(r);
             let metrics = metrics::metrics(r);
             let include = pipeline::include(r, pipeline.as_ref());
+            let verify_keys = pipeline::verify_keys(r);
             Some(BackupConfig {
                 include,
+                verify_keys: verify_keys?,
                 etcd: etcd?,
                 store: store?,
                 pipeline: pipeline?,
@@ -286,9 +297,11 @@ impl Env {
         self.section(|r| {
             let store = store::store(r);
             let max_age = max_age.or_else(|| r.duration(Key::BackupMaxAge));
+            let verify_keys = pipeline::verify_keys(r);
             Some(CheckConfig {
                 store: store?,
                 max_age: max_age?,
+                verify_keys: verify_keys?,
             })
         })
     }
@@ -300,10 +313,12 @@ impl Env {
             let store = store::store(r);
             let progress = pipeline::progress(r);
             let identities = pipeline::identities(r);
+            let verify_keys = pipeline::verify_keys(r);
             Some(RestoreConfig {
                 store: store?,
                 progress: progress?,
                 identities: identities?,
+                verify_keys: verify_keys?,
             })
         })
     }
@@ -324,9 +339,11 @@ impl Env {
     pub fn prune(&self) -> Result<PruneConfig, Problems> {
         self.section(|r| {
             let (store, policy) = (store::store(r), policy(r));
+            let verify_keys = pipeline::verify_keys(r);
             Some(PruneConfig {
                 store: store?,
                 policy: policy?,
+                verify_keys: verify_keys?,
             })
         })
     }

@@ -10,6 +10,7 @@ use super::reader::{parse_size, Reader};
 use super::vars::Key;
 use crate::compress::Codec;
 use crate::crypt::Identities;
+use crate::sign::{SigningKey, VerifyKeys};
 
 /// How a snapshot is processed.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct PipelineConfig {
     pub progress: Option<Duration>,
     /// age X25519 public keys to encrypt to; empty for no encryption.
     pub recipients: Vec<String>,
+    /// The key each manifest is signed with (BACKUP_SIGNING_KEY_FILE).
+    pub signing: Option<Arc<SigningKey>>,
 }
 
 pub(super) fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
@@ -57,6 +60,7 @@ pub(super) fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(64)));
     let progress = progress(r);
     let recipients = recipients(r);
+    let signing = signing(r);
     let (
         Some(codec),
         Some(level),
@@ -64,7 +68,16 @@ pub(super) fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
         Some(part_size),
         Some(concurrency),
         Some(progress),
-    ) = (codec, level, tmp_dir, part_size, concurrency, progress)
+        Some(signing),
+    ) = (
+        codec,
+        level,
+        tmp_dir,
+        part_size,
+        concurrency,
+        progress,
+        signing,
+    )
     else {
         return None;
     };
@@ -77,6 +90,7 @@ pub(super) fn pipeline(r: &mut Reader<'_>) -> Option<PipelineConfig> {
         threads,
         progress,
         recipients,
+        signing,
     })
 }
 
@@ -218,6 +232,42 @@ pub(super) fn identities(r: &mut Reader<'_>) -> Option<Option<Arc<Identities>>> 
         Ok(ids) => Some(Some(Arc::new(ids))),
         Err(e) => {
             r.problem(used, Some(path), e.to_string());
+            None
+        }
+    }
+}
+
+/// BACKUP_SIGNING_KEY_FILE, if set: `Some(None)` when unset, `None` on a problem. The key never
+/// reaches a message.
+fn signing(r: &mut Reader<'_>) -> Option<Option<Arc<SigningKey>>> {
+    let Some((used, path)) = r.raw(Key::BackupSigningKeyFile) else {
+        return Some(None);
+    };
+    match SigningKey::read(std::path::Path::new(path)) {
+        Ok(k) => Some(Some(Arc::new(k))),
+        Err(e) => {
+            r.problem(used, Some(path), e.to_string());
+            None
+        }
+    }
+}
+
+/// BACKUP_VERIFY_KEY, if set: `Some(None)` when unset, `None` on a problem (every bad entry is
+/// named).
+pub(super) fn verify_keys(r: &mut Reader<'_>) -> Option<Option<VerifyKeys>> {
+    let Some((used, text)) = r.raw(Key::BackupVerifyKey) else {
+        return Some(None);
+    };
+    match VerifyKeys::parse(text) {
+        Ok(k) => Some(Some(k)),
+        Err(bad) => {
+            for why in bad {
+                r.problem(
+                    used,
+                    None,
+                    format!("{why}: expected Ed25519 public keys as `etcd-backup keygen` writes them to FILE.pub (ssh-ed25519 AAAA...), separated by newlines or commas"),
+                );
+            }
             None
         }
     }

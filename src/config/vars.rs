@@ -204,6 +204,14 @@ vars! {
         name: "BACKUP_INCLUDE_PATHS",
         doc: "Files or directories to archive beside each backup, encrypted (needs age recipients), e.g. /etc/kubernetes/pki.",
     }
+    BackupSigningKeyFile {
+        name: "BACKUP_SIGNING_KEY_FILE",
+        doc: "An Ed25519 private key (etcd-backup keygen -f FILE) to sign each backup's manifest with, so that a restore can tell our backups from planted ones.",
+    }
+    BackupVerifyKey {
+        name: "BACKUP_VERIFY_KEY",
+        doc: "Public keys (ssh-ed25519 AAAA..., as keygen wrote FILE.pub; several separated by newlines or commas): restore, list and check accept only backups signed by one of them.",
+    }
     BackupRetention {
         name: "BACKUP_RETENTION",
         default: "30d",
