@@ -67,6 +67,14 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Write a new Ed25519 signing key to FILE (for BACKUP_SIGNING_KEY_FILE) and its public key
+    /// to FILE.pub (for BACKUP_VERIFY_KEY), as `ssh-keygen -t ed25519` does. Never replaces a key.
+    Keygen {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Check a snapshot file (raw, .gz or .zst, each also as .age): SHA-256 trailer and bbolt walk.
     Verify {
         path: PathBuf,

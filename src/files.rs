@@ -18,28 +18,33 @@ use crate::config::PipelineConfig;
 use crate::crypt::{Identities, Sealer};
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
-use crate::store::{Parts, Store};
+use crate::store::{Parts, Store, Stored};
 
 /// Archives `paths` with tar (symlinks as symlinks, modes kept), encrypts the archive to the
 /// recipients, and uploads it as the files archive of `key`, whole or not at all. Returns the
-/// stored size. Memory: the parts in flight, as for a snapshot.
+/// stored size, and its SHA-256 when signing. Memory: the parts in flight, as for a snapshot.
 pub async fn publish(
     paths: &[std::path::PathBuf],
     store: &Store,
     key: &BackupKey,
     cfg: &PipelineConfig,
     shutdown: &Shutdown,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Stored> {
     if cfg.recipients.is_empty() {
         // The configuration refuses this too; private keys never go up in plaintext.
         bail!("refusing to archive BACKUP_INCLUDE_PATHS without age recipients");
     }
     let (parts_tx, parts_rx) = mpsc::channel(1);
     let (paths, recipients, size) = (paths.to_vec(), cfg.recipients.clone(), cfg.part_size);
+    let hashing = cfg.signing.is_some();
     let worker = tokio::task::spawn_blocking(move || {
         let failed = parts_tx.clone();
-        let work = || -> anyhow::Result<u64> {
-            let sealed = Sealer::new(Parts::new(parts_tx, size), &recipients)?;
+        let work = || -> anyhow::Result<Stored> {
+            let mut parts = Parts::new(parts_tx, size);
+            if hashing {
+                parts = parts.hashing();
+            }
+            let sealed = Sealer::new(parts, &recipients)?;
             let mut tar = tar::Builder::new(sealed);
             tar.follow_symlinks(false);
             for p in &paths {
@@ -79,18 +84,29 @@ pub struct FilesRestored {
     pub skipped: Vec<String>,
 }
 
-/// Downloads the files archive of `key`, decrypts it and extracts it into `dir`: regular files
-/// and directories only, with their modes; symlinks and special files are skipped with a
-/// warning; every path stays inside `dir` (no `..`, no absolute names, no existing symlink on
-/// the way); an existing file is replaced only with `force`.
+/// Where `restore --files` extracts, and what the archive must hash to.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub dir: &'a Path,
+    /// Replace existing files.
+    pub force: bool,
+    /// The SHA-256 of the stored archive, from its signed manifest. With it, the archive is
+    /// downloaded to an unnamed scratch file in `dir` and checked before a byte is extracted.
+    pub expect_sha256: Option<[u8; 32]>,
+}
+
+/// Downloads the files archive of `key`, decrypts it and extracts it into `to.dir`: regular
+/// files and directories only, with their modes; symlinks and special files are skipped with a
+/// warning; every path stays inside the directory (no `..`, no absolute names, no existing
+/// symlink on the way); an existing file is replaced only with `force`.
 pub async fn restore(
     store: &Store,
     key: BackupKey,
-    dir: &Path,
-    force: bool,
+    to: &Target<'_>,
     identities: Option<Arc<Identities>>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<FilesRestored> {
+    let (dir, force) = (to.dir, to.force);
     if !key.encrypted {
         bail!("{} is not encrypted, so it has no files archive: BACKUP_INCLUDE_PATHS archives files only with age recipients set", store.url(&key));
     }
@@ -109,15 +125,69 @@ pub async fn restore(
         .or_interrupted(async { Ok(store.get_files(&key).await?) })
         .await
         .with_context(|| format!("this backup's files archive ({}) cannot be read; backups taken without BACKUP_INCLUDE_PATHS have none", store.files_url(&key)))?;
-    crate::download::read_on_thread(
-        download,
-        "the files archive",
-        Some(ids),
-        None,
-        shutdown,
-        move |opened| extract(tar::Archive::new(opened), &root, force),
-    )
+    let Some(expect) = to.expect_sha256 else {
+        return crate::download::read_on_thread(
+            download,
+            "the files archive",
+            Some(ids),
+            None,
+            shutdown,
+            move |opened| extract(tar::Archive::new(opened), &root, force),
+        )
+        .await;
+    };
+    let url = store.files_url(&key);
+    let checked = shutdown
+        .or_interrupted(download_checked(download, &root, expect, &url))
+        .await?;
+    tokio::task::spawn_blocking(move || {
+        let (_, opened) = crate::crypt::open(std::io::BufReader::new(checked), Some(&ids))
+            .context("opening the files archive")?;
+        extract(tar::Archive::new(opened), &root, force)
+    })
     .await
+    .context("the thread extracting the files archive panicked")?
+}
+
+/// The whole download in an unnamed file in `dir`, once its SHA-256 is `expect`; never more
+/// bytes than its length said.
+async fn download_checked(
+    (size, mut stream): (u64, crate::store::ByteStream),
+    dir: &Path,
+    expect: [u8; 32],
+    url: &str,
+) -> anyhow::Result<std::fs::File> {
+    use futures::TryStreamExt;
+    use sha2::Digest;
+    use std::io::{Seek, Write};
+    let mut file = tempfile::tempfile_in(dir)
+        .with_context(|| format!("creating a scratch file in {}", dir.display()))?;
+    let mut hash = sha2::Sha256::new();
+    let mut got = 0u64;
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .with_context(|| format!("downloading {url}"))?
+    {
+        got += chunk.len() as u64;
+        if got > size {
+            bail!("{url} sent more bytes than its length ({size})");
+        }
+        hash.update(&chunk);
+        // Small writes to a local file: the archive holds a few certificates and keys.
+        file.write_all(&chunk)
+            .with_context(|| format!("writing a scratch file in {}", dir.display()))?;
+    }
+    let sha: [u8; 32] = hash.finalize().into();
+    if sha != expect {
+        bail!(
+            "refusing to extract {url}: its SHA-256 is {}, but the backup's signed manifest says {} (the archive was replaced after it was signed)",
+            crate::snapshot::verify::hex(&sha),
+            crate::snapshot::verify::hex(&expect)
+        );
+    }
+    file.rewind()?;
+    Ok(file)
 }
 
 fn extract<R: Read>(

@@ -46,6 +46,7 @@ pub mod shutdown;
 pub mod sign;
 pub mod snapshot;
 pub mod store;
+pub mod trust;
 
 /// A failure that is the operator's input, not the world (an unreadable file named on the
 /// command line): the binary exits 2 for it, as for configuration problems.

@@ -127,7 +127,9 @@ async fn dispatch(
         Command::List { output } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
-            let rows = commands::list::list(&store, &cfg.policy, now, shutdown).await?;
+            let rows =
+                commands::list::list(&store, &cfg.policy, now, cfg.verify_keys.as_ref(), shutdown)
+                    .await?;
             print(output.render(&rows)?)?;
         }
         Command::Restore(args) => {
@@ -149,7 +151,14 @@ async fn dispatch(
         Command::Check { max_age, output } => {
             let cfg = env.check(max_age)?;
             let store = Store::s3(&cfg.store)?;
-            let f = commands::check::check(&store, now, cfg.max_age, shutdown).await?;
+            let f = commands::check::check(
+                &store,
+                now,
+                cfg.max_age,
+                cfg.verify_keys.as_ref(),
+                shutdown,
+            )
+            .await?;
             print(output.render(&f)?)?;
             f.verdict(store.url_prefix())?;
         }
@@ -161,6 +170,10 @@ async fn dispatch(
                 .await?;
             print(output.render(&findings)?)?;
             commands::doctor::verdict(&findings)?;
+        }
+        Command::Keygen { file, output } => {
+            let generated = etcd_backup::sign::keygen(&file)?;
+            print(output.render(&generated)?)?;
         }
         Command::Verify { path, output } => {
             let cfg = env.verify()?;

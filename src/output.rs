@@ -82,6 +82,7 @@ impl Render for Vec<ListRow> {
                     r.compression.clone(),
                     r.encryption.clone(),
                     r.files.clone(),
+                    r.signed.clone(),
                     format!("{}: {}", if r.keep { "keep" } else { "delete" }, r.reason),
                 ]
             })
@@ -95,14 +96,15 @@ impl Render for Vec<ListRow> {
             "CODEC",
             "ENCRYPTION",
             "FILES",
+            "SIGNED",
             "RETENTION",
         ];
         // The lock column only on a bucket with object lock.
         let mut cells = cells;
         if rows.iter().any(|r| r.locked_until.is_some()) {
-            header.insert(8, "LOCKED UNTIL");
+            header.insert(9, "LOCKED UNTIL");
             for (row, r) in cells.iter_mut().zip(rows) {
-                row.insert(8, opt(r.locked_until.clone()));
+                row.insert(9, opt(r.locked_until.clone()));
             }
         }
         table(&header, &cells)
@@ -241,6 +243,12 @@ impl Render for Restoration {
             r.path.display(),
             self.next
         );
+        if let Some(by) = &self.signed_by {
+            let _ = writeln!(text, "\nSigned by {by}.");
+        }
+        for (key, why) in &self.passed_over {
+            let _ = writeln!(text, "Passed over {key}: {why}");
+        }
         if let Some(f) = &self.files {
             let _ = writeln!(
                 text,
@@ -272,6 +280,8 @@ impl Render for Restoration {
             "snapshot": verified_json(&r.verified, r.codec)?,
             "next": self.next,
             "files": files,
+            "signed_by": self.signed_by,
+            "passed_over": self.passed_over.iter().map(|(k, why)| serde_json::json!({"key": k, "why": why})).collect::<Vec<_>>(),
         }))
     }
 }
@@ -396,5 +406,27 @@ mod tests {
             ],
         );
         assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
+    }
+}
+
+impl Render for crate::sign::Generated {
+    /// Where each key went, and what to do with each.
+    fn table(&self) -> String {
+        format!(
+            "private key: {} (mount it from a Secret as BACKUP_SIGNING_KEY_FILE; never print it)\npublic key:  {} (set BACKUP_VERIFY_KEY to its text where you restore and check, and keep a copy with the runbook)\n{}\nfingerprint: {}\n",
+            self.private.display(),
+            self.public.display(),
+            self.public_key,
+            self.fingerprint
+        )
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&serde_json::json!({
+            "private_key_file": self.private,
+            "public_key_file": self.public,
+            "public_key": self.public_key,
+            "fingerprint": self.fingerprint,
+        }))
     }
 }

@@ -35,7 +35,7 @@ use crate::progress::Progress;
 use crate::scratch;
 use crate::shutdown::Shutdown;
 use crate::snapshot::verify::{self, hex, TrailerCheck, Verified};
-use crate::store::{Metadata, Parts, Store};
+use crate::store::{Metadata, Parts, Store, Stored};
 
 /// Chunks in flight between the network reader and the spooling thread.
 const CHANNEL_CHUNKS: usize = 16;
@@ -106,13 +106,16 @@ fn spool(
     parts: mpsc::Sender<anyhow::Result<Bytes>>,
     raw_file: std::fs::File,
     cfg: &PipelineConfig,
-) -> Option<(TrailerCheck, u64)> {
+) -> Option<(TrailerCheck, Stored)> {
     let dir = cfg.tmp_dir.clone();
-    let work = || -> anyhow::Result<(TrailerCheck, u64)> {
+    let work = || -> anyhow::Result<(TrailerCheck, Stored)> {
         let disk = |e: std::io::Error| scratch::error("spooling the snapshot", &dir)(e);
         let mut trailer = TrailerCheck::default();
         let mut raw = BufWriter::with_capacity(SPOOL_BUFFER, raw_file);
-        let out = Parts::new(parts.clone(), cfg.part_size);
+        let mut out = Parts::new(parts.clone(), cfg.part_size);
+        if cfg.signing.is_some() {
+            out = out.hashing();
+        }
         let sealed = Sealer::new(out, &cfg.recipients).map_err(encode_error)?;
         let mut enc = Encoder::new(cfg.codec, cfg.level, cfg.threads, sealed)?;
         loop {
@@ -133,12 +136,12 @@ fn spool(
         // a file removed before writeback), which spares etcd's disk for its own fsyncs.
         raw.flush().map_err(disk)?;
         drop(raw);
-        let stored_len = enc
+        let stored = enc
             .finish()
             .and_then(Sealer::finish)
             .and_then(Parts::finish)
             .map_err(encode_error)?;
-        Ok((trailer, stored_len))
+        Ok((trailer, stored))
     };
     match work() {
         Ok(done) => Some(done),
@@ -250,7 +253,7 @@ where
     metadata.extend(extra);
     // The walk, once the thread has handed over the last part, while the last parts upload.
     let gate = async {
-        let (trailer, stored_len) = worker
+        let (trailer, stored) = worker
             .take()
             .expect("the gate runs once")
             .await
@@ -271,14 +274,7 @@ where
         );
         let checked = check(raw.reopen()?, verified.clone()).await?;
         let verify_time = started.elapsed() - stream_time;
-        anyhow::Ok((
-            verified,
-            checked,
-            raw_len,
-            stored_len,
-            stream_time,
-            verify_time,
-        ))
+        anyhow::Ok((verified, checked, raw_len, stored, stream_time, verify_time))
     };
     let parts = received(parts_rx);
     let upload = store.put_stream(
@@ -296,7 +292,7 @@ where
         let _ = w.await;
     }
     drop(raw);
-    let (_, (verified, (checked, report), raw_len, stored_len, stream_time, verify_time)) =
+    let (_, (verified, (checked, report), raw_len, stored, stream_time, verify_time)) =
         uploaded.with_context(|| format!("uploading {}", store.url(&key)))?;
 
     let s = &verified.status;
@@ -304,7 +300,7 @@ where
     figures.extend([
         ("snapshot-sha256", hex(&verified.sha256)),
         ("snapshot-size", raw_len.to_string()),
-        ("stored-size", stored_len.to_string()),
+        ("stored-size", stored.len.to_string()),
         ("etcd-revision", s.revision.to_string()),
         ("etcd-hash", s.hash.to_string()),
         ("etcd-total-keys", s.total_key.to_string()),
@@ -321,12 +317,30 @@ where
         ]);
     }
     figures.extend(checked);
-    // The backup is published and whole; its manifest only saves `list` a download.
-    let manifest_error = match store.put_manifest(&key, &figures).await {
-        Ok(()) => None,
-        Err(e) => {
-            tracing::warn!("the backup was published, but its manifest was not: {e}; `list` shows it without revision and sizes");
-            Some(e.to_string())
+    let manifest_error = match &cfg.signing {
+        None => {
+            // The backup is published and whole; an unsigned manifest only saves `list` a
+            // download.
+            let body = crate::store::manifest_body(&figures);
+            match store.put_manifest(&key, body).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!("the backup was published, but its manifest was not: {e}; `list` shows it without revision and sizes");
+                    Some(e.to_string())
+                }
+            }
+        }
+        Some(signer) => {
+            // Signed, the manifest is what a restore with BACKUP_VERIFY_KEY relies on: without
+            // it the backup is refused there, so failing to write it fails the run.
+            figures.push(("object-key", format!("{}{key}", store.prefix())));
+            if let Some(sha) = stored.sha256 {
+                figures.push(("stored-sha256", hex(&sha)));
+            }
+            figures.push(("signed-by", signer.fingerprint()));
+            let body = crate::store::manifest_body(&figures);
+            sign_and_write(store, &key, signer, body).await?;
+            None
         }
     };
     let published = Published {
@@ -334,11 +348,38 @@ where
         url: store.url(&key),
         verified,
         raw_bytes: raw_len,
-        stored_bytes: stored_len,
+        stored_bytes: stored.len,
         stream_time,
         verify_time,
         finish_time: started.elapsed() - stream_time - verify_time,
         manifest_error,
     };
     Ok((published, report))
+}
+
+/// Writes the signature of a published backup's manifest, then the manifest: a manifest that
+/// is there is always signed, so `check` never counts a backup whose signature failed.
+async fn sign_and_write(
+    store: &Store,
+    key: &BackupKey,
+    signer: &crate::sign::SigningKey,
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    let then =
+        "it is published, whole and verified, but a restore with BACKUP_VERIFY_KEY refuses it";
+    let signature = signer.sign(&body).map_err(|e| {
+        anyhow!(
+            "signing the manifest of {} failed ({e}); {then}",
+            store.url(key)
+        )
+    })?;
+    store
+        .put_signature(key, signature.into_bytes())
+        .await
+        .with_context(|| format!("{then}; check the bucket's permissions and retry"))?;
+    store
+        .put_manifest(key, body)
+        .await
+        .with_context(|| format!("{then}; check the bucket's permissions and retry"))?;
+    Ok(())
 }

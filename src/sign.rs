@@ -8,7 +8,7 @@
 //! whose manifest is signed by one of those keys, names this very object, and whose bytes hash
 //! to what it says.
 //!
-//! The format is an SSH signature (`PROTOCOL.sshsig`), armored, in `<manifest>.sig`, under the
+//! The format is an SSH signature (`PROTOCOL.sshsig`), armored, in `<key>.json.sig`, under the
 //! namespace [`NAMESPACE`]: exactly what `ssh-keygen -Y sign -n etcd-backup` writes, so an
 //! operator checks one with the `ssh-keygen` every machine already has:
 //!
@@ -27,9 +27,6 @@ use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
 /// The SSH signature namespace of everything we sign (`ssh-keygen -Y ... -n etcd-backup`).
 pub const NAMESPACE: &str = "etcd-backup";
-
-/// A signature is stored as its manifest's name with this suffix.
-pub const SIGNATURE_SUFFIX: &str = ".sig";
 
 /// An armored Ed25519 SSH signature is about 300 bytes; the bucket is not trusted to keep it so.
 pub const MAX_SIGNATURE: u64 = 16 << 10;

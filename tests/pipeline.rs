@@ -13,6 +13,7 @@ use etcd_backup::key::BackupKey;
 use etcd_backup::pipeline::{no_check, publish, Limits};
 use etcd_backup::shutdown::{self, Shutdown};
 use etcd_backup::store::Store;
+use etcd_backup::trust::Trust;
 use object_store::memory::InMemory;
 use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
@@ -31,6 +32,7 @@ fn cfg(codec: Codec, tmp: &std::path::Path) -> PipelineConfig {
         concurrency: 2,
         progress: None,
         recipients: vec![],
+        signing: None,
     }
 }
 
@@ -354,7 +356,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
     let (trigger, stop) = shutdown::channel();
     trigger.fire("SIGTERM");
     let out = tmp.path().join("restored.db");
-    let e = restore::restore(&store, k, &to(&out), &stop, None, None)
+    let e = restore::restore(&store, k, &to(&out), &stop, None, None, &Trust::Unchecked)
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("interrupted by SIGTERM"), "{e:#}");
@@ -364,18 +366,32 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
         max_age: Duration::from_secs(86400),
         keep_last: 1,
     };
-    let e = list::list(&store, &policy, chrono::Utc::now(), &stop)
+    let e = list::list(&store, &policy, chrono::Utc::now(), None, &stop)
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("interrupted by SIGTERM"), "{e:#}");
     // Without the signal both run: the test above failed for the signal alone.
-    let rows = list::list(&store, &policy, chrono::Utc::now(), &Shutdown::never())
-        .await
-        .unwrap();
+    let rows = list::list(
+        &store,
+        &policy,
+        chrono::Utc::now(),
+        None,
+        &Shutdown::never(),
+    )
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 1);
-    restore::restore(&store, k, &to(&out), &Shutdown::never(), None, None)
-        .await
-        .unwrap();
+    restore::restore(
+        &store,
+        k,
+        &to(&out),
+        &Shutdown::never(),
+        None,
+        None,
+        &Trust::Unchecked,
+    )
+    .await
+    .unwrap();
     assert!(out.exists());
 }
 
@@ -430,7 +446,7 @@ async fn an_encrypted_backup_restores_with_its_identity_and_nothing_else() {
     let out = tmp.path().join("restored.db");
     let never = Shutdown::never();
     let dest = to(&out);
-    let restore = |ids| restore::restore(&store, k, &dest, &never, None, ids);
+    let restore = |ids| restore::restore(&store, k, &dest, &never, None, ids, &Trust::Unchecked);
     let left = || out.exists() || tmp.path().join("restored.db.part").exists();
     // No identity, a wrong one: refused, nothing written.
     let e = format!("{:#}", restore(None).await.unwrap_err());
@@ -466,4 +482,151 @@ fn to(path: &std::path::Path) -> restore::Destination {
         path: path.to_path_buf(),
         force: false,
     }
+}
+
+/// Signed backups in the in-memory store: `latest` is the newest one whose signed manifest
+/// names it, and a restore refuses bytes that differ from what was signed. The container tests
+/// run the attack itself against a real S3 server.
+#[tokio::test]
+async fn restore_relies_only_on_a_manifest_signed_for_that_very_object() {
+    use etcd_backup::sign::{keygen, Refused, SigningKey, VerifyKeys};
+    let mem = Arc::new(InMemory::new());
+    let store = Store::new(mem.clone(), "mem://b", "etcd/", None);
+    let tmp = tempfile::tempdir().unwrap();
+    let g = keygen(&tmp.path().join("signing")).unwrap();
+    let keys = VerifyKeys::parse(&g.public_key).unwrap();
+    let mut signed = cfg(Codec::Gzip, tmp.path());
+    signed.signing = Some(Arc::new(SigningKey::read(&g.private).unwrap()));
+    let unsigned = cfg(Codec::Gzip, tmp.path());
+    let at = |s: i64| {
+        BackupKey::new(
+            chrono::DateTime::from_timestamp(1_780_000_000 + s, 0).unwrap(),
+            Codec::Gzip,
+        )
+    };
+    let (old, new, copied, planted) = (at(0), at(10), at(20), at(30));
+    let put = |k: BackupKey, c: PipelineConfig, data: &'static str| {
+        let store = &store;
+        async move {
+            publish(
+                chunks(read_data(data), 100_000),
+                store,
+                k,
+                &c,
+                &limits(Duration::from_secs(30)),
+                vec![],
+                no_check,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    put(old, signed.clone(), "small.db").await;
+    put(new, signed.clone(), "medium.db").await;
+    // An old backup, its manifest and signature copied under a newer name; an unsigned one.
+    for suffix in ["", ".json", ".json.sig"] {
+        let from = object_store::path::Path::from(format!("etcd/{old}{suffix}"));
+        let to = object_store::path::Path::from(format!("etcd/{copied}{suffix}"));
+        mem.copy(&from, &to).await.unwrap();
+    }
+    put(planted, unsigned, "medium.db").await;
+
+    let listing = store.list().await.unwrap();
+    assert!(
+        listing
+            .backups
+            .iter()
+            .find(|b| b.key == new)
+            .unwrap()
+            .signature
+    );
+    assert!(!listing.backups[0].signature, "the planted one");
+    let (key, trust, passed_over) =
+        restore::choose(&store, restore::Which::Latest, Some(&keys), &[])
+            .await
+            .unwrap();
+    assert_eq!(key, new);
+    let v = trust.vouched().expect("vouched");
+    assert_eq!(v.signer, g.fingerprint);
+    let why: Vec<_> = passed_over.iter().map(|(k, r)| (*k, r.clone())).collect();
+    assert_eq!(
+        why,
+        vec![
+            (planted, Refused::Unsigned),
+            (
+                copied,
+                Refused::OtherObject {
+                    named: format!("etcd/{old}")
+                }
+            ),
+        ]
+    );
+    // Named: the planted one is refused unless --allow-unsigned names it; the copy never is.
+    let e = restore::choose(&store, restore::Which::Key(planted), Some(&keys), &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("--allow-unsigned {planted}")), "{e}");
+    let (_, t, _) = restore::choose(
+        &store,
+        restore::Which::Key(planted),
+        Some(&keys),
+        &[planted],
+    )
+    .await
+    .unwrap();
+    assert_eq!(t, Trust::AllowedUnsigned);
+    let e = restore::choose(&store, restore::Which::Key(copied), Some(&keys), &[copied])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not this object"), "{e}");
+    // Without keys, latest is simply the newest.
+    let (key, trust, _) = restore::choose(&store, restore::Which::Latest, None, &[])
+        .await
+        .unwrap();
+    assert_eq!((key, trust), (planted, Trust::Unchecked));
+
+    // The signed backup restores; with its object swapped for other bytes it does not.
+    let out = tmp.path().join("restored.db");
+    let never = Shutdown::never();
+    let r = restore::restore(
+        &store,
+        new,
+        &to(&out),
+        &never,
+        None,
+        None,
+        &trust_of(&store, new, &keys).await,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&r.path).unwrap(), read_data("medium.db"));
+    std::fs::remove_file(&out).unwrap();
+    let vouched = trust_of(&store, new, &keys).await;
+    let other = mem
+        .get(&store.path(&old))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    mem.put(&store.path(&new), other.into()).await.unwrap();
+    let e = format!(
+        "{:#}",
+        restore::restore(&store, new, &to(&out), &never, None, None, &vouched)
+            .await
+            .unwrap_err()
+    );
+    assert!(e.contains("its signed manifest says"), "{e}");
+    assert!(!out.exists() && !tmp.path().join("restored.db.part").exists());
+}
+
+async fn trust_of(store: &Store, key: BackupKey, keys: &etcd_backup::sign::VerifyKeys) -> Trust {
+    Trust::Vouched(Box::new(
+        etcd_backup::trust::judge(store, &key, keys)
+            .await
+            .unwrap()
+            .unwrap(),
+    ))
 }

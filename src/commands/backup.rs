@@ -279,9 +279,12 @@ async fn back_up(
     if !cfg.include.is_empty() {
         let stored =
             crate::files::publish(&cfg.include, store, &key, &cfg.pipeline, shutdown).await?;
-        tracing::info!(key = %store.files_url(&key), stored_bytes = stored, "files archived");
+        tracing::info!(key = %store.files_url(&key), stored_bytes = stored.len, "files archived");
         extra.push(("files-archive", key.files_name()));
-        extra.push(("files-size", stored.to_string()));
+        extra.push(("files-size", stored.len.to_string()));
+        if let Some(sha) = stored.sha256 {
+            extra.push(("files-sha256", crate::snapshot::verify::hex(&sha)));
+        }
     }
     let snapshot = snapshot(cfg, store, key, extra, shutdown, used).await;
     if snapshot.is_err() && !cfg.include.is_empty() {

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::retention::human;
 use crate::shutdown::Shutdown;
+use crate::sign::VerifyKeys;
 use crate::store::{Listed, Store};
 
 /// The verdict, for a table or JSON.
@@ -24,6 +25,10 @@ pub struct Freshness {
     /// Backups without a manifest (not counted): from before manifests, or a manifest write
     /// that failed.
     pub unverified: usize,
+    /// With BACKUP_VERIFY_KEY: the newer backups not counted because their signature did not
+    /// pass, each with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// The stale verdict as an error: `check` exits 1 with it.
@@ -42,6 +47,7 @@ pub fn judge(prefix: &str, backups: &[Listed], now: DateTime<Utc>, max_age: Dura
         max_age_seconds: max_age.as_secs(),
         fresh: age.is_some_and(|a| a < max_age),
         unverified: backups.iter().filter(|b| !b.manifest).count(),
+        refused: Vec::new(),
     }
 }
 
@@ -52,13 +58,22 @@ impl Freshness {
             return Ok(());
         }
         let max = human(Duration::from_secs(self.max_age_seconds));
+        let refused = if self.refused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} newer backups are not counted, their signatures did not pass BACKUP_VERIFY_KEY: {})",
+                self.refused.len(),
+                self.refused.join("; ")
+            )
+        };
         Err(Stale(match (&self.newest, self.age_seconds) {
             (Some(key), Some(age)) => format!(
-                "the newest verified backup {key} is {} old, older than the maximum {max} (--max-age, BACKUP_MAX_AGE): check the backup CronJob's recent runs and their logs",
+                "the newest verified backup {key} is {} old, older than the maximum {max} (--max-age, BACKUP_MAX_AGE){refused}: check the backup CronJob's recent runs and their logs",
                 human(Duration::from_secs(age))
             ),
             _ => format!(
-                "there is no verified backup under {url}{}: check that the backup CronJob runs and succeeds, and BACKUP_BUCKET and BACKUP_PREFIX",
+                "there is no verified backup under {url}{}{refused}: check that the backup CronJob runs and succeeds, and BACKUP_BUCKET and BACKUP_PREFIX",
                 if self.unverified > 0 {
                     format!(" ({} backups without a manifest are not counted)", self.unverified)
                 } else {
@@ -69,17 +84,39 @@ impl Freshness {
     }
 }
 
-/// Lists the bucket and judges it.
+/// Lists the bucket and judges it. With verify keys, a backup counts only when its signature
+/// passes: the newest are judged until one does.
 pub async fn check(
     store: &Store,
     now: DateTime<Utc>,
     max_age: Duration,
+    keys: Option<&VerifyKeys>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Freshness> {
-    let listing = shutdown
-        .or_interrupted(async { Ok(store.list().await?) })
-        .await?;
-    Ok(judge(store.prefix(), &listing.backups, now, max_age))
+    shutdown
+        .or_interrupted(async {
+            let mut backups = store.list().await?.backups;
+            let mut refused = Vec::new();
+            if let Some(keys) = keys {
+                let mut counted = Vec::new();
+                // Newest first, as listed.
+                for b in backups.into_iter().filter(|b| b.manifest) {
+                    if !counted.is_empty() {
+                        counted.push(b);
+                        continue;
+                    }
+                    match crate::trust::judge(store, &b.key, keys).await? {
+                        Ok(_) => counted.push(b),
+                        Err(why) => refused.push(format!("{}{}: {why}", store.prefix(), b.key)),
+                    }
+                }
+                backups = counted;
+            }
+            let mut f = judge(store.prefix(), &backups, now, max_age);
+            f.refused = refused;
+            Ok(f)
+        })
+        .await
 }
 
 #[cfg(test)]
@@ -94,6 +131,7 @@ mod tests {
             size: 1,
             last_modified: now,
             manifest,
+            signature: false,
             files: false,
         }
     }

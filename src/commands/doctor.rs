@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::BackupConfig;
 use crate::etcd::{self, Members};
+use crate::sign::{SigningKey, VerifyKeys};
 use crate::store::bucket::{LifecycleRule, ObjectLock, Versioning};
 use crate::store::Store;
 
@@ -257,10 +258,47 @@ pub async fn run(cfg: &BackupConfig, store: &Store, now: DateTime<Utc>) -> Vec<F
             ),
         )
     });
+    out.push(signing(
+        cfg.pipeline.signing.as_deref(),
+        cfg.verify_keys.as_ref(),
+    ));
     if let Some(url) = &cfg.metrics.pushgateway {
         out.push(pushgateway(url, cfg.metrics.timeout).await);
     }
     out
+}
+
+/// Whether backups are signed, and when both keys are set, whether the restores' keys accept
+/// the job's signatures (a mismatch is found here, not at 3 a.m.).
+pub fn signing(key: Option<&SigningKey>, verify: Option<&VerifyKeys>) -> Finding {
+    let check = "signing";
+    match (key, verify) {
+        (None, None) => finding(
+            check,
+            Level::Warn,
+            "off: anyone who can write to the bucket can plant a backup that restores; set BACKUP_SIGNING_KEY_FILE (etcd-backup keygen -f FILE) and give restores BACKUP_VERIFY_KEY",
+        ),
+        (None, Some(_)) => finding(
+            check,
+            Level::Warn,
+            "BACKUP_VERIFY_KEY is set but BACKUP_SIGNING_KEY_FILE is not: this job's backups are unsigned, and restores with BACKUP_VERIFY_KEY will refuse them",
+        ),
+        (Some(k), None) => finding(
+            check,
+            Level::Ok,
+            format!("manifests signed by {} (set BACKUP_VERIFY_KEY to its .pub where you restore)", k.fingerprint()),
+        ),
+        (Some(k), Some(v)) if v.contains(k.public()) => finding(
+            check,
+            Level::Ok,
+            format!("manifests signed by {}, one of BACKUP_VERIFY_KEY", k.fingerprint()),
+        ),
+        (Some(k), Some(_)) => finding(
+            check,
+            Level::Fail,
+            format!("BACKUP_SIGNING_KEY_FILE is {}, which is not one of BACKUP_VERIFY_KEY: restores would refuse every backup; set BACKUP_VERIFY_KEY to the key's .pub", k.fingerprint()),
+        ),
+    }
 }
 
 /// Some checks failed.

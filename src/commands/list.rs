@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::commands::prune::survey;
 use crate::retention::{Plan, Policy};
 use crate::shutdown::Shutdown;
+use crate::sign::VerifyKeys;
 use crate::store::{Listed, Store};
 
 /// The rows of `list`. A shutdown stops it wherever it is waiting on the bucket.
@@ -15,6 +16,7 @@ pub async fn list(
     store: &Store,
     policy: &Policy,
     now: DateTime<Utc>,
+    keys: Option<&VerifyKeys>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Vec<ListRow>> {
     shutdown
@@ -25,6 +27,20 @@ pub async fn list(
                 meta.push(store.figures(b).await?);
             }
             let mut rows = list_rows(store.prefix(), &listing.backups, &meta, &plan);
+            for (row, b) in rows.iter_mut().zip(&listing.backups) {
+                row.signed = match keys {
+                    None if b.signature => "unchecked".into(),
+                    None => "no".into(),
+                    Some(keys) => match crate::trust::judge(store, &b.key, keys).await? {
+                        Ok(_) => "ok".into(),
+                        Err(why) if why.is_unsigned() => "no".into(),
+                        Err(why) => {
+                            tracing::warn!("{}: {why}", row.key);
+                            "BAD".into()
+                        }
+                    },
+                };
+            }
             if let Some(bucket) = store.bucket() {
                 if !rows.is_empty() && bucket.object_lock().await?.is_some() {
                     for (row, b) in rows.iter_mut().zip(&listing.backups) {
@@ -53,6 +69,10 @@ pub struct ListRow {
     /// The files archive: "-" when the backup has none, "ok", or "missing" (the backup is
     /// incomplete: its manifest names an archive the bucket does not hold).
     pub files: String,
+    /// "ok" (its signature passed BACKUP_VERIFY_KEY), "BAD" (it did not: the reason is
+    /// logged), "no" (not signed), or without BACKUP_VERIFY_KEY "unchecked" (a signature is
+    /// there but no key to check it).
+    pub signed: String,
     pub keep: bool,
     pub reason: String,
     /// On a bucket with object lock: the date before which S3 refuses to delete the backup.
@@ -86,6 +106,7 @@ pub fn list_rows(
                     (Some(_), false) => "missing",
                 }
                 .to_string(),
+                signed: if b.signature { "unchecked" } else { "no" }.to_string(),
                 keep: d.is_none_or(|d| d.keep),
                 reason: d.map(|d| d.reason.to_string()).unwrap_or_default(),
                 locked_until: None,

@@ -16,8 +16,10 @@ use crate::compress::{self, Codec};
 use crate::crypt::Identities;
 use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
+use crate::sign::{Refused, VerifyKeys};
 use crate::snapshot::verify::{self, Verified};
 use crate::store::Store;
+use crate::trust::{self, Trust};
 use std::sync::Arc;
 
 /// Which backup to restore.
@@ -56,8 +58,17 @@ pub struct RestoreArgs {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     pub force: bool,
+    /// With BACKUP_VERIFY_KEY set: restore this unsigned backup anyway (one taken before
+    /// signing was set up). Repeat for several; a backup with a bad signature is never allowed.
+    #[arg(long, value_name = "NAME", value_parser = parse_key)]
+    pub allow_unsigned: Vec<BackupKey>,
     #[command(flatten)]
     pub flags: RestoreFlags,
+}
+
+/// A backup name, with or without the prefix.
+fn parse_key(s: &str) -> Result<BackupKey, crate::key::NotOurs> {
+    s.rsplit('/').next().unwrap_or(s).parse()
 }
 
 /// Where a backup is written, and whether an existing file there may be replaced.
@@ -76,17 +87,69 @@ pub struct Restored {
     pub verified: Verified,
 }
 
-/// Resolves `which` to a key in the store.
-pub async fn resolve(store: &Store, which: Which) -> anyhow::Result<BackupKey> {
+/// The backup `which` names, and what the restore may rely on for it. With verify keys,
+/// `latest` is the newest backup that passes; the newer ones passed over come back with why.
+pub async fn choose(
+    store: &Store,
+    which: Which,
+    keys: Option<&VerifyKeys>,
+    allow_unsigned: &[BackupKey],
+) -> anyhow::Result<(BackupKey, Trust, Vec<(BackupKey, Refused)>)> {
+    let Some(keys) = keys else {
+        let key = match which {
+            Which::Key(k) => k,
+            Which::Latest => store
+                .list()
+                .await?
+                .backups
+                .first()
+                .map(|b| b.key)
+                .ok_or_else(|| none_there(store))?,
+        };
+        tracing::warn!("BACKUP_VERIFY_KEY is not set: where {} came from is not checked (anyone who can write to the bucket could have put it there)", store.url(&key));
+        return Ok((key, Trust::Unchecked, Vec::new()));
+    };
     match which {
-        Which::Key(k) => Ok(k),
+        Which::Key(key) => match trust::accept(store, &key, keys, allow_unsigned).await? {
+            Ok(t) => Ok((key, t, Vec::new())),
+            Err(why) => Err(refused(store, &key, &why)),
+        },
         Which::Latest => {
             let listing = store.list().await?;
-            listing.backups.first().map(|b| b.key).ok_or_else(|| {
-                anyhow!("there are no backups under {}: nothing to restore (check BACKUP_BUCKET and BACKUP_PREFIX)", store.url_prefix())
-            })
+            if listing.backups.is_empty() {
+                return Err(none_there(store));
+            }
+            let (found, passed_over) =
+                trust::newest_accepted(store, &listing, keys, allow_unsigned).await?;
+            for (k, why) in &passed_over {
+                tracing::warn!("passing over {}: {why}", store.url(k));
+            }
+            match found {
+                Some((key, t)) => Ok((key, t, passed_over)),
+                None => bail!(
+                    "none of the {} backups under {} is signed by a key of BACKUP_VERIFY_KEY, so none is restored (each is named above with why); check that BACKUP_VERIFY_KEY holds the public key of the backup job's BACKUP_SIGNING_KEY_FILE, or name an unsigned backup from before signing with --allow-unsigned NAME",
+                    listing.backups.len(),
+                    store.url_prefix()
+                ),
+            }
         }
     }
+}
+
+fn none_there(store: &Store) -> anyhow::Error {
+    anyhow!(
+        "there are no backups under {}: nothing to restore (check BACKUP_BUCKET and BACKUP_PREFIX)",
+        store.url_prefix()
+    )
+}
+
+fn refused(store: &Store, key: &BackupKey, why: &Refused) -> anyhow::Error {
+    let hint = if why.is_unsigned() {
+        format!("; if it was taken before signing was set up, pass --allow-unsigned {key} to restore it anyway")
+    } else {
+        "; it may have been changed or planted by someone who can write to the bucket: restore another backup (`list` shows which are signed)".to_string()
+    };
+    anyhow!("refusing to restore {}: {why}{hint}", store.url(key))
 }
 
 /// Downloads and checks `key`, writing it to `output`. Refuses to replace an existing file
@@ -99,6 +162,7 @@ pub async fn restore(
     shutdown: &Shutdown,
     progress_every: Option<std::time::Duration>,
     identities: Option<Arc<Identities>>,
+    trust: &Trust,
 ) -> anyhow::Result<Restored> {
     if key.encrypted && identities.is_none() {
         bail!(
@@ -132,6 +196,11 @@ pub async fn restore(
     let download = shutdown
         .or_interrupted(async { Ok(store.get(&key).await?) })
         .await?;
+    if let Some(v) = trust.vouched() {
+        if download.0 != v.stored_size {
+            bail!("refusing to restore {}: it is {} bytes, but its signed manifest says {} (the object was replaced after it was signed)", store.url(&key), download.0, v.stored_size);
+        }
+    }
     let part_path = part.to_path_buf();
     let (codec, checked, file) = crate::download::read_on_thread(
         download,
@@ -165,14 +234,30 @@ pub async fn restore(
         )
     })?;
     drop(file);
-    let manifest = shutdown
-        .or_interrupted(async { Ok(store.manifest(&key).await?) })
-        .await?;
-    let recorded = manifest
-        .iter()
-        .flatten()
-        .find(|(k, _)| k == "etcd-hashkv")
-        .map(|(_, v)| v.clone());
+    let recorded = match trust.vouched() {
+        Some(v) => {
+            if verified.sha256 != v.snapshot_sha256 {
+                bail!(
+                    "refusing to restore {}: its snapshot's SHA-256 is {}, but its signed manifest says {} (nothing was written to {})",
+                    store.url(&key),
+                    verify::hex(&verified.sha256),
+                    verify::hex(&v.snapshot_sha256),
+                    output.display()
+                );
+            }
+            v.get("etcd-hashkv").map(str::to_string)
+        }
+        None => {
+            let manifest = shutdown
+                .or_interrupted(async { Ok(store.manifest(&key).await?) })
+                .await?;
+            manifest
+                .iter()
+                .flatten()
+                .find(|(k, _)| k == "etcd-hashkv")
+                .map(|(_, v)| v.clone())
+        }
+    };
     match hash_kv_mismatch(recorded.as_deref(), &verified) {
         Some(HashKvCheck::Differs(why)) => bail!(
             "checking {}: {why} (nothing was written to {})",
@@ -242,19 +327,45 @@ pub async fn run(
     shutdown: &Shutdown,
 ) -> anyhow::Result<Restoration> {
     let store = Store::s3(&cfg.store)?;
-    let key = shutdown
-        .or_interrupted(resolve(&store, args.backup))
+    let keys = cfg.verify_keys.as_ref();
+    let (key, trust, passed_over) = shutdown
+        .or_interrupted(choose(&store, args.backup, keys, &args.allow_unsigned))
         .await?;
-    tracing::info!(key = %store.url(&key), output = %args.output.display(), "restoring");
+    match trust.vouched() {
+        Some(v) => {
+            tracing::info!(key = %store.url(&key), output = %args.output.display(), signed_by = %v.signer, "restoring")
+        }
+        None => {
+            tracing::info!(key = %store.url(&key), output = %args.output.display(), "restoring")
+        }
+    }
     let ids = cfg.identities;
     let to = Destination {
         path: args.output.clone(),
         force: args.force,
     };
-    let r = restore(&store, key, &to, shutdown, cfg.progress, ids.clone()).await?;
+    let r = restore(
+        &store,
+        key,
+        &to,
+        shutdown,
+        cfg.progress,
+        ids.clone(),
+        &trust,
+    )
+    .await?;
     let files = match &args.flags.files {
         Some(dir) => {
-            Some(crate::files::restore(&store, key, dir, args.force, ids, shutdown).await?)
+            let expect = match &trust {
+                Trust::Vouched(v) => Some(v.files.clone().ok_or_else(|| anyhow!("the signed manifest of {} names no files archive, so --files has nothing to restore (backups taken without BACKUP_INCLUDE_PATHS have none)", store.url(&key)))?),
+                _ => None,
+            };
+            let to = crate::files::Target {
+                dir,
+                force: args.force,
+                expect_sha256: expect.map(|(_, sha)| sha),
+            };
+            Some(crate::files::restore(&store, key, &to, ids, shutdown).await?)
         }
         None => None,
     };
@@ -262,6 +373,11 @@ pub async fn run(
         next: etcdutl_command(&r.path, &args.flags),
         restored: r,
         files,
+        signed_by: trust.vouched().map(|v| v.signer.clone()),
+        passed_over: passed_over
+            .into_iter()
+            .map(|(k, why)| (format!("{}{k}", store.prefix()), why.to_string()))
+            .collect(),
     })
 }
 
@@ -272,6 +388,10 @@ pub struct Restoration {
     /// The `etcdutl snapshot restore` command for this file.
     pub next: String,
     pub files: Option<crate::files::FilesRestored>,
+    /// The fingerprint of the key that signed the backup, when verify keys are set.
+    pub signed_by: Option<String>,
+    /// With verify keys, `latest`: the newer backups refused, with why.
+    pub passed_over: Vec<(String, String)>,
 }
 
 /// Values for the `etcdutl snapshot restore` command we print; placeholders where unknown.

@@ -32,10 +32,12 @@ use crate::key::BackupKey;
 use crate::shutdown::Shutdown;
 
 pub mod bucket;
+mod manifest;
 mod upload;
 use bucket::Bucket;
+pub use manifest::{manifest_body, Signed};
 use upload::upload_parts;
-pub use upload::Parts;
+pub use upload::{Parts, Stored};
 
 /// A store failure, with what we were doing and a hint of what to check.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,8 @@ pub struct Listed {
     pub last_modified: chrono::DateTime<chrono::Utc>,
     /// Whether its manifest (`<key>.json`, the verified figures) is there too.
     pub manifest: bool,
+    /// Whether its manifest's signature (`<key>.json.sig`) is there too.
+    pub signature: bool,
     /// Whether a files archive of the same time is there.
     pub files: bool,
 }
@@ -95,12 +99,15 @@ pub struct Listed {
 pub struct Listing {
     pub backups: Vec<Listed>,
     pub skipped: Vec<String>,
-    /// Manifests whose backup is not there.
+    /// Manifests and signatures whose backup is not there.
     pub orphan_manifests: usize,
 }
 
 /// A backup's manifest is its name with this suffix.
 pub const MANIFEST_SUFFIX: &str = ".json";
+
+/// A manifest's signature is the backup's name with this suffix.
+pub const SIGNATURE_SUFFIX: &str = ".json.sig";
 
 /// An object's bytes as they download.
 pub type ByteStream = BoxStream<'static, Result<Bytes, object_store::Error>>;
@@ -296,10 +303,16 @@ impl Store {
             .map_err(self.err("listing", self.url.clone()))?;
         let mut listing = Listing::default();
         let mut manifests = std::collections::HashSet::new();
+        let mut signatures = std::collections::HashSet::new();
         let mut files = std::collections::HashSet::new();
         for o in objects {
             let name = o.location.as_ref();
             let ours = name.strip_prefix(&self.prefix);
+            let signature = ours.and_then(|n| n.strip_suffix(SIGNATURE_SUFFIX));
+            if let Some(Ok(key)) = signature.map(str::parse::<BackupKey>) {
+                signatures.insert(key);
+                continue;
+            }
             let manifest = ours.and_then(|n| n.strip_suffix(MANIFEST_SUFFIX));
             if let Some(Ok(key)) = manifest.map(str::parse::<BackupKey>) {
                 manifests.insert(key);
@@ -316,6 +329,7 @@ impl Store {
                     size: o.size,
                     last_modified: o.last_modified,
                     manifest: false,
+                    signature: false,
                     files: false,
                 }),
                 _ => listing.skipped.push(name.to_string()),
@@ -323,11 +337,12 @@ impl Store {
         }
         for b in &mut listing.backups {
             b.manifest = manifests.remove(&b.key);
+            b.signature = signatures.remove(&b.key);
             b.files = files.contains(&b.key.time);
         }
         // A manifest without its backup is one of ours, but nothing of value: prune deletes a
         // manifest before its backup, so only a hand-deleted backup leaves one. Left alone.
-        listing.orphan_manifests = manifests.len();
+        listing.orphan_manifests = manifests.len() + signatures.len();
         listing.backups.sort_by_key(|b| std::cmp::Reverse(b.key));
         Ok(listing)
     }
@@ -384,83 +399,6 @@ impl Store {
         }
     }
 
-    fn manifest_path(&self, key: &BackupKey) -> Path {
-        Path::from(format!("{}{key}{MANIFEST_SUFFIX}", self.prefix))
-    }
-
-    /// Writes the manifest of a published backup: its figures as one flat JSON object.
-    pub async fn put_manifest(
-        &self,
-        key: &BackupKey,
-        figures: &[(&str, String)],
-    ) -> Result<(), StoreError> {
-        let map: serde_json::Map<String, serde_json::Value> = figures
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone().into()))
-            .collect();
-        let body = serde_json::to_vec_pretty(&map).expect("strings serialize");
-        let mut attributes = Attributes::new();
-        attributes.insert(
-            Attribute::ContentType,
-            AttributeValue::from("application/json"),
-        );
-        let opts = object_store::PutOptions {
-            attributes,
-            ..Default::default()
-        };
-        self.inner
-            .put_opts(&self.manifest_path(key), body.into(), opts)
-            .await
-            .map_err(self.err("writing the manifest of", self.url(key)))?;
-        Ok(())
-    }
-
-    /// What we recorded about a backup: its manifest if `listed` has one, else (backups from
-    /// before manifests, or a manifest that failed to write) the user metadata of the object.
-    pub async fn figures(&self, listed: &Listed) -> Result<Vec<(String, String)>, StoreError> {
-        if !listed.manifest {
-            return self.metadata(&listed.key).await;
-        }
-        Ok(self.manifest(&listed.key).await?.unwrap_or_default())
-    }
-
-    /// The manifest of `key`, or `None` when there is none. A manifest that is not a flat JSON
-    /// object of strings, or is larger than a manifest can be, is reported and read as empty.
-    pub async fn manifest(
-        &self,
-        key: &BackupKey,
-    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
-        /// Ours are about 2 KB; the bucket is not trusted to keep them so.
-        const MAX_MANIFEST: u64 = 1 << 20;
-        let url = format!("{}{MANIFEST_SUFFIX}", self.url(key));
-        let got = match self.inner.get(&self.manifest_path(key)).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.err("reading", url)(e)),
-        };
-        if got.meta.size > MAX_MANIFEST {
-            tracing::warn!(
-                "{url} is {} bytes, not a manifest of ours; ignoring it",
-                got.meta.size
-            );
-            return Ok(Some(Vec::new()));
-        }
-        let body = got
-            .bytes()
-            .await
-            .map_err(self.err("reading", url.clone()))?;
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
-            .unwrap_or_else(|e| {
-                tracing::warn!("{url} is not a JSON object ({e}); showing the backup without it");
-                Default::default()
-            });
-        Ok(Some(
-            map.into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
-                .collect(),
-        ))
-    }
-
     /// The user metadata stored with a backup.
     pub async fn metadata(&self, key: &BackupKey) -> Result<Vec<(String, String)>, StoreError> {
         let opts = GetOptions {
@@ -495,10 +433,13 @@ impl Store {
         Ok((r.meta.size, r.into_stream()))
     }
 
-    /// Deletes a backup and its manifest, the manifest first: a failure between the two leaves
-    /// a backup without its figures (which the next prune deletes), never a stray manifest.
-    /// Deleting a manifest that is not there succeeds (S3 DELETE is idempotent).
+    /// Deletes a backup, its signature and its manifest, the backup last: a failure between
+    /// them leaves a backup without its figures (which the next prune deletes), never a stray
+    /// manifest. Deleting one that is not there succeeds (S3 DELETE is idempotent).
     pub async fn delete(&self, key: &BackupKey) -> Result<(), StoreError> {
+        let signature = format!("{}{SIGNATURE_SUFFIX}", self.url(key));
+        self.delete_if_there(&self.signature_path(key), signature)
+            .await?;
         let manifest = format!("{}{MANIFEST_SUFFIX}", self.url(key));
         self.delete_if_there(&self.manifest_path(key), manifest)
             .await?;

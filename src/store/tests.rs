@@ -405,7 +405,10 @@ async fn manifests_belong_to_their_backup_and_go_first() {
     )
     .await;
     let figures = [("etcd-revision", "42".to_string())];
-    store.put_manifest(&key(), &figures).await.unwrap();
+    store
+        .put_manifest(&key(), crate::store::manifest_body(&figures))
+        .await
+        .unwrap();
     store
         .put_stream(
             &key(),

@@ -27,6 +27,16 @@ pub struct Parts {
     count: u64,
     spare_tx: std::sync::mpsc::Sender<Vec<u8>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// The SHA-256 of every byte written, when a signed manifest will need it.
+    sha256: Option<sha2::Sha256>,
+}
+
+/// What [`Parts`] sent in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub len: u64,
+    /// Only from [`Parts::hashing`].
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// A part's buffer, which goes back to `Parts` when the last `Bytes` of it is dropped.
@@ -58,7 +68,14 @@ impl Parts {
             count: 0,
             spare_tx,
             spare,
+            sha256: None,
         }
+    }
+
+    /// Also hashes what is written (SHA-256 of the stored object, for its signed manifest).
+    pub fn hashing(mut self) -> Self {
+        self.sha256 = Some(sha2::Sha256::default());
+        self
     }
 
     fn send(&mut self) -> std::io::Result<()> {
@@ -71,12 +88,15 @@ impl Parts {
             .map_err(|_| std::io::Error::other("the upload stopped"))
     }
 
-    /// Sends the last part; returns the bytes written in all.
-    pub fn finish(mut self) -> std::io::Result<u64> {
+    /// Sends the last part; returns what was written in all.
+    pub fn finish(mut self) -> std::io::Result<Stored> {
         if !self.part.is_empty() {
             self.send()?;
         }
-        Ok(self.count)
+        Ok(Stored {
+            len: self.count,
+            sha256: self.sha256.take().map(|h| sha2::Digest::finalize(h).into()),
+        })
     }
 }
 
@@ -93,6 +113,9 @@ impl Write for Parts {
         }
         let n = buf.len().min(self.size - self.part.len());
         self.part.extend_from_slice(&buf[..n]);
+        if let Some(h) = &mut self.sha256 {
+            sha2::Digest::update(h, &buf[..n]);
+        }
         self.count += n as u64;
         if self.part.len() == self.size {
             self.send()?;
