@@ -392,23 +392,6 @@ impl Render for Vec<Finding> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align() {
-        let t = table(
-            &["A", "LONGER"],
-            &[
-                vec!["xxxx".into(), "y".into()],
-                vec!["z".into(), "w".into()],
-            ],
-        );
-        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
-    }
-}
-
 impl Render for crate::sign::Generated {
     /// Where each key went, and what to do with each.
     fn table(&self) -> String {
@@ -428,5 +411,22 @@ impl Render for crate::sign::Generated {
             "public_key": self.public_key,
             "fingerprint": self.fingerprint,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xxxx".into(), "y".into()],
+                vec!["z".into(), "w".into()],
+            ],
+        );
+        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
     }
 }

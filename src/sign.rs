@@ -410,7 +410,14 @@ mod tests {
         let not_strings = br#"{"object-key": 1}"#.to_vec();
         let not_strings_sig = ours.sign(&not_strings).unwrap();
         let ok_keys = keys(&ours);
-        let table: Vec<(&str, Option<&[u8]>, Option<&[u8]>, &VerifyKeys, Refused)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            &'a VerifyKeys,
+            Refused,
+        );
+        let table: Vec<Case> = vec![
             ("no manifest", None, None, &ok_keys, Refused::NoManifest),
             ("unsigned", Some(&good), None, &ok_keys, Refused::Unsigned),
             (

@@ -25,6 +25,8 @@ macro_rules! require_docker {
     };
 }
 
+mod signing;
+
 /// A PKI, an etcd with mTLS and an S3 server with the bucket "backups".
 async fn start() -> (Pki, Etcd, S3) {
     let pki = Pki::new();

@@ -492,10 +492,16 @@ impl S3 {
             .collect()
     }
 
-    /// The backups in `bucket` (names without the manifests), checking that each one has its
-    /// manifest and no manifest is without its backup: every run here writes both.
+    /// The backups in `bucket` (names without the manifests, signatures and files archives),
+    /// checking that each one has its manifest and no manifest is without its backup: every
+    /// run here writes both.
     pub async fn backups(&self, bucket: &str) -> Vec<String> {
-        let names = self.list(bucket).await;
+        let names: Vec<_> = self
+            .list(bucket)
+            .await
+            .into_iter()
+            .filter(|n| !n.ends_with(".json.sig") && !n.ends_with(".files.tar.age"))
+            .collect();
         let (manifests, backups): (Vec<_>, Vec<_>) =
             names.into_iter().partition(|n| n.ends_with(".json"));
         let mut expected: Vec<_> = backups.iter().map(|b| format!("{b}.json")).collect();

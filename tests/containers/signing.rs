@@ -1,0 +1,428 @@
+//! Signed backups against a real S3 server: the attack of someone who holds the bucket's keys
+//! but not the cluster, and the ways a signed manifest can be misused, refused; the signature
+//! checked by `ssh-keygen`; unsigned backups from before still restorable.
+
+use std::path::Path;
+
+use super::rig::{self, Etcd, Pki, S3};
+use super::start;
+use crate::cli::text;
+use crate::common::{age_keygen, tools_dir};
+
+const PLANTED_KEY: &str = "/registry/clusterrolebindings/attacker-is-cluster-admin";
+
+/// `etcd-backup keygen -f DIR/NAME`: (private key file, public key text).
+async fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let o = rig::run(
+        tokio::process::Command::from(crate::cli::bin())
+            .args(["keygen", "-f"])
+            .arg(&path),
+        0,
+    )
+    .await;
+    assert!(text(&o).contains("fingerprint: SHA256:"), "{}", text(&o));
+    let public = std::fs::read_to_string(dir.join(format!("{name}.pub"))).unwrap();
+    (path, public.trim().to_string())
+}
+
+fn restore_cmd(
+    pki: &Pki,
+    etcd: &Etcd,
+    s3: &S3,
+    identity: &Path,
+    verify: Option<&str>,
+) -> tokio::process::Command {
+    let mut c = rig::cmd(pki, &etcd.url, s3, "backups");
+    c.env("BACKUP_AGE_IDENTITY_FILE", identity);
+    if let Some(v) = verify {
+        c.env("BACKUP_VERIFY_KEY", v);
+    }
+    c.arg("restore");
+    c
+}
+
+/// Whether a restored snapshot holds the attacker's key (read straight from the bbolt file:
+/// keys are stored in the clear in etcd's values).
+fn holds_planted_key(snapshot: &[u8]) -> bool {
+    snapshot
+        .windows(PLANTED_KEY.len())
+        .any(|w| w == PLANTED_KEY.as_bytes())
+}
+
+#[tokio::test]
+async fn a_bucket_writer_cannot_hand_a_cluster_to_a_restore_with_a_verify_key() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let attackers = Etcd::start(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, recipient) = age_keygen(dir.path(), "age.txt");
+    let (signing, public) = keygen(dir.path(), "signing").await;
+    let (other_signing, other_public) = keygen(dir.path(), "other").await;
+    etcd.load(300).await;
+    let pkidir = dir.path().join("pki");
+    std::fs::create_dir(&pkidir).unwrap();
+    std::fs::write(pkidir.join("ca.key"), b"not a real key").unwrap();
+
+    // Before signing: one unsigned backup. Then signed ones, with a files archive.
+    let backup = |secs: i64| {
+        let mut c = rig::backup_cmd(&pki, &etcd.url, &s3, "backups");
+        c.args(["--now", &rig::later(secs)])
+            .env("BACKUP_AGE_RECIPIENTS", &recipient);
+        c
+    };
+    rig::run(backup(0), 0).await;
+    let unsigned = s3.backups("backups").await[0].clone();
+    rig::run(
+        backup(10)
+            .env("BACKUP_SIGNING_KEY_FILE", &signing)
+            .env("BACKUP_INCLUDE_PATHS", &pkidir),
+        0,
+    )
+    .await;
+    let real = newest(&s3).await;
+    let real_manifest = s3.get("backups", &format!("{real}.json")).await.0;
+    let real_signature = s3.get("backups", &format!("{real}.json.sig")).await.0;
+    let manifest: serde_json::Value = serde_json::from_slice(&real_manifest).unwrap();
+    assert_eq!(manifest["object-key"], real.as_str());
+    assert_eq!(
+        manifest["stored-sha256"],
+        etcd_backup::snapshot::verify::hex(&sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            s3.get("backups", &real).await.0
+        )))
+    );
+
+    // The operator's own tool checks a signature: ssh-keygen -Y verify.
+    let allowed = dir.path().join("allowed_signers");
+    std::fs::write(&allowed, format!("etcd-backup {public}\n")).unwrap();
+    let sig_file = dir.path().join("manifest.sig");
+    std::fs::write(&sig_file, &real_signature).unwrap();
+    let verify = |signature: &Path, body: &[u8]| {
+        let mut child = std::process::Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(&allowed)
+            .args(["-I", "etcd-backup", "-n", "etcd-backup", "-s"])
+            .arg(signature)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh-keygen (openssh-client; .ci/setup.sh installs it)");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), body).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = verify(&sig_file, &real_manifest);
+    assert!(o.status.success(), "ssh-keygen: {}", text(&o));
+    let mut changed = real_manifest.clone();
+    changed.extend_from_slice(b" ");
+    assert!(!verify(&sig_file, &changed).status.success());
+
+    // The attack: another etcd with one extra ClusterRoleBinding, gzipped, encrypted to the
+    // recipient every manifest lists, under a newer name, with a manifest of its own figures
+    // (computed by our own `verify`) and, for good measure, the real backup's signature.
+    attackers.load(10).await;
+    attackers
+        .client()
+        .clone()
+        .put(PLANTED_KEY, "cluster-admin for the attacker", None)
+        .await
+        .unwrap();
+    let planted_db = attackers.snapshot().await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &planted_db).unwrap();
+    let gz_file = dir.path().join("planted.db.gz");
+    std::fs::write(&gz_file, gz.finish().unwrap()).unwrap();
+    let age_file = dir.path().join("planted.db.gz.age");
+    let o = std::process::Command::new(tools_dir().join("age"))
+        .args(["-r", &recipient, "-o"])
+        .arg(&age_file)
+        .arg(&gz_file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = rig::run(
+        tokio::process::Command::from(crate::cli::bin())
+            .env("BACKUP_AGE_IDENTITY_FILE", &identity)
+            .args(["verify", "-o", "json"])
+            .arg(&age_file),
+        0,
+    )
+    .await;
+    let figures: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let planted = name_at(&real, 3600);
+    let object = std::fs::read(&age_file).unwrap();
+    let mut forged = manifest.clone();
+    forged["object-key"] = planted.clone().into();
+    forged["snapshot-sha256"] = figures["sha256"].clone();
+    forged["stored-size"] = object.len().to_string().into();
+    for (ours, theirs) in [
+        ("etcd-revision", "revision"),
+        ("etcd-hash", "hash"),
+        ("etcd-total-keys", "totalKey"),
+        ("etcd-db-size", "totalSize"),
+        ("etcd-hashkv", "hashKV"),
+        ("etcd-hashkv-compact-revision", "hashKVCompactRevision"),
+        ("etcd-hashkv-revision", "hashKVRevision"),
+    ] {
+        forged[ours] = figures[theirs].to_string().into();
+    }
+    forged.as_object_mut().unwrap().remove("files-archive");
+    s3.put("backups", &planted.clone(), object.clone()).await;
+    s3.put(
+        "backups",
+        &format!("{planted}.json"),
+        serde_json::to_vec_pretty(&forged).unwrap(),
+    )
+    .await;
+    s3.put(
+        "backups",
+        &format!("{planted}.json.sig"),
+        real_signature.clone(),
+    )
+    .await;
+
+    // Without a verify key, the attack works, and restore says the origin was not checked.
+    let out = dir.path().join("restored.db");
+    let o = rig::run(
+        restore_cmd(&pki, &etcd, &s3, &identity, None)
+            .args(["latest", "--output"])
+            .arg(&out),
+        0,
+    )
+    .await;
+    assert!(
+        text(&o).contains("BACKUP_VERIFY_KEY is not set"),
+        "{}",
+        text(&o)
+    );
+    assert!(holds_planted_key(&std::fs::read(&out).unwrap()));
+    std::fs::remove_file(&out).unwrap();
+
+    // More ways to misuse a signed manifest: the real backup copied under a newer name with its
+    // manifest and signature; a backup signed by a key that is not a verify key.
+    let copied = name_at(&real, 7200);
+    for suffix in ["", ".json", ".json.sig"] {
+        let (body, _) = s3.get("backups", &format!("{real}{suffix}")).await;
+        s3.put("backups", &format!("{copied}{suffix}"), body).await;
+    }
+    rig::run(
+        backup(10_800).env("BACKUP_SIGNING_KEY_FILE", &other_signing),
+        0,
+    )
+    .await;
+    let foreign = newest(&s3).await;
+
+    // With the verify key, latest is the real backup, and each newer one is named with why.
+    let o = rig::run(
+        restore_cmd(&pki, &etcd, &s3, &identity, Some(&public))
+            .args(["latest", "--output"])
+            .arg(&out),
+        0,
+    )
+    .await;
+    let said = text(&o);
+    assert!(!holds_planted_key(&std::fs::read(&out).unwrap()));
+    assert!(
+        said.contains(&format!("Passed over {foreign}: it is signed by")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "Passed over {copied}: its signed manifest is for {real}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "Passed over {planted}: its signature does not match"
+        )),
+        "{said}"
+    );
+    let restored = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let (real_object, _) = s3.get("backups", &real).await;
+    assert_eq!(
+        restored.len(),
+        decrypt_gunzip(&identity, &real_object, dir.path()).len()
+    );
+
+    // Named, each of them is refused, exit 1, nothing written.
+    for (name, why) in [
+        (&planted, "its signature does not match its manifest"),
+        (&copied, "not this object"),
+        (&foreign, "which is not one of BACKUP_VERIFY_KEY"),
+        (&unsigned, "--allow-unsigned"),
+    ] {
+        let o = rig::run(
+            restore_cmd(&pki, &etcd, &s3, &identity, Some(&public))
+                .arg(name.as_str())
+                .arg("--output")
+                .arg(&out),
+            1,
+        )
+        .await;
+        assert!(text(&o).contains(why), "{name}: {}", text(&o));
+        assert!(!out.exists() && !dir.path().join("restored.db.part").exists());
+    }
+    // A bad signature is never allowed; the unsigned backup from before is, when named.
+    rig::run(
+        restore_cmd(&pki, &etcd, &s3, &identity, Some(&public))
+            .arg(&planted)
+            .args(["--allow-unsigned", &planted, "--output"])
+            .arg(&out),
+        1,
+    )
+    .await;
+    rig::run(
+        restore_cmd(&pki, &etcd, &s3, &identity, Some(&public))
+            .arg(&unsigned)
+            .args(["--allow-unsigned", &unsigned, "--output"])
+            .arg(&out),
+        0,
+    )
+    .await;
+    std::fs::remove_file(&out).unwrap();
+
+    // The files archive is checked before a byte is extracted: once with one changed byte.
+    let files_dir = dir.path().join("files");
+    rig::run(
+        restore_cmd(&pki, &etcd, &s3, &identity, Some(&public))
+            .arg(&real)
+            .arg("--files")
+            .arg(&files_dir)
+            .arg("--output")
+            .arg(&out),
+        0,
+    )
+    .await;
+    let extracted = files_dir
+        .join(pkidir.strip_prefix("/").unwrap())
+        .join("ca.key");
+    assert_eq!(std::fs::read(&extracted).unwrap(), b"not a real key");
+    let files_name = manifest["files-archive"].as_str().unwrap().to_string();
+    let (mut archive, _) = s3.get("backups", &format!("etcd/{files_name}")).await;
+    let at = archive.len() / 2;
+    archive[at] ^= 1;
+    s3.put("backups", &format!("etcd/{files_name}"), archive)
+        .await;
+    let files_dir2 = dir.path().join("files2");
+    std::fs::remove_file(&out).unwrap();
+    let o = rig::run(
+        restore_cmd(&pki, &etcd, &s3, &identity, Some(&public))
+            .arg(&real)
+            .arg("--files")
+            .arg(&files_dir2)
+            .arg("--output")
+            .arg(&out),
+        1,
+    )
+    .await;
+    assert!(text(&o).contains("refusing to extract"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&files_dir2).unwrap().count(), 0);
+
+    // check counts only what passes; list shows which are signed.
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_VERIFY_KEY", format!("{other_public},{public}"))
+            .args([
+                "check",
+                "--max-age",
+                "1000d",
+                "-o",
+                "json",
+                "--now",
+                &rig::later(20_000),
+            ]),
+        0,
+    )
+    .await;
+    let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f["newest"], foreign.as_str(), "both keys count (rotation)");
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_VERIFY_KEY", &public)
+            .args(["check", "--max-age", "1000d", "-o", "json"]),
+        0,
+    )
+    .await;
+    let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f["newest"], real.as_str());
+    assert_eq!(f["refused"].as_array().unwrap().len(), 3, "{f}");
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_VERIFY_KEY", &public)
+            .args(["list", "-o", "json"]),
+        0,
+    )
+    .await;
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let signed: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap(), r["signed"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        signed,
+        [
+            (foreign.as_str(), "BAD"),
+            (copied.as_str(), "BAD"),
+            (planted.as_str(), "BAD"),
+            (real.as_str(), "ok"),
+            (unsigned.as_str(), "no"),
+        ]
+    );
+
+    // doctor: the two keys must match.
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_SIGNING_KEY_FILE", &signing)
+            .env("BACKUP_VERIFY_KEY", &other_public)
+            .args(["doctor", "-o", "json"]),
+        1,
+    )
+    .await;
+    assert!(
+        text(&o).contains("which is not one of BACKUP_VERIFY_KEY"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The full key of the newest backup.
+async fn newest(s3: &S3) -> String {
+    let mut names = s3.backups("backups").await;
+    names.sort();
+    names.pop().unwrap()
+}
+
+/// A backup's full key `secs` later than `name`'s, same prefix and suffix.
+fn name_at(name: &str, secs: i64) -> String {
+    let (prefix, name) = name.rsplit_once('/').unwrap();
+    let key: etcd_backup::key::BackupKey = name.parse().unwrap();
+    let later = etcd_backup::key::BackupKey {
+        time: key.time + chrono::TimeDelta::seconds(secs),
+        ..key
+    };
+    format!("{prefix}/{later}")
+}
+
+fn decrypt_gunzip(identity: &Path, object: &[u8], dir: &Path) -> Vec<u8> {
+    let enc = dir.join("object.age");
+    std::fs::write(&enc, object).unwrap();
+    let o = std::process::Command::new(tools_dir().join("age"))
+        .args(["-d", "-i"])
+        .arg(identity)
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut snapshot = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(&o.stdout[..]),
+        &mut snapshot,
+    )
+    .unwrap();
+    snapshot
+}
