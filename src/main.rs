@@ -119,8 +119,16 @@ async fn dispatch(
         Command::Prune { args, output } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
-            let pruned =
-                commands::prune::prune(&store, &cfg.policy, now, None, args, shutdown).await?;
+            let pruned = commands::prune::prune(
+                &store,
+                &cfg.policy,
+                now,
+                None,
+                cfg.verify_keys.as_ref(),
+                args,
+                shutdown,
+            )
+            .await?;
             print(output.render(&pruned)?)?;
             pruned.log(args.dry_run);
         }

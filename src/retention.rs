@@ -152,17 +152,38 @@ pub fn plan(
     now: DateTime<Utc>,
     protect: Option<&BackupKey>,
 ) -> Plan {
+    plan_counting(backups, policy, now, protect, |_| true)
+}
+
+/// [`plan`] where only the backups that `counts` takes fill the `keep_last` places (with
+/// BACKUP_VERIFY_KEY, those whose signature passes): backups planted in the bucket under newer
+/// names must not push the real ones out. The others are kept while young and deleted when
+/// old. When none counts (a verify key that matches nothing, or only backups from before
+/// signing), every backup counts, as without a key: a wrong key must not cost the backups.
+pub fn plan_counting(
+    backups: &[BackupKey],
+    policy: &Policy,
+    now: DateTime<Utc>,
+    protect: Option<&BackupKey>,
+    counts: impl Fn(&BackupKey) -> bool,
+) -> Plan {
     let mut sorted = backups.to_vec();
     sorted.sort_by(|a, b| b.cmp(a));
     sorted.dedup();
+    let any_counts = sorted.iter().any(&counts);
+    let mut rank = 0;
     let decisions = sorted
         .into_iter()
-        .enumerate()
-        .map(|(i, key)| {
+        .map(|key| {
             let age = (now - key.time).to_std().unwrap_or(Duration::ZERO);
+            let counted = !any_counts || counts(&key);
+            let i = rank;
+            if counted {
+                rank += 1;
+            }
             let (keep, reason) = if protect == Some(&key) {
                 (true, Reason::JustUploaded)
-            } else if i < policy.keep_last {
+            } else if counted && i < policy.keep_last {
                 (
                     true,
                     Reason::Newest {
@@ -206,6 +227,48 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         key("20260601-000000.db").time
+    }
+
+    #[test]
+    fn backups_that_do_not_count_never_take_a_newest_place() {
+        let policy = Policy {
+            max_age: Duration::from_secs(DAY),
+            keep_last: 2,
+        };
+        let keys = [
+            key("20260531-200000.db"), // planted, young
+            key("20260520-000000.db"), // planted, old
+            key("20260510-000000.db"),
+            key("20260501-000000.db"),
+            key("20260420-000000.db"),
+        ];
+        let planted = |k: &BackupKey| k.time > key("20260515-000000.db").time;
+        let real = |k: &BackupKey| !planted(k);
+        // (what counts, the backups kept)
+        type Case<'a> = (&'a dyn Fn(&BackupKey) -> bool, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (&|_| true, vec!["20260531-200000.db", "20260520-000000.db"]),
+            (
+                &real,
+                vec![
+                    "20260531-200000.db",
+                    "20260510-000000.db",
+                    "20260501-000000.db",
+                ],
+            ),
+            // Nothing counts: as if every backup did.
+            (&|_| false, vec!["20260531-200000.db", "20260520-000000.db"]),
+        ];
+        for (counts, kept) in cases {
+            let p = plan_counting(&keys, &policy, now(), None, counts);
+            let got: Vec<String> = p
+                .decisions
+                .iter()
+                .filter(|d| d.keep)
+                .map(|d| d.key.to_string())
+                .collect();
+            assert_eq!(got, kept);
+        }
     }
 
     #[test]

@@ -271,6 +271,7 @@ async fn prune_deletes_only_what_the_plan_says() {
         &policy,
         now,
         None,
+        None,
         prune::PruneArgs { dry_run: true },
         &Shutdown::never(),
     )
@@ -283,6 +284,7 @@ async fn prune_deletes_only_what_the_plan_says() {
         &store,
         &policy,
         now,
+        None,
         None,
         prune::PruneArgs::default(),
         &Shutdown::never(),
@@ -620,6 +622,34 @@ async fn restore_relies_only_on_a_manifest_signed_for_that_very_object() {
     );
     assert!(e.contains("its signed manifest says"), "{e}");
     assert!(!out.exists() && !tmp.path().join("restored.db.part").exists());
+
+    // Prune: backups planted under newer names do not push the newest signed one out.
+    let policy = etcd_backup::retention::Policy {
+        max_age: Duration::ZERO,
+        keep_last: 1,
+    };
+    let now = planted.time + chrono::TimeDelta::days(1);
+    for (verify, kept) in [(None, planted), (Some(&keys), new)] {
+        let p = prune::prune(
+            &store,
+            &policy,
+            now,
+            None,
+            verify,
+            prune::PruneArgs { dry_run: true },
+            &never,
+        )
+        .await
+        .unwrap();
+        let keep: Vec<_> = p
+            .plan
+            .decisions
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(keep, [kept], "verify keys: {}", verify.is_some());
+    }
 }
 
 async fn trust_of(store: &Store, key: BackupKey, keys: &etcd_backup::sign::VerifyKeys) -> Trust {

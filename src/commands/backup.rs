@@ -301,6 +301,7 @@ async fn back_up(
         &cfg.policy,
         now,
         Some(&key),
+        cfg.verify_keys.as_ref(),
         PruneArgs::default(),
         shutdown,
     );

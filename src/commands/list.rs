@@ -21,7 +21,7 @@ pub async fn list(
 ) -> anyhow::Result<Vec<ListRow>> {
     shutdown
         .or_interrupted(async {
-            let (listing, plan) = survey(store, policy, now, None).await?;
+            let (listing, plan) = survey(store, policy, now, None, keys).await?;
             let mut meta = Vec::new();
             for b in &listing.backups {
                 meta.push(store.figures(b).await?);

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::key::BackupKey;
 use crate::retention::{self, Policy};
 use crate::shutdown::Shutdown;
+use crate::sign::VerifyKeys;
 use crate::store::{Listing, Store};
 
 /// `prune`'s command line.
@@ -37,12 +38,14 @@ impl Pruned {
 }
 
 /// Our backups and what retention would do with each: the listing (names not ours are
-/// skipped, with a log line) and the plan. `protect` is never planned for deletion.
+/// skipped, with a log line) and the plan. `protect` is never planned for deletion. With
+/// verify keys, only backups whose signature passes fill the newest places.
 pub async fn survey(
     store: &Store,
     policy: &Policy,
     now: DateTime<Utc>,
     protect: Option<&BackupKey>,
+    verify: Option<&VerifyKeys>,
 ) -> anyhow::Result<(Listing, retention::Plan)> {
     let listing = store.list().await?;
     if !listing.skipped.is_empty() {
@@ -52,7 +55,23 @@ pub async fn survey(
         );
     }
     let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
-    let plan = retention::plan(&keys, policy, now, protect);
+    let mut passing = std::collections::HashSet::new();
+    if let Some(verify) = verify {
+        for b in &listing.backups {
+            match crate::trust::judge(store, &b.key, verify).await? {
+                Ok(_) => {
+                    passing.insert(b.key);
+                }
+                Err(why) => tracing::info!(
+                    "{} does not count toward BACKUP_KEEP_LAST: {why}",
+                    store.url(&b.key)
+                ),
+            }
+        }
+    }
+    let plan = retention::plan_counting(&keys, policy, now, protect, |k| {
+        verify.is_none() || passing.contains(k)
+    });
     let plan = match store.bucket() {
         Some(bucket) if plan.delete_count() > 0 && bucket.object_lock().await?.is_some() => {
             // One GET per backup the rules would delete: only those can be locked in the way.
@@ -75,11 +94,12 @@ pub async fn prune(
     policy: &Policy,
     now: DateTime<Utc>,
     protect: Option<&BackupKey>,
+    verify: Option<&VerifyKeys>,
     args: PruneArgs,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Pruned> {
     let dry_run = args.dry_run;
-    let (_, plan) = survey(store, policy, now, protect).await?;
+    let (_, plan) = survey(store, policy, now, protect, verify).await?;
     let mut deleted = Vec::new();
     if !dry_run {
         for key in plan.to_delete() {

@@ -142,7 +142,8 @@ pub struct BackupConfig {
     pub metrics: MetricsConfig,
     /// Files and directories archived beside each backup (only with encryption).
     pub include: Vec<PathBuf>,
-    /// The keys restores accept; `doctor` checks that the signing key is one of them.
+    /// The keys restores accept: `doctor` checks that the signing key is one of them, and
+    /// only backups they accept fill prune's BACKUP_KEEP_LAST places.
     pub verify_keys: Option<VerifyKeys>,
 }
 
@@ -188,7 +189,7 @@ pub struct CheckConfig {
 pub struct PruneConfig {
     pub store: StoreConfig,
     pub policy: Policy,
-    /// For `list`'s SIGNED column.
+    /// For `list`'s SIGNED column; only backups they accept fill BACKUP_KEEP_LAST's places.
     pub verify_keys: Option<VerifyKeys>,
 }
 
