@@ -210,7 +210,7 @@ vars! {
     }
     BackupVerifyKey {
         name: "BACKUP_VERIFY_KEY",
-        doc: "Public keys (ssh-ed25519 AAAA..., as keygen wrote FILE.pub; several separated by newlines or commas): restore, list and check accept only backups signed by one of them.",
+        doc: "Public keys (ssh-ed25519 AAAA..., as keygen wrote FILE.pub; several separated by newlines or commas): restore and check accept only backups signed by one of them, and only those fill prune's BACKUP_KEEP_LAST places.",
     }
     BackupRetention {
         name: "BACKUP_RETENTION",
