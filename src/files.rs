@@ -93,6 +93,8 @@ pub struct Target<'a> {
     /// The SHA-256 of the stored archive, from its signed manifest. With it, the archive is
     /// downloaded to an unnamed scratch file in `dir` and checked before a byte is extracted.
     pub expect_sha256: Option<[u8; 32]>,
+    /// Its stored size, from the signed manifest: a larger object is refused before download.
+    pub expect_size: Option<u64>,
 }
 
 /// Downloads the files archive of `key`, decrypts it and extracts it into `to.dir`: regular
@@ -137,6 +139,9 @@ pub async fn restore(
         .await;
     };
     let url = store.files_url(&key);
+    if let Some(want) = to.expect_size.filter(|w| *w != download.0) {
+        bail!("refusing to extract {url}: it is {} bytes, but the backup's signed manifest says {want} (the archive was replaced after it was signed)", download.0);
+    }
     let checked = shutdown
         .or_interrupted(download_checked(download, &root, expect, &url))
         .await?;

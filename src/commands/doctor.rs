@@ -344,6 +344,28 @@ async fn pushgateway(url: &url::Url, timeout: Duration) -> Finding {
 mod tests {
     use super::*;
 
+    #[test]
+    fn signing_fails_only_when_the_verify_keys_would_refuse_the_job_s_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = crate::sign::keygen(&dir.path().join("ours")).unwrap();
+        let theirs = crate::sign::keygen(&dir.path().join("theirs")).unwrap();
+        let key = SigningKey::read(&ours.private).unwrap();
+        let keys = |text: &str| VerifyKeys::parse(text).unwrap();
+        let both = keys(&format!("{}\n{}", theirs.public_key, ours.public_key));
+        let only_theirs = keys(&theirs.public_key);
+        let cases = [
+            (None, None, Level::Warn),
+            (None, Some(&both), Level::Warn),
+            (Some(&key), None, Level::Ok),
+            (Some(&key), Some(&both), Level::Ok),
+            (Some(&key), Some(&only_theirs), Level::Fail),
+        ];
+        for (k, v, level) in cases {
+            let f = signing(k, v);
+            assert_eq!(f.level, level, "{f:?}");
+        }
+    }
+
     fn rule(prefix: &str, abort: Option<u32>, noncurrent: Option<u32>) -> LifecycleRule {
         LifecycleRule {
             enabled: true,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::commands::prune::survey;
+use crate::commands::prune::{survey, Survey};
 use crate::retention::{Plan, Policy};
 use crate::shutdown::Shutdown;
 use crate::sign::VerifyKeys;
@@ -21,25 +21,27 @@ pub async fn list(
 ) -> anyhow::Result<Vec<ListRow>> {
     shutdown
         .or_interrupted(async {
-            let (listing, plan) = survey(store, policy, now, None, keys).await?;
+            let Survey {
+                listing,
+                plan,
+                refused,
+            } = survey(store, policy, now, None, keys).await?;
             let mut meta = Vec::new();
             for b in &listing.backups {
                 meta.push(store.figures(b).await?);
             }
             let mut rows = list_rows(store.prefix(), &listing.backups, &meta, &plan);
-            for (row, b) in rows.iter_mut().zip(&listing.backups) {
-                row.signed = match keys {
-                    None if b.signature => "unchecked".into(),
-                    None => "no".into(),
-                    Some(keys) => match crate::trust::judge(store, &b.key, keys).await? {
-                        Ok(_) => "ok".into(),
-                        Err(why) if why.is_unsigned() => "no".into(),
-                        Err(why) => {
+            if keys.is_some() {
+                for (row, b) in rows.iter_mut().zip(&listing.backups) {
+                    row.signed = match refused.get(&b.key) {
+                        None => "ok".into(),
+                        Some(why) if why.is_unsigned() => "no".into(),
+                        Some(why) => {
                             tracing::warn!("{}: {why}", row.key);
                             "BAD".into()
                         }
-                    },
-                };
+                    };
+                }
             }
             if let Some(bucket) = store.bucket() {
                 if !rows.is_empty() && bucket.object_lock().await?.is_some() {

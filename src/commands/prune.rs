@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use crate::key::BackupKey;
 use crate::retention::{self, Policy};
 use crate::shutdown::Shutdown;
-use crate::sign::VerifyKeys;
+use crate::sign::{Refused, VerifyKeys};
 use crate::store::{Listing, Store};
+use std::collections::HashMap;
 
 /// `prune`'s command line.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -37,16 +38,25 @@ impl Pruned {
     }
 }
 
-/// Our backups and what retention would do with each: the listing (names not ours are
-/// skipped, with a log line) and the plan. `protect` is never planned for deletion. With
-/// verify keys, only backups whose signature passes fill the newest places.
+/// What [`survey`] found.
+pub struct Survey {
+    /// Our backups (names not ours are skipped, with a log line).
+    pub listing: Listing,
+    pub plan: retention::Plan,
+    /// With verify keys: why each backup that does not pass is refused.
+    pub refused: HashMap<BackupKey, Refused>,
+}
+
+/// Our backups and what retention would do with each. `protect` is never planned for deletion.
+/// With verify keys, each backup is judged, and only those whose signature passes fill the
+/// newest places.
 pub async fn survey(
     store: &Store,
     policy: &Policy,
     now: DateTime<Utc>,
     protect: Option<&BackupKey>,
     verify: Option<&VerifyKeys>,
-) -> anyhow::Result<(Listing, retention::Plan)> {
+) -> anyhow::Result<Survey> {
     let listing = store.list().await?;
     if !listing.skipped.is_empty() {
         tracing::info!(
@@ -55,23 +65,19 @@ pub async fn survey(
         );
     }
     let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
-    let mut passing = std::collections::HashSet::new();
+    let mut refused = HashMap::new();
     if let Some(verify) = verify {
         for b in &listing.backups {
-            match crate::trust::judge(store, &b.key, verify).await? {
-                Ok(_) => {
-                    passing.insert(b.key);
-                }
-                Err(why) => tracing::info!(
+            if let Err(why) = crate::trust::judge(store, &b.key, verify).await? {
+                tracing::info!(
                     "{} does not count toward BACKUP_KEEP_LAST: {why}",
                     store.url(&b.key)
-                ),
+                );
+                refused.insert(b.key, why);
             }
         }
     }
-    let plan = retention::plan_counting(&keys, policy, now, protect, |k| {
-        verify.is_none() || passing.contains(k)
-    });
+    let plan = retention::plan_counting(&keys, policy, now, protect, |k| !refused.contains_key(k));
     let plan = match store.bucket() {
         Some(bucket) if plan.delete_count() > 0 && bucket.object_lock().await?.is_some() => {
             // One GET per backup the rules would delete: only those can be locked in the way.
@@ -85,7 +91,11 @@ pub async fn survey(
         }
         _ => plan,
     };
-    Ok((listing, plan))
+    Ok(Survey {
+        listing,
+        plan,
+        refused,
+    })
 }
 
 /// Lists, plans and (unless `dry_run`) deletes. Deletion stops at the first failure.
@@ -99,7 +109,7 @@ pub async fn prune(
     shutdown: &Shutdown,
 ) -> anyhow::Result<Pruned> {
     let dry_run = args.dry_run;
-    let (_, plan) = survey(store, policy, now, protect, verify).await?;
+    let plan = survey(store, policy, now, protect, verify).await?.plan;
     let mut deleted = Vec::new();
     if !dry_run {
         for key in plan.to_delete() {

@@ -356,14 +356,18 @@ pub async fn run(
     .await?;
     let files = match &args.flags.files {
         Some(dir) => {
-            let expect = match &trust {
-                Trust::Vouched(v) => Some(v.files.clone().ok_or_else(|| anyhow!("the signed manifest of {} names no files archive, so --files has nothing to restore (backups taken without BACKUP_INCLUDE_PATHS have none)", store.url(&key)))?),
-                _ => None,
+            let (expect_sha256, expect_size) = match &trust {
+                Trust::Vouched(v) => {
+                    let (_, sha) = v.files.clone().ok_or_else(|| anyhow!("the signed manifest of {} names no files archive, so --files has nothing to restore (backups taken without BACKUP_INCLUDE_PATHS have none)", store.url(&key)))?;
+                    (Some(sha), v.get("files-size").and_then(|s| s.parse().ok()))
+                }
+                _ => (None, None),
             };
             let to = crate::files::Target {
                 dir,
                 force: args.force,
-                expect_sha256: expect.map(|(_, sha)| sha),
+                expect_sha256,
+                expect_size,
             };
             Some(crate::files::restore(&store, key, &to, ids, shutdown).await?)
         }
