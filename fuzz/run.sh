@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Fuzzes the snapshot checks with structure-aware inputs (tests/mutate.rs): each input is a
 # script of edits to bbolt's fields in a golden snapshot, resealed with valid checksums.
-#   fuzz/run.sh [SECONDS]   (default 600)
-# Crashes land in fuzz/artifacts/walk/; copy each into tests/data/fuzz/ as a regression file.
+#   fuzz/run.sh [SECONDS] [TARGET]   (default 600 s of walk)
+# TARGET judge fuzzes the judgement of signed manifests instead (fuzz_targets/judge.rs).
+# Crashes land in fuzz/artifacts/TARGET/; copy each into tests/data/fuzz/ as a regression file.
 # cargo-fuzz needs nightly features; on a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-mkdir -p corpus/walk
-# Seeds: one script per golden file, and the regression files found so far.
-for i in 0 1 2; do printf "\\x0$i" > "corpus/walk/seed-$i"; done
-cp ../tests/data/fuzz/* corpus/walk/ 2>/dev/null || true
-RUSTC_BOOTSTRAP=1 cargo fuzz run walk corpus/walk -- -max_total_time="${1:-600}" -max_len=512 -rss_limit_mb=512 -timeout=10
+target=${2:-walk}
+mkdir -p "corpus/$target"
+if [ "$target" = judge ]; then
+  # Seeds: a manifest in our shape, signed (mode byte 1), and a raw signature (mode byte 0).
+  h=$(printf 'ab%.0s' $(seq 32))
+  printf '\x01{"object-key":"etcd/20260529-060000.db.gz.age","snapshot-sha256":"%s","stored-sha256":"%s","stored-size":"12","files-archive":"20260529-060000.files.tar.age","files-sha256":"%s"}' "$h" "$h" "$h" > corpus/judge/seed-manifest
+  printf '\x00-----BEGIN SSH SIGNATURE-----\nU1NIU0lHAAAAAQ==\n-----END SSH SIGNATURE-----\n{}' > corpus/judge/seed-raw
+  max_len=4096
+else
+  # Seeds: one script per golden file, and the regression files found so far.
+  for i in 0 1 2; do printf "\\x0$i" > "corpus/walk/seed-$i"; done
+  cp ../tests/data/fuzz/* corpus/walk/ 2>/dev/null || true
+  max_len=512
+fi
+RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time="${1:-600}" -max_len="$max_len" -rss_limit_mb=512 -timeout=10
