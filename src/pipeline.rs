@@ -333,13 +333,21 @@ where
         Some(signer) => {
             // Signed, the manifest is what a restore with BACKUP_VERIFY_KEY relies on: without
             // it the backup is refused there, so failing to write it fails the run.
+            // (`signed-by` is for people: the signature itself names its key.)
             figures.push(("object-key", format!("{}{key}", store.prefix())));
             if let Some(sha) = stored.sha256 {
                 figures.push(("stored-sha256", hex(&sha)));
             }
             figures.push(("signed-by", signer.fingerprint()));
             let body = crate::store::manifest_body(&figures);
-            sign_and_write(store, &key, signer, body).await?;
+            if let Err(e) = sign_and_write(store, &key, signer, body).await {
+                // Whole or nothing: a backup this job cannot vouch for is taken back, as if
+                // a check had failed (its files archive with it).
+                if let Err(d) = store.delete(&key).await {
+                    tracing::error!("the backup's signature could not be written, and deleting the backup failed too: {d}; delete {} by hand or restore it with --allow-unsigned", store.url(&key));
+                }
+                return Err(e);
+            }
             None
         }
     };
@@ -365,21 +373,25 @@ async fn sign_and_write(
     signer: &crate::sign::SigningKey,
     body: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let then =
-        "it is published, whole and verified, but a restore with BACKUP_VERIFY_KEY refuses it";
+    let then = "so the backup is deleted again (a restore with BACKUP_VERIFY_KEY would refuse it)";
     let signature = signer.sign(&body).map_err(|e| {
         anyhow!(
-            "signing the manifest of {} failed ({e}); {then}",
+            "signing the manifest of {} failed ({e}), {then}",
             store.url(key)
         )
     })?;
     store
         .put_signature(key, signature.into_bytes())
         .await
-        .with_context(|| format!("{then}; check the bucket's permissions and retry"))?;
-    store
-        .put_manifest(key, body)
-        .await
-        .with_context(|| format!("{then}; check the bucket's permissions and retry"))?;
+        .with_context(|| {
+            format!(
+                "writing the signature failed, {then}; check the bucket's permissions and retry"
+            )
+        })?;
+    store.put_manifest(key, body).await.with_context(|| {
+        format!(
+            "writing the signed manifest failed, {then}; check the bucket's permissions and retry"
+        )
+    })?;
     Ok(())
 }
