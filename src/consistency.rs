@@ -1,8 +1,9 @@
 //! Proves that a snapshot is the cluster: its HashKV ([`crate::snapshot::hashkv`]) against the
 //! HashKV every member reports at the snapshot's revision.
 //!
-//! A member is asked one at a time (HashKV holds the member's read lock for about a second
-//! per GB, stalling its commits while it runs). Hashes are compared only at equal compact
+//! A member is asked one at a time, followers before the leader (HashKV holds the member's
+//! read lock for its whole scan, stalling its commits while it runs; a stalled leader stalls
+//! the cluster), and only the members `ETCD_HASHKV_MEMBERS` names ([`Asked`]). Hashes are compared only at equal compact
 //! revisions, as etcd's own corruption checks do: a member that compacted after the snapshot,
 //! to a revision between the snapshot's compact revision and its revision, is compared with
 //! the snapshot hashed again at that member's compact revision. The verdict is a pure rule
@@ -24,6 +25,66 @@ use crate::config::EtcdConfig;
 use crate::describe as chain;
 use crate::etcd::{probe, MemberId, MemberStatus, Members};
 use crate::snapshot::hashkv::HashKv;
+
+/// Which members the check asks (`ETCD_HASHKV_MEMBERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Asked {
+    #[default]
+    All,
+    /// Every voter but the leader.
+    Followers,
+    /// None: the snapshot is not compared with the cluster.
+    None,
+}
+
+impl std::str::FromStr for Asked {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Asked, ()> {
+        match s {
+            "all" => Ok(Asked::All),
+            "followers" => Ok(Asked::Followers),
+            "none" => Ok(Asked::None),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for Asked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Asked::All => "all",
+            Asked::Followers => "followers",
+            Asked::None => "none",
+        })
+    }
+}
+
+/// The members in the order they are asked, each with why it is not asked, if it is not:
+/// followers in the cluster's order, then the leader; learners are never asked (they do not
+/// vote).
+pub fn ask_order(
+    members: &[(MemberId, bool)],
+    leader: MemberId,
+    asked: Asked,
+) -> Vec<(MemberId, bool, Option<String>)> {
+    let mut order: Vec<_> = members.to_vec();
+    order.sort_by_key(|(id, _)| *id == leader);
+    order
+        .into_iter()
+        .map(|(id, learner)| {
+            let skip = if learner {
+                Some("a learner: not a voting member".to_string())
+            } else if asked == Asked::None {
+                Some("ETCD_HASHKV_MEMBERS=none".to_string())
+            } else if asked == Asked::Followers && id == leader {
+                Some("the leader: ETCD_HASHKV_MEMBERS=followers".to_string())
+            } else {
+                None
+            };
+            (id, learner, skip)
+        })
+        .collect()
+}
 
 /// What one member's HashKV says about the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,8 +252,11 @@ impl Comparison {
     }
 
     /// What the manifest records beside the snapshot's own HashKV.
-    pub fn figures(&self) -> Vec<(&'static str, String)> {
-        vec![("etcd-hashkv-members", self.members())]
+    pub fn figures(&self, asked: Asked) -> Vec<(&'static str, String)> {
+        vec![
+            ("etcd-hashkv-members", self.members()),
+            ("etcd-hashkv-asked", asked.to_string()),
+        ]
     }
 }
 
@@ -294,15 +358,21 @@ where
                 .collect()
         }
     };
+    let ids: Vec<(MemberId, bool)> = listed.iter().map(|(id, l, _)| (*id, *l)).collect();
     let mut checks = Vec::new();
-    for (id, learner, urls) in listed {
-        let outcome = if learner {
-            Outcome::Unchecked("a learner: not a voting member".into())
+    for (id, learner, skip) in ask_order(&ids, source.leader, cfg.hashkv_members) {
+        let urls = listed
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, _, u)| u.as_slice())
+            .unwrap_or_default();
+        let outcome = if let Some(why) = skip {
+            Outcome::Unchecked(why)
         } else {
             let timeout = hash_timeout(cfg, source.db_size);
             let answer = match reachable.iter_mut().find(|m| m.status.member_id == id) {
                 Some(m) => ask(&mut m.client, id, ours.revision, timeout).await,
-                None => reach_and_ask(cfg, id, &urls, ours.revision, timeout).await,
+                None => reach_and_ask(cfg, id, urls, ours.revision, timeout).await,
             };
             let again = match rehash_at(ours, &answer) {
                 Some(c) => rehash(c).await,
@@ -362,6 +432,40 @@ mod tests {
             learner,
             outcome,
         }
+    }
+
+    #[test]
+    fn followers_are_asked_before_the_leader_and_only_those_named() {
+        let (a, b, c, l) = (MemberId(1), MemberId(2), MemberId(3), MemberId(4));
+        let members = [(l, false), (a, false), (c, true), (b, false)];
+        let asked = |which| -> Vec<(MemberId, bool)> {
+            ask_order(&members, l, which)
+                .into_iter()
+                .map(|(id, _, skip)| (id, skip.is_none()))
+                .collect()
+        };
+        // (setting, members in order with whether each is asked)
+        let cases = [
+            (
+                Asked::All,
+                vec![(a, true), (c, false), (b, true), (l, true)],
+            ),
+            (
+                Asked::Followers,
+                vec![(a, true), (c, false), (b, true), (l, false)],
+            ),
+            (
+                Asked::None,
+                vec![(a, false), (c, false), (b, false), (l, false)],
+            ),
+        ];
+        for (which, want) in cases {
+            assert_eq!(asked(which), want, "{which}");
+        }
+        for s in ["all", "followers", "none"] {
+            assert_eq!(s.parse::<Asked>().unwrap().to_string(), s);
+        }
+        assert!("leader".parse::<Asked>().is_err());
     }
 
     #[test]

@@ -534,6 +534,77 @@ async fn three_members_with_one_and_then_two_down() {
 }
 
 #[tokio::test]
+async fn a_follower_serves_and_the_leader_is_asked_last_or_not_at_all() {
+    require_docker!();
+    let pki = Pki::new();
+    let net = format!("etcd-backup-fl-{}", std::process::id());
+    let (members, s3) = tokio::join!(Etcd::start_cluster(&pki, &net), S3::start());
+    s3.create_bucket("backups").await;
+    members[0].load(50).await;
+    let leader =
+        etcd_backup::etcd::MemberId(members[0].client().clone().status().await.unwrap().leader())
+            .to_string();
+    // The leader first in ETCD_ENDPOINTS, where the endpoint order alone would choose it.
+    let mut urls = Vec::new();
+    for m in &members {
+        let id = m
+            .client()
+            .clone()
+            .status()
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .member_id();
+        if etcd_backup::etcd::MemberId(id).to_string() == leader {
+            urls.insert(0, m.url.clone());
+        } else {
+            urls.push(m.url.clone());
+        }
+    }
+    let all = urls.join(",");
+    let manifest = |name: String| {
+        let s3 = &s3;
+        async move {
+            let m: serde_json::Value =
+                serde_json::from_slice(&s3.get("backups", &format!("{name}.json")).await.0)
+                    .unwrap();
+            m
+        }
+    };
+    rig::run(rig::backup_cmd(&pki, &all, &s3, "backups"), 0).await;
+    let m = manifest(s3.backups("backups").await[0].clone()).await;
+    assert_ne!(m["etcd-member-id"], leader.as_str(), "{m}");
+    let asked = m["etcd-hashkv-members"].as_str().unwrap();
+    assert!(
+        asked.ends_with(&format!("{leader}=agrees")),
+        "the leader last: {asked}"
+    );
+    assert_eq!(asked.matches("=agrees").count(), 3, "{asked}");
+    assert_eq!(m["etcd-hashkv-asked"], "all");
+
+    rig::run(
+        rig::backup_cmd(&pki, &all, &s3, "backups")
+            .args(["--now", &rig::later(1)])
+            .env("ETCD_HASHKV_MEMBERS", "followers"),
+        0,
+    )
+    .await;
+    let mut names = s3.backups("backups").await;
+    names.sort();
+    let m = manifest(names.pop().unwrap()).await;
+    let asked = m["etcd-hashkv-members"].as_str().unwrap();
+    assert!(
+        asked.ends_with(&format!(
+            "{leader}=unchecked (the leader: ETCD_HASHKV_MEMBERS=followers)"
+        )),
+        "{asked}"
+    );
+    assert_eq!(asked.matches("=agrees").count(), 2, "{asked}");
+    assert_eq!(m["etcd-hashkv-asked"], "followers");
+}
+
+#[tokio::test]
 async fn s3_dying_mid_upload_leaves_nothing_and_the_next_run_succeeds() {
     require_docker!();
     let (pki, etcd, s3) = start().await;

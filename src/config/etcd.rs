@@ -12,6 +12,7 @@ use url::Url;
 use super::reader::{parse_size, Reader};
 use super::vars::Key;
 use super::Secret;
+use crate::consistency::Asked;
 use crate::etcd::tls::{not_after, ClientCert, Pem};
 
 /// How to reach etcd.
@@ -27,6 +28,8 @@ pub struct EtcdConfig {
     pub snapshot_rate: Option<u64>,
     /// etcd stops accepting writes when its database reaches this size.
     pub quota: u64,
+    /// Which members the HashKV check asks.
+    pub hashkv_members: Asked,
 }
 
 pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
@@ -54,18 +57,32 @@ pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         "expected 0 (no limit) or a size per second of at least 1MiB, such as 30MiB",
         |v| parse_size(v).filter(|&b| b == 0 || b >= 1 << 20),
     );
+    let hashkv_members = r.parse(
+        Key::EtcdHashkvMembers,
+        "expected all, followers or none",
+        |v| v.parse::<Asked>().ok(),
+    );
     let quota = r.parse(
         Key::EtcdQuotaBackendBytes,
         "expected a size such as 2GiB, 8GiB or 8589934592",
         |v| parse_size(v).filter(|q| *q > 0),
     );
-    let (Some(dial_timeout), Some(snapshot_timeout), Some(stall_timeout), Some(rate), Some(quota)) = (
+    let (
+        Some(dial_timeout),
+        Some(snapshot_timeout),
+        Some(stall_timeout),
+        Some(rate),
+        Some(quota),
+        Some(hashkv_members),
+    ) = (
         dial_timeout,
         snapshot_timeout,
         stall_timeout,
         snapshot_rate,
         quota,
-    ) else {
+        hashkv_members,
+    )
+    else {
         return None;
     };
     (r.count() == before).then_some(EtcdConfig {
@@ -77,6 +94,7 @@ pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         stall_timeout,
         snapshot_rate: Some(rate).filter(|&b| b > 0),
         quota,
+        hashkv_members,
     })
 }
 

@@ -141,6 +141,11 @@ vars! {
         default: "0",
         doc: "Read the snapshot at most this fast, per second, e.g. 30MiB; 0 for no limit. A slower read leaves etcd more room (bench/RESULTS.md).",
     }
+    EtcdHashkvMembers {
+        name: "ETCD_HASHKV_MEMBERS",
+        default: "all",
+        doc: "Which members the HashKV check asks, followers before the leader: all, followers or none. Each one's scan holds its read lock, about 0.3 s per GB here.",
+    }
     BackupRetries {
         name: "BACKUP_RETRIES",
         default: "5",

@@ -3,9 +3,16 @@
 //! of the run which endpoints failed and why, so that a member that failed once is not tried
 //! again after another breaks. The configuration stays as the operator wrote it.
 //!
-//! The rule: in endpoint order, a clean member (answers, is a voter, reports no alarm) before a
-//! learner or an alarmed member, before one that does not answer. A learner or an alarmed
-//! member still holds the data, so it serves when nothing better answers; the operator is told.
+//! The rule: in endpoint order, a clean follower (answers, is a voter, reports no alarm, is not
+//! the leader) before the clean leader, before a learner or an alarmed member, before one that
+//! does not answer. The leader comes after its followers because one raft loop of the leader
+//! sends the heartbeats, replicates the log and syncs its WAL (etcd's `raft.go`): a leader
+//! starved by a snapshot slows every write of the cluster, while in three members one slow
+//! follower is not on the quorum path (the reasoning of etcd issue #17161). etcd's docs take
+//! snapshots from the leader for freshness; a follower's snapshot is as fresh as its applied
+//! index, and the HashKV check against every member proves it holds the cluster's data. A
+//! learner or an alarmed member still holds the data, so it serves when nothing better answers;
+//! the operator is told.
 
 use url::Url;
 
@@ -15,8 +22,8 @@ use crate::config::EtcdConfig;
 /// How a probed endpoint stands, for [`choose`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
-    /// Answers, is a voting member, reports no errors.
-    Clean,
+    /// Answers, is a voting member, reports no errors; `leader` when it leads.
+    Clean { leader: bool },
     /// Answers, but is a learner or reports errors (an alarm): why.
     Degraded(String),
     /// Does not answer, or failed earlier in this run: why.
@@ -30,16 +37,20 @@ impl Standing {
         } else if !s.errors.is_empty() {
             Standing::Degraded(format!("reports errors: {}", s.errors.join("; ")))
         } else {
-            Standing::Clean
+            Standing::Clean {
+                leader: s.is_leader,
+            }
         }
     }
 }
 
-/// The index of the member to use: the first clean one in endpoint order, else the first
-/// degraded one, else none.
+/// The index of the member to use: the first clean follower in endpoint order, else the clean
+/// leader, else the first degraded one, else none.
 pub fn choose(standings: &[Standing]) -> Option<usize> {
     let first = |want: fn(&Standing) -> bool| standings.iter().position(want);
-    first(|s| *s == Standing::Clean).or_else(|| first(|s| matches!(s, Standing::Degraded(_))))
+    first(|s| *s == Standing::Clean { leader: false })
+        .or_else(|| first(|s| *s == Standing::Clean { leader: true }))
+        .or_else(|| first(|s| matches!(s, Standing::Degraded(_))))
 }
 
 /// An endpoint as messages and [`MemberStatus::endpoint`] name it.
@@ -170,15 +181,21 @@ mod tests {
     }
 
     #[test]
-    fn the_choice_prefers_clean_then_degraded_then_endpoint_order() {
-        use Standing::Clean;
+    fn the_choice_prefers_a_follower_then_the_leader_then_degraded_then_endpoint_order() {
+        const F: Standing = Standing::Clean { leader: false };
+        const L: Standing = Standing::Clean { leader: true };
         let cases: &[(&[Standing], Option<usize>)] = &[
             (&[], None),
-            (&[Clean], Some(0)),
-            (&[Clean, Clean], Some(0)),
-            (&[u("refused"), Clean], Some(1)),
-            (&[d("is a learner"), Clean], Some(1)),
-            (&[d("NOSPACE"), u("refused"), Clean], Some(2)),
+            (&[F], Some(0)),
+            (&[L], Some(0)),
+            (&[F, F], Some(0)),
+            (&[L, F, F], Some(1)),
+            (&[L, u("refused"), F], Some(2)),
+            (&[L, u("refused"), u("timeout")], Some(0)),
+            (&[u("refused"), F], Some(1)),
+            (&[d("is a learner"), L], Some(1)),
+            (&[d("is a learner"), F, L], Some(1)),
+            (&[d("NOSPACE"), u("refused"), F], Some(2)),
             (&[u("refused"), d("is a learner"), d("NOSPACE")], Some(1)),
             (&[u("refused"), u("timeout")], None),
             (&[d("is a learner")], Some(0)),
@@ -209,7 +226,10 @@ mod tests {
 
     #[test]
     fn standing_of_a_status() {
-        assert_eq!(Standing::of(&status(false, &[])), Standing::Clean);
+        assert_eq!(
+            Standing::of(&status(false, &[])),
+            Standing::Clean { leader: true }
+        );
         assert_eq!(
             Standing::of(&status(true, &[])),
             d("is a learner"),
