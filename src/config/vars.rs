@@ -276,7 +276,7 @@ vars! {
     BackupNice {
         name: "BACKUP_NICE",
         default: "10",
-        doc: "CPU niceness, 0-19, set at start for every thread (and with it the I/O priority): etcd shares the node and stalls when starved.",
+        doc: "CPU niceness, 0-19, set at start for every thread (and with it the I/O priority). It ranks our threads only against others in our own cgroup: against etcd in another pod, only the CPU request counts.",
     }
     BackupLog {
         name: "BACKUP_LOG",
