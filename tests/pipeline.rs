@@ -583,6 +583,12 @@ async fn restore_relies_only_on_a_manifest_signed_for_that_very_object() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not this object"), "{e}");
+    let missing = at(99);
+    let e = restore::choose(&store, restore::Which::Key(missing), Some(&keys), &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("there is no backup"), "{e}");
     // Without keys, latest is simply the newest.
     let (key, trust, _) = restore::choose(&store, restore::Which::Latest, None, &[])
         .await

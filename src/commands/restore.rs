@@ -2,9 +2,11 @@
 //! restore`: get -> decode (codec from magic bytes) -> trailer check -> `PATH.part` -> fsync ->
 //! bbolt walk -> rename to PATH -> fsync the directory.
 //!
-//! PATH appears only when every check passed; on any failure `PATH.part` is removed. The
-//! download streams through a bounded channel into a blocking thread that decodes and writes,
-//! so memory does not grow with the backup.
+//! PATH appears only when every check passed; on any failure `PATH.part` is removed. With
+//! `BACKUP_VERIFY_KEY`, the backup is chosen by [`choose`] (signed, for this very object) and
+//! its size and decoded SHA-256 must be the signed ones. The download streams through a
+//! bounded channel into a blocking thread that decodes and writes, so memory does not grow
+//! with the backup.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter};
@@ -112,6 +114,11 @@ pub async fn choose(
     match which {
         Which::Key(key) => match trust::accept(store, &key, keys, allow_unsigned).await? {
             Ok(t) => Ok((key, t, Vec::new())),
+            // A mistyped name has no manifest either: say that, not that it is unsigned.
+            Err(Refused::NoManifest) if !store.exists(&key).await? => bail!(
+                "there is no backup {} (`list` shows the backups)",
+                store.url(&key)
+            ),
             Err(why) => Err(refused(store, &key, &why)),
         },
         Which::Latest => {
