@@ -198,9 +198,30 @@ async fn a_bucket_writer_cannot_hand_a_cluster_to_a_restore_with_a_verify_key() 
     );
     assert!(holds_planted_key(&std::fs::read(&out).unwrap()));
     std::fs::remove_file(&out).unwrap();
+    // And a backup from before signing restores as it always did.
+    rig::run(
+        restore_cmd(&pki, &etcd, &s3, &identity, None)
+            .arg(&unsigned)
+            .arg("--output")
+            .arg(&out),
+        0,
+    )
+    .await;
+    std::fs::remove_file(&out).unwrap();
 
-    // More ways to misuse a signed manifest: the real backup copied under a newer name with its
-    // manifest and signature; a backup signed by a key that is not a verify key.
+    // More ways to misuse a signed manifest: the real manifest and signature, unchanged, beside
+    // the planted object; the real backup copied under a newer name with its manifest and
+    // signature; a backup signed by a key that is not a verify key.
+    let moved = name_at(&real, 1800);
+    s3.put("backups", &moved, object.clone()).await;
+    s3.put("backups", &format!("{moved}.json"), real_manifest.clone())
+        .await;
+    s3.put(
+        "backups",
+        &format!("{moved}.json.sig"),
+        real_signature.clone(),
+    )
+    .await;
     let copied = name_at(&real, 7200);
     for suffix in ["", ".json", ".json.sig"] {
         let (body, _) = s3.get("backups", &format!("{real}{suffix}")).await;
@@ -239,6 +260,12 @@ async fn a_bucket_writer_cannot_hand_a_cluster_to_a_restore_with_a_verify_key() 
         )),
         "{said}"
     );
+    assert!(
+        said.contains(&format!(
+            "Passed over {moved}: its signed manifest is for {real}"
+        )),
+        "{said}"
+    );
     let restored = std::fs::read(&out).unwrap();
     std::fs::remove_file(&out).unwrap();
     let (real_object, _) = s3.get("backups", &real).await;
@@ -251,6 +278,7 @@ async fn a_bucket_writer_cannot_hand_a_cluster_to_a_restore_with_a_verify_key() 
     for (name, why) in [
         (&planted, "its signature does not match its manifest"),
         (&copied, "not this object"),
+        (&moved, "not this object"),
         (&foreign, "which is not one of BACKUP_VERIFY_KEY"),
         (&unsigned, "--allow-unsigned"),
     ] {
@@ -348,7 +376,7 @@ async fn a_bucket_writer_cannot_hand_a_cluster_to_a_restore_with_a_verify_key() 
     .await;
     let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(f["newest"], real.as_str());
-    assert_eq!(f["refused"].as_array().unwrap().len(), 3, "{f}");
+    assert_eq!(f["refused"].as_array().unwrap().len(), 4, "{f}");
     let o = rig::run(
         rig::cmd(&pki, &etcd.url, &s3, "backups")
             .env("BACKUP_VERIFY_KEY", &public)
@@ -369,6 +397,7 @@ async fn a_bucket_writer_cannot_hand_a_cluster_to_a_restore_with_a_verify_key() 
             (foreign.as_str(), "BAD"),
             (copied.as_str(), "BAD"),
             (planted.as_str(), "BAD"),
+            (moved.as_str(), "BAD"),
             (real.as_str(), "ok"),
             (unsigned.as_str(), "no"),
         ]
