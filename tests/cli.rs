@@ -202,6 +202,15 @@ fn every_bad_setting_exits_2_naming_the_variable() {
         ("AWS_SSE_KMS_KEY_ID", "arn:aws:kms:eu-west-1:1:key/x"),
         ("AWS_ENDPOINT_URL", "minio:9000"),
         ("BACKUP_KEEPLAST", "3"),
+        ("ETCD_HASHKV_MEMBERS", "leader"),
+        ("BACKUP_SIGNING_KEY_FILE", "/nonexistent/signing"),
+        // A public key where the private one belongs.
+        ("BACKUP_SIGNING_KEY_FILE", "tests/data/signing.pub"),
+        ("BACKUP_VERIFY_KEY", "age1qqqq"),
+        (
+            "BACKUP_VERIFY_KEY",
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ",
+        ),
     ];
     for (var, value) in cases {
         let o = bin()

@@ -96,6 +96,7 @@ pub async fn check(
     shutdown
         .or_interrupted(async {
             let mut backups = store.list().await?.backups;
+            let unverified = backups.iter().filter(|b| !b.manifest).count();
             let mut refused = Vec::new();
             if let Some(keys) = keys {
                 let mut counted = Vec::new();
@@ -114,6 +115,7 @@ pub async fn check(
             }
             let mut f = judge(store.prefix(), &backups, now, max_age);
             f.refused = refused;
+            f.unverified = unverified;
             Ok(f)
         })
         .await
