@@ -1,7 +1,8 @@
 //! Fault-injecting proxies on loopback, for the fault suite: one cuts or stalls a TCP
 //! connection after a number of bytes one way (etcd dying mid-snapshot, S3 dying or hanging
 //! mid-upload; TLS passes through untouched), one answers the first HTTP requests with 503
-//! SlowDown (an S3 server under load).
+//! SlowDown (an S3 server under load), one refuses the PUTs of some names (a bucket policy
+//! that lets one write through and not the next).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -152,5 +153,68 @@ pub async fn slow_down(target: u16, refuse: usize) -> Proxy {
         port,
         task,
         connections,
+    }
+}
+
+/// Forwards HTTP to `target`, one request a connection, but answers every PUT whose path ends
+/// with `suffix` with 403 AccessDenied. Each forwarded request is sent with `Connection: close`,
+/// so the client opens a new connection (and this proxy sees the head) for the next one.
+pub async fn refuse_puts(target: u16, suffix: &'static str) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                let line = text.lines().next().unwrap_or_default();
+                let path = line.split(' ').nth(1).unwrap_or_default();
+                let path = path.split('?').next().unwrap_or_default();
+                if line.starts_with("PUT ") && path.ends_with(suffix) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                    let resp = format!(
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = client.write_all(resp.as_bytes()).await;
+                    return;
+                }
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let mut forwarded: String = text
+                    .trim_end()
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                forwarded.push_str("Connection: close\r\n\r\n");
+                if server.write_all(forwarded.as_bytes()).await.is_err()
+                    || server.write_all(&head[end..]).await.is_err()
+                {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    Proxy {
+        port,
+        task,
+        connections: refused,
     }
 }

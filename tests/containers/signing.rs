@@ -455,3 +455,44 @@ fn decrypt_gunzip(identity: &Path, object: &[u8], dir: &Path) -> Vec<u8> {
     .unwrap();
     snapshot
 }
+
+/// A job whose signature cannot be written publishes nothing: the backup it uploaded is deleted
+/// again, with its files archive, and the run fails saying what to check.
+#[tokio::test]
+async fn a_backup_whose_signature_cannot_be_written_is_taken_back() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (signing, _) = keygen(dir.path(), "signing").await;
+    let (_, recipient) = age_keygen(dir.path(), "age.txt");
+    let pkidir = dir.path().join("pki");
+    std::fs::create_dir(&pkidir).unwrap();
+    std::fs::write(pkidir.join("ca.crt"), b"certificate").unwrap();
+    etcd.load(100).await;
+    let proxy = super::proxy::refuse_puts(rig::port(&s3.endpoint), ".json.sig").await;
+    let o = rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups")
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", proxy.port),
+            )
+            .env("BACKUP_SIGNING_KEY_FILE", &signing)
+            .env("BACKUP_AGE_RECIPIENTS", &recipient)
+            .env("BACKUP_INCLUDE_PATHS", &pkidir)
+            .env("BACKUP_RETRIES", "0"),
+        1,
+    )
+    .await;
+    let said = text(&o);
+    assert!(
+        said.contains("writing the signature failed, so the backup is deleted again"),
+        "{said}"
+    );
+    assert!(said.contains("check the bucket's permissions"), "{said}");
+    assert!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "no signature was refused"
+    );
+    assert_eq!(s3.list("backups").await, Vec::<String>::new(), "{said}");
+    assert_eq!(s3.open_uploads("backups").await, Vec::<String>::new());
+}
