@@ -13,12 +13,14 @@
 //!    into parts that [`store`] uploads whole-or-nothing under a [`key::BackupKey`]; before the
 //!    upload completes, [`consistency`] compares the snapshot's HashKV
 //!    ([`snapshot::hashkv`]) with every member's; the [`files`] archive goes up beside it;
+//!    with a signing key, [`sign`] signs the manifest that names the object;
 //! 4. [`retention`]: decide, purely, which backups to delete.
 //!
 //! **Commands** ([`commands`], one module each): `backup` (the only place that knows the order
-//! above), `prune`, `list`, `restore` (the way back, through [`download`] and [`files`]),
-//! `status`, `verify`, `check` (is the newest backup fresh), `defrag` (one member at a time),
-//! `doctor` (a first install, one check a line). Each takes its options as one struct and
+//! above), `prune`, `list`, `restore` (the way back, through [`download`] and [`files`], relying
+//! only on what [`trust`] accepts when verify keys are set), `status`, `verify`, `check` (is the
+//! newest backup fresh), `defrag` (one member at a time), `doctor` (a first install, one check a
+//! line), `keygen` (a signing key). Each takes its options as one struct and
 //! returns data; [`output`] draws it, and the binary prints it and picks the exit code.
 //!
 //! **Support**: [`output`] (every table and JSON form), [`shutdown`] (SIGTERM as a value passed
