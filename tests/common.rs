@@ -59,3 +59,28 @@ pub fn age_keygen(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
         String::from_utf8(o.stdout).unwrap().trim().to_string(),
     )
 }
+
+/// `object` decrypted by the real `age -d -i identity` and gunzipped: a backup read back with
+/// no tool of ours. `dir` holds the encrypted copy the CLI reads.
+pub fn age_decrypt_gunzip(
+    identity: &std::path::Path,
+    object: &[u8],
+    dir: &std::path::Path,
+) -> Vec<u8> {
+    let enc = dir.join("object.age");
+    std::fs::write(&enc, object).unwrap();
+    let o = std::process::Command::new(tools_dir().join("age"))
+        .args(["-d", "-i"])
+        .arg(identity)
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut snapshot = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(&o.stdout[..]),
+        &mut snapshot,
+    )
+    .unwrap();
+    snapshot
+}

@@ -1174,21 +1174,7 @@ async fn encrypted_backups_restore_with_the_age_cli_and_live_beside_plain_ones()
 
     // No tool of ours: age -d | gunzip, then etcdutl snapshot restore into a new etcd.
     let (object, _) = s3.get("backups", &sealed).await;
-    let enc = dir.path().join("object.age");
-    std::fs::write(&enc, &object).unwrap();
-    let o = std::process::Command::new(tools_dir().join("age"))
-        .args(["-d", "-i"])
-        .arg(&identity)
-        .arg(&enc)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut snapshot = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::MultiGzDecoder::new(&o.stdout[..]),
-        &mut snapshot,
-    )
-    .unwrap();
+    let snapshot = crate::common::age_decrypt_gunzip(&identity, &object, dir.path());
     let volume = format!("etcd-backup-age-{}", std::process::id());
     let (_copy, client) = rig::etcd_from_snapshot(&snapshot, &volume).await;
     let copy = rig::digest(&client).await;

@@ -99,19 +99,19 @@ pub async fn check(
             let unverified = backups.iter().filter(|b| !b.manifest).count();
             let mut refused = Vec::new();
             if let Some(keys) = keys {
-                let mut counted = Vec::new();
-                // Newest first, as listed.
-                for b in backups.into_iter().filter(|b| b.manifest) {
-                    if !counted.is_empty() {
-                        counted.push(b);
-                        continue;
-                    }
+                // Newest first, as listed: judged until one passes, which is then the newest
+                // that counts; the older ones need no judgement.
+                let mut passing = None;
+                for (i, b) in backups.iter().enumerate().filter(|(_, b)| b.manifest) {
                     match crate::trust::judge(store, &b.key, keys).await? {
-                        Ok(_) => counted.push(b),
+                        Ok(_) => {
+                            passing = Some(i);
+                            break;
+                        }
                         Err(why) => refused.push(format!("{}{}: {why}", store.prefix(), b.key)),
                     }
                 }
-                backups = counted;
+                backups = passing.map_or_else(Vec::new, |i| backups.split_off(i));
             }
             let mut f = judge(store.prefix(), &backups, now, max_age);
             f.refused = refused;

@@ -126,20 +126,10 @@ pub async fn slow_down(target: u16, refuse: usize) -> Proxy {
             tokio::spawn(async move {
                 if count.fetch_add(1, Ordering::SeqCst) < refuse {
                     // Read the request head, then refuse it.
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match client.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
+                    if read_head(&mut client).await.is_some() {
+                        let reduce = "Please reduce your request rate.";
+                        s3_error(&mut client, "503 Service Unavailable", "SlowDown", reduce).await;
                     }
-                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                    let resp = format!(
-                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = client.write_all(resp.as_bytes()).await;
                     return;
                 }
                 let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else {
@@ -168,16 +158,8 @@ pub async fn refuse_puts(target: u16, suffix: &'static str) -> Proxy {
         while let Ok((mut client, _)) = listener.accept().await {
             let count = count.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                let end = loop {
-                    if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break at + 4;
-                    }
-                    match client.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                let Some((head, end)) = read_head(&mut client).await else {
+                    return;
                 };
                 let text = String::from_utf8_lossy(&head[..end]).into_owned();
                 let line = text.lines().next().unwrap_or_default();
@@ -185,12 +167,13 @@ pub async fn refuse_puts(target: u16, suffix: &'static str) -> Proxy {
                 let path = path.split('?').next().unwrap_or_default();
                 if line.starts_with("PUT ") && path.ends_with(suffix) {
                     count.fetch_add(1, Ordering::SeqCst);
-                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
-                    let resp = format!(
-                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = client.write_all(resp.as_bytes()).await;
+                    s3_error(
+                        &mut client,
+                        "403 Forbidden",
+                        "AccessDenied",
+                        "Access Denied",
+                    )
+                    .await;
                     return;
                 }
                 let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else {
@@ -217,4 +200,30 @@ pub async fn refuse_puts(target: u16, suffix: &'static str) -> Proxy {
         task,
         connections: refused,
     }
+}
+
+/// The bytes read until the end of the first request's head (they may run into its body), and
+/// where the head ends; `None` when the client leaves first.
+async fn read_head(client: &mut TcpStream) -> Option<(Vec<u8>, usize)> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some((head, at + 4));
+        }
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Answers with an S3 error document and closes the connection.
+async fn s3_error(client: &mut TcpStream, status: &str, code: &str, message: &str) {
+    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(resp.as_bytes()).await;
 }

@@ -271,7 +271,7 @@ async fn a_bucket_writer_cannot_hand_a_cluster_to_a_restore_with_a_verify_key() 
     let (real_object, _) = s3.get("backups", &real).await;
     assert_eq!(
         restored.len(),
-        decrypt_gunzip(&identity, &real_object, dir.path()).len()
+        crate::common::age_decrypt_gunzip(&identity, &real_object, dir.path()).len()
     );
 
     // Named, each of them is refused, exit 1, nothing written.
@@ -435,25 +435,6 @@ fn name_at(name: &str, secs: i64) -> String {
         ..key
     };
     format!("{prefix}/{later}")
-}
-
-fn decrypt_gunzip(identity: &Path, object: &[u8], dir: &Path) -> Vec<u8> {
-    let enc = dir.join("object.age");
-    std::fs::write(&enc, object).unwrap();
-    let o = std::process::Command::new(tools_dir().join("age"))
-        .args(["-d", "-i"])
-        .arg(identity)
-        .arg(&enc)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let mut snapshot = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::MultiGzDecoder::new(&o.stdout[..]),
-        &mut snapshot,
-    )
-    .unwrap();
-    snapshot
 }
 
 /// A job whose signature cannot be written publishes nothing: the backup it uploaded is deleted
