@@ -25,10 +25,14 @@ pub async fn list(
                 listing,
                 plan,
                 refused,
+                mut vouched,
             } = survey(store, policy, now, None, keys).await?;
             let mut meta = Vec::new();
             for b in &listing.backups {
-                meta.push(store.figures(b).await?);
+                meta.push(match vouched.remove(&b.key) {
+                    Some(figures) => figures,
+                    None => store.figures(b).await?,
+                });
             }
             let mut rows = list_rows(store.prefix(), &listing.backups, &meta, &plan);
             if keys.is_some() {

@@ -45,6 +45,9 @@ pub struct Survey {
     pub plan: retention::Plan,
     /// With verify keys: why each backup that does not pass is refused.
     pub refused: HashMap<BackupKey, Refused>,
+    /// With verify keys: the signed manifest's figures of each backup that passes (read for
+    /// the judgement, so `list` need not read them again).
+    pub vouched: HashMap<BackupKey, Vec<(String, String)>>,
 }
 
 /// Our backups and what retention would do with each. `protect` is never planned for deletion.
@@ -65,15 +68,20 @@ pub async fn survey(
         );
     }
     let keys: Vec<_> = listing.backups.iter().map(|b| b.key).collect();
-    let mut refused = HashMap::new();
+    let (mut refused, mut vouched) = (HashMap::new(), HashMap::new());
     if let Some(verify) = verify {
         for b in &listing.backups {
-            if let Err(why) = crate::trust::judge(store, &b.key, verify).await? {
-                tracing::info!(
-                    "{} does not count toward BACKUP_KEEP_LAST: {why}",
-                    store.url(&b.key)
-                );
-                refused.insert(b.key, why);
+            match crate::trust::judge(store, &b.key, verify).await? {
+                Ok(v) => {
+                    vouched.insert(b.key, v.figures);
+                }
+                Err(why) => {
+                    tracing::info!(
+                        "{} does not count toward BACKUP_KEEP_LAST: {why}",
+                        store.url(&b.key)
+                    );
+                    refused.insert(b.key, why);
+                }
             }
         }
     }
@@ -95,6 +103,7 @@ pub async fn survey(
         listing,
         plan,
         refused,
+        vouched,
     })
 }
 
