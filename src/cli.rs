@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Snapshot etcd, verify, compress, upload, then prune (the default).
     Backup,
+    /// Continuous backup: a base snapshot, then every revision from etcd's watch as segments in
+    /// the bucket, until SIGTERM (which uploads what is buffered and exits 0).
+    Stream,
     /// Delete backups past retention, keeping the newest BACKUP_KEEP_LAST.
     Prune {
         #[command(flatten)]

@@ -48,6 +48,7 @@ pub mod shutdown;
 pub mod sign;
 pub mod snapshot;
 pub mod store;
+pub mod stream;
 pub mod trust;
 
 /// A failure that is the operator's input, not the world (an unreadable file named on the

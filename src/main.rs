@@ -116,6 +116,14 @@ async fn dispatch(
                 .await?
                 .log();
         }
+        Command::Stream => {
+            let cfg = env.stream()?;
+            let store = Store::s3(&cfg.backup.store)?;
+            let status = etcd_backup::stream::follow::Status::default();
+            commands::stream::run(&cfg, &store, &status, shutdown)
+                .await?
+                .log();
+        }
         Command::Prune { args, output } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;

@@ -249,7 +249,7 @@ pub async fn run(
         tracing::warn!("{w}");
     }
     let mut used = None;
-    let result = back_up(cfg, store, now, shutdown, &mut used).await;
+    let result = back_up(cfg, store, now, shutdown, &mut used, true).await;
     let report = metrics::RunMetrics {
         finished: now + started.elapsed(),
         duration: started.elapsed(),
@@ -272,6 +272,18 @@ pub async fn run(
     result.map(|s| Summary { metrics_error, ..s })
 }
 
+/// A backup as the base of a `stream` generation: the same checks and the same object, but
+/// no prune (the CronJob's retention is not the stream's) and no push (the stream serves its
+/// own metrics).
+pub async fn base(
+    cfg: &BackupConfig,
+    store: &Store,
+    now: DateTime<Utc>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Summary> {
+    back_up(cfg, store, now, shutdown, &mut None, false).await
+}
+
 /// Everything but the report: `used` is the last member chosen, for the metrics.
 async fn back_up(
     cfg: &BackupConfig,
@@ -279,6 +291,7 @@ async fn back_up(
     now: DateTime<Utc>,
     shutdown: &Shutdown,
     used: &mut Option<MemberStatus>,
+    prune_after: bool,
 ) -> anyhow::Result<Summary> {
     tracing::debug!(bucket = %store.url_prefix(), "checking the bucket");
     tokio::select! {
@@ -310,6 +323,17 @@ async fn back_up(
 
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();
+    if !prune_after {
+        return Ok(Summary {
+            published,
+            member: status,
+            cluster,
+            pruned: 0,
+            prune_time: t.elapsed(),
+            prune_error: None,
+            metrics_error: None,
+        });
+    }
     let pruning = prune(
         store,
         &cfg.policy,

@@ -10,4 +10,5 @@ pub mod list;
 pub mod prune;
 pub mod restore;
 pub mod status;
+pub mod stream;
 pub mod verify;

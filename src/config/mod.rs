@@ -6,14 +6,15 @@
 //! [`Key`] names every variable; its table ([`vars`]) feeds the [`reader`], `--help` and the
 //! README's table. The names the seed's script and etcdctl use are aliases of ours. One parser
 //! module per feature reads its section: [`etcd`](self::etcd) (with defrag's rule),
-//! [`store`](self::store), [`pipeline`](self::pipeline) (with encryption) and
-//! [`metrics`](self::metrics).
+//! [`store`](self::store), [`pipeline`](self::pipeline) (with encryption),
+//! [`metrics`](self::metrics) and [`stream`](self::stream).
 
 mod etcd;
 mod metrics;
 mod pipeline;
 mod reader;
 mod store;
+mod stream;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use self::metrics::MetricsConfig;
 pub use self::pipeline::PipelineConfig;
 pub use self::reader::parse_size;
 pub use self::store::StoreConfig;
+pub use self::stream::StreamSettings;
 pub use self::vars::{help_table, vars, Key, Var};
 
 use self::reader::Reader;
@@ -147,6 +149,13 @@ pub struct BackupConfig {
     pub verify_keys: Option<VerifyKeys>,
 }
 
+/// What `stream` needs: what `backup` needs (its bases are backups), and the stream's own.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub backup: BackupConfig,
+    pub stream: StreamSettings,
+}
+
 /// What `defrag` needs.
 #[derive(Debug, Clone)]
 pub struct DefragConfig {
@@ -259,22 +268,17 @@ impl Env {
     /// What `backup` needs. Every section is read before any is checked, so that all
     /// problems are reported at once.
     pub fn backup(&self) -> Result<BackupConfig, Problems> {
+        self.section(backup_section)
+    }
+
+    /// What `stream` needs, every problem of both sections at once.
+    pub fn stream(&self) -> Result<StreamConfig, Problems> {
         self.section(|r| {
-            let etcd = etcd::etcd(r);
-            let store = store::store(r);
-            let pipeline = pipeline::pipeline(r);
-            let policy = policy(r);
-            let metrics = metrics::metrics(r);
-            let include = pipeline::include(r, pipeline.as_ref());
-            let verify_keys = pipeline::verify_keys(r);
-            Some(BackupConfig {
-                include,
-                verify_keys: verify_keys?,
-                etcd: etcd?,
-                store: store?,
-                pipeline: pipeline?,
-                policy: policy?,
-                metrics: metrics?,
+            let backup = backup_section(r);
+            let stream = stream::stream(r);
+            Some(StreamConfig {
+                backup: backup?,
+                stream: stream?,
             })
         })
     }
@@ -353,6 +357,25 @@ impl Env {
     pub fn etcd(&self) -> Result<EtcdConfig, Problems> {
         self.section(etcd::etcd)
     }
+}
+
+fn backup_section(r: &mut Reader<'_>) -> Option<BackupConfig> {
+    let etcd = etcd::etcd(r);
+    let store = store::store(r);
+    let pipeline = pipeline::pipeline(r);
+    let policy = policy(r);
+    let metrics = metrics::metrics(r);
+    let include = pipeline::include(r, pipeline.as_ref());
+    let verify_keys = pipeline::verify_keys(r);
+    Some(BackupConfig {
+        include,
+        verify_keys: verify_keys?,
+        etcd: etcd?,
+        store: store?,
+        pipeline: pipeline?,
+        policy: policy?,
+        metrics: metrics?,
+    })
 }
 
 /// The retention policy of CronJob backups.

@@ -268,6 +268,30 @@ vars! {
         default: "13h",
         doc: "check: the newest verified backup must be younger than this (two 6-hour periods and an hour's slack).",
     }
+    BackupSegmentInterval {
+        name: "BACKUP_SEGMENT_INTERVAL",
+        default: "10s",
+        doc: "stream: how often the revisions received so far become a segment in the bucket (the changes a lost node can lose), 1s to 1h.",
+    }
+    BackupSegmentMaxBytes {
+        name: "BACKUP_SEGMENT_MAX_BYTES",
+        default: "8MiB",
+        doc: "stream: a segment is cut early once its records reach this size (a revision is never split), 64KiB to 1GiB.",
+    }
+    BackupBaseInterval {
+        name: "BACKUP_BASE_INTERVAL",
+        default: "1h",
+        doc: "stream: how often a new base snapshot is taken inside a generation, so that a restore replays at most this much.",
+    }
+    BackupSpoolMaxBytes {
+        name: "BACKUP_SPOOL_MAX_BYTES",
+        default: "1GiB",
+        doc: "stream: sealed segments waiting for the bucket may fill this much of BACKUP_TMP_DIR; beyond it the generation ends and a new one starts from a fresh base once the bucket is back.",
+    }
+    BackupMetricsListen {
+        name: "BACKUP_METRICS_LISTEN",
+        doc: "stream: address to serve /metrics and /healthz on, such as 0.0.0.0:9402 (default: none).",
+    }
     BackupProgressInterval {
         name: "BACKUP_PROGRESS_INTERVAL",
         default: "10s",

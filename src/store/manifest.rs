@@ -125,7 +125,7 @@ impl Store {
     /// A small object's bytes, `None` when it is not there. One larger than `max` is reported
     /// and read as empty, without reading more than `max` bytes of it (whatever its length
     /// header says).
-    async fn read_small(
+    pub(super) async fn read_small(
         &self,
         path: &Path,
         url: &str,

@@ -33,6 +33,7 @@ use crate::shutdown::Shutdown;
 
 pub mod bucket;
 mod manifest;
+pub mod stream;
 mod upload;
 use bucket::Bucket;
 pub use manifest::{manifest_body, Signed};
@@ -101,6 +102,9 @@ pub struct Listing {
     pub skipped: Vec<String>,
     /// Manifests and signatures whose backup is not there.
     pub orphan_manifests: usize,
+    /// Objects of `stream` (under `stream/`): listed by [`Store::list_stream`], never pruned
+    /// as backups.
+    pub stream_objects: usize,
 }
 
 /// A backup's manifest is its name with this suffix.
@@ -308,6 +312,10 @@ impl Store {
         for o in objects {
             let name = o.location.as_ref();
             let ours = name.strip_prefix(&self.prefix);
+            if ours.is_some_and(|n| n.starts_with(crate::stream::names::DIR)) {
+                listing.stream_objects += 1;
+                continue;
+            }
             let signature = ours.and_then(|n| n.strip_suffix(SIGNATURE_SUFFIX));
             if let Some(Ok(key)) = signature.map(str::parse::<BackupKey>) {
                 signatures.insert(key);
