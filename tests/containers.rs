@@ -26,6 +26,7 @@ macro_rules! require_docker {
 }
 
 mod signing;
+mod stream;
 
 /// A PKI, an etcd with mTLS and an S3 server with the bucket "backups".
 async fn start() -> (Pki, Etcd, S3) {

@@ -501,6 +501,7 @@ impl S3 {
             .await
             .into_iter()
             .filter(|n| !n.ends_with(".json.sig") && !n.ends_with(".files.tar.age"))
+            .filter(|n| !n.contains("/stream/"))
             .collect();
         let (manifests, backups): (Vec<_>, Vec<_>) =
             names.into_iter().partition(|n| n.ends_with(".json"));

@@ -1,0 +1,379 @@
+//! `etcd-backup stream` against a real etcd and S3: every revision from the base on is in the
+//! bucket exactly once, in order, across a SIGKILL and a burst while the stream was down; a
+//! stream away past a compaction ends its generation with the reason and starts another.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_backup::commands::stream::{EndRecord, StartRecord};
+use etcd_backup::stream::names::{Name, DIR};
+use etcd_backup::stream::segment::{Kind, Record};
+use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
+use sha2::{Digest, Sha256};
+
+use super::rig::{self, Etcd, Pki, S3};
+use super::start;
+
+/// A running `stream`, its log collected as it is written.
+struct Streaming {
+    child: tokio::process::Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Streaming {
+    fn spawn(pki: &Pki, etcd: &Etcd, s3: &S3) -> Streaming {
+        use tokio::io::AsyncBufReadExt;
+        let mut c = rig::cmd(pki, &etcd.url, s3, "backups");
+        c.arg("stream")
+            .env("BACKUP_SEGMENT_INTERVAL", "1s")
+            .env("BACKUP_COMPRESSION", "zstd")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = c.spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let l = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Streaming { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `needle` `times` times.
+    async fn until(&self, needle: &str, times: usize) {
+        for _ in 0..600 {
+            if self.log().matches(needle).count() >= times {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {needle:?} x{times} within 60 s:\n{}", self.log());
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id().unwrap() as i32, sig) };
+    }
+
+    /// SIGTERM, and the exit code and how long the exit took.
+    async fn stop(mut self) -> (Option<i32>, Duration, String) {
+        let t = std::time::Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (status.code(), t.elapsed(), self.log())
+    }
+}
+
+/// The stream objects in the bucket, by name.
+async fn stream_objects(s3: &S3) -> Vec<(Name, String)> {
+    let prefix = format!("etcd/{DIR}");
+    let mut v: Vec<_> = s3
+        .list("backups")
+        .await
+        .into_iter()
+        .filter_map(|k| Some((Name::parse(k.strip_prefix(&prefix)?)?, k)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The newest revision in a segment in the bucket.
+async fn safe(s3: &S3) -> i64 {
+    stream_objects(s3)
+        .await
+        .iter()
+        .filter_map(|(n, _)| match n {
+            Name::Segment { last, .. } => Some(*last),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+async fn until_safe(s3: &S3, revision: i64, s: &Streaming) {
+    for _ in 0..600 {
+        if safe(s3).await >= revision {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "revision {revision} not in the bucket within 60 s:\n{}",
+        s.log()
+    );
+}
+
+/// One generation as the bucket holds it: its start record, its segments' records in order
+/// (checking the chain of hashes on the way), and its end record if it ended.
+struct Read {
+    start: StartRecord,
+    revisions: Vec<etcd_backup::stream::segment::Revision>,
+    leases: BTreeMap<i64, i64>,
+    end: Option<EndRecord>,
+    segments: usize,
+}
+
+async fn read_generation(s3: &S3, objects: &[(Name, String)], g: Name) -> Read {
+    let g = g.generation();
+    let mut start = None;
+    let mut end = None;
+    let mut revisions = Vec::new();
+    let mut leases = BTreeMap::new();
+    let mut previous: Option<String> = None;
+    let mut segments = 0;
+    for (name, key) in objects.iter().filter(|(n, _)| n.generation() == g) {
+        let (bytes, _) = s3.get("backups", key).await;
+        match name {
+            Name::Start(_) => start = Some(serde_json::from_slice::<StartRecord>(&bytes).unwrap()),
+            Name::End(_) => end = Some(serde_json::from_slice(&bytes).unwrap()),
+            Name::Segment { first, last, .. } => {
+                let start: &StartRecord = start.as_ref().expect("start record sorts first");
+                let mut r = etcd_backup::stream::seal::open(&bytes[..], None).unwrap();
+                let h = r.header().clone();
+                assert_eq!((h.first, h.last), (*first, *last), "{key}");
+                let want = previous
+                    .clone()
+                    .unwrap_or_else(|| format!("base:{}", start.base_revision));
+                assert_eq!(h.previous, want, "{key} chains to the segment before it");
+                while let Some(rec) = r.next_record().unwrap() {
+                    match rec {
+                        Record::Revision(rev) => revisions.push(rev),
+                        Record::Lease { id, ttl } => {
+                            leases.insert(id, ttl);
+                        }
+                    }
+                }
+                previous = Some(hex(&Sha256::digest(&bytes)));
+                segments += 1;
+            }
+        }
+    }
+    Read {
+        start: start.expect("a start record"),
+        revisions,
+        leases,
+        end,
+        segments,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Every revision from `from` to `to` exactly once, in order.
+fn assert_continuous(revs: &[etcd_backup::stream::segment::Revision], from: i64, to: i64) {
+    let got: Vec<i64> = revs.iter().map(|r| r.revision).collect();
+    let want: Vec<i64> = (from..=to).collect();
+    if got != want {
+        let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(10).collect();
+        panic!(
+            "revisions {from}..={to}: {} received, first missing {missing:?}",
+            got.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    etcd.load(50).await;
+    let mut kv = etcd.client().kv_client();
+    let mut lease = etcd.client().lease_client();
+    let first = Streaming::spawn(&pki, &etcd, &s3);
+    first.until("watching", 1).await;
+
+    // Puts, an overwrite, a delete and a re-create.
+    kv.put("/a", "1", None).await.unwrap();
+    kv.put("/a", "2", None).await.unwrap();
+    kv.delete("/a", None).await.unwrap();
+    kv.put("/a", "3", None).await.unwrap();
+    // One transaction, three keys, one revision.
+    let txn = Txn::new()
+        .when([Compare::version("/a", CompareOp::Greater, 0)])
+        .and_then([
+            TxnOp::put("/t1", "x", None),
+            TxnOp::put("/t2", "y", None),
+            TxnOp::delete("/registry/configmaps/ns0/cm00000", None),
+        ]);
+    kv.txn(txn).await.unwrap();
+    // 200 keys deleted in one revision.
+    for i in 0..200 {
+        kv.put(format!("/range/{i:03}"), "v", None).await.unwrap();
+    }
+    let deleted = kv
+        .delete("/range/", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted(), 200);
+    // A value near etcd's request limit.
+    let big: Vec<u8> = (0..1_400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    kv.put("/big", big.clone(), None).await.unwrap();
+    // Leases: one kept, one that expires, one revoked.
+    let kept = lease.grant(600, None).await.unwrap().id();
+    kv.put("/leased", "l", Some(PutOptions::new().with_lease(kept)))
+        .await
+        .unwrap();
+    let short = lease.grant(2, None).await.unwrap().id();
+    kv.put("/short", "s", Some(PutOptions::new().with_lease(short)))
+        .await
+        .unwrap();
+    let revoked = lease.grant(600, None).await.unwrap().id();
+    kv.put("/revoked", "r", Some(PutOptions::new().with_lease(revoked)))
+        .await
+        .unwrap();
+    lease.revoke(revoked).await.unwrap();
+    first.until("segment uploaded", 2).await;
+
+    // Killed mid-stream; a burst of more than 1,000 revisions while it is down.
+    first.signal(libc::SIGKILL);
+    drop(first);
+    for i in 0..1100 {
+        kv.put(format!("/burst/{}", i % 300), format!("{i}"), None)
+            .await
+            .unwrap();
+    }
+    // The short lease has expired by now: its key's delete is one more revision.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = Streaming::spawn(&pki, &etcd, &s3);
+    second.until("continuing the generation", 1).await;
+    kv.put("/after", "restart", None).await.unwrap();
+    let newest = kv
+        .get("/after", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    until_safe(&s3, newest, &second).await;
+    let (code, took, log) = second.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(10), "{took:?}\n{log}");
+
+    let objects = stream_objects(&s3).await;
+    let starts: Vec<Name> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
+    let g = read_generation(&s3, &objects, starts[0]).await;
+    assert!(g.end.is_none());
+    assert!(g.segments >= 3, "{}", g.segments);
+    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    // The base backup the start record names is in the bucket.
+    assert!(s3
+        .backups("backups")
+        .await
+        .contains(&format!("etcd/{}", g.start.base)));
+
+    // The events are etcd's: the last event of each key is the key's state now.
+    let mut state: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for rev in &g.revisions {
+        for e in &rev.events {
+            let v = (e.kind == Kind::Put).then(|| e.kv.value.clone());
+            state.insert(e.kv.key.clone(), v);
+        }
+    }
+    for (key, value) in &state {
+        let now = kv.get(key.clone(), None).await.unwrap();
+        let now = now.kvs().first().map(|kv| kv.value().to_vec());
+        assert_eq!(&now, value, "{}", String::from_utf8_lossy(key));
+    }
+    assert_eq!(state[&b"/big".to_vec()], Some(big));
+    assert_eq!(state[&b"/a".to_vec()], Some(b"3".to_vec()));
+    assert_eq!(state[&b"/short".to_vec()], None, "expired with its lease");
+    assert_eq!(state[&b"/revoked".to_vec()], None, "deleted with its lease");
+    let range = g
+        .revisions
+        .iter()
+        .find(|r| r.events.len() == 200)
+        .expect("the DeleteRange as one revision");
+    assert!(range.events.iter().all(|e| e.kind == Kind::Delete));
+    let txn = g
+        .revisions
+        .iter()
+        .find(|r| r.events.iter().any(|e| e.kv.key == b"/t1"))
+        .unwrap();
+    assert_eq!(txn.events.len(), 3);
+    // Each lease a key was put with, with the TTL it was granted.
+    assert_eq!(g.leases.get(&kept), Some(&600));
+    assert_eq!(g.leases.get(&short), Some(&2));
+    assert!(g.leases.contains_key(&revoked));
+}
+
+#[tokio::test]
+async fn a_stream_away_past_a_compaction_ends_its_generation_and_starts_another() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    etcd.load(20).await;
+    let mut kv = etcd.client().kv_client();
+    let first = Streaming::spawn(&pki, &etcd, &s3);
+    first.until("watching", 1).await;
+    kv.put("/before", "1", None).await.unwrap();
+    first.until("segment uploaded", 1).await;
+    let (code, _, log) = first.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let stopped_at = safe(&s3).await;
+    // While it is away: writes, then a compaction past where it stopped, as the API server's.
+    for i in 0..20 {
+        kv.put(format!("/away/{i}"), "x", None).await.unwrap();
+    }
+    let rev = kv
+        .get("/away/19", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    kv.compact(rev, None).await.unwrap();
+
+    let second = Streaming::spawn(&pki, &etcd, &s3);
+    second.until("watching", 2).await;
+    kv.put("/after", "2", None).await.unwrap();
+    let newest = kv
+        .get("/after", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    until_safe(&s3, newest, &second).await;
+    let (code, _, log) = second.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("the generation ended: compacted"), "{log}");
+
+    let objects = stream_objects(&s3).await;
+    let starts: Vec<Name> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(starts.len(), 2, "{objects:?}");
+    let old = read_generation(&s3, &objects, starts[0]).await;
+    let end = old.end.expect("the first generation ended");
+    assert!(end.reason.contains("compacted"), "{}", end.reason);
+    assert_eq!(end.last, stopped_at);
+    assert_continuous(&old.revisions, old.start.base_revision + 1, stopped_at);
+    let new = read_generation(&s3, &objects, starts[1]).await;
+    assert!(new.end.is_none());
+    assert!(
+        new.start.base_revision >= rev,
+        "the new base holds what was compacted"
+    );
+    assert_continuous(&new.revisions, new.start.base_revision + 1, newest);
+}
