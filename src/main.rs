@@ -119,8 +119,8 @@ async fn dispatch(
         Command::Stream => {
             let cfg = env.stream()?;
             let store = Store::s3(&cfg.backup.store)?;
-            let status = etcd_backup::stream::follow::Status::default();
-            commands::stream::run(&cfg, &store, &status, shutdown)
+            let status = std::sync::Arc::default();
+            commands::stream::run(&cfg, &store, status, shutdown)
                 .await?
                 .log();
         }

@@ -4,6 +4,7 @@
 //! breaks gets an end record with its reason, and the next starts from a new base.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -67,9 +68,15 @@ impl Streamed {
 pub async fn run(
     cfg: &StreamConfig,
     store: &Store,
-    status: &Status,
+    status: Arc<Status>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Streamed> {
+    if let Some(addr) = cfg.stream.listen {
+        crate::stream::serve::serve(addr, status.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("serving metrics on BACKUP_METRICS_LISTEN={addr}: {e}; choose a free address and port"))?;
+    }
+    let status = &*status;
     tokio::select! {
         r = store.check() => r?,
         i = shutdown.requested() => return Err(i.into()),

@@ -49,7 +49,7 @@ impl Store {
                 Some(StreamObject { name, size: o.size })
             })
             .collect();
-        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        listed.sort_by_key(|o| o.name);
         Ok(listed)
     }
 

@@ -12,7 +12,8 @@
 //! - [`chain`]: which revision may follow which, and how watch responses become revisions;
 //! - [`seal`]: a segment through zstd and age onto scratch disk;
 //! - [`follow`]: the watch into sealed segments, and their upload beside it;
-//! - [`names`]: the names of a stream's objects, and what they say about continuity.
+//! - [`names`]: the names of a stream's objects, and what they say about continuity;
+//! - [`serve`]: `/metrics` and `/healthz` while it runs.
 //!
 //! The command around them (bases, resuming, ending a generation) is
 //! [`crate::commands::stream`].
@@ -23,3 +24,4 @@ pub mod kv;
 pub mod names;
 pub mod seal;
 pub mod segment;
+pub mod serve;

@@ -216,7 +216,8 @@ mod tests {
     #[test]
     fn continuity_shows_runs_gaps_and_overlaps() {
         use Span::*;
-        let cases: &[(&[(i64, i64)], Vec<Span>)] = &[
+        type Case = (&'static [(i64, i64)], Vec<Span>);
+        let cases: &[Case] = &[
             (&[], vec![]),
             (
                 &[(11, 20), (21, 25)],

@@ -23,8 +23,11 @@ struct Streaming {
 
 impl Streaming {
     fn spawn(pki: &Pki, etcd: &Etcd, s3: &S3) -> Streaming {
+        Streaming::spawn_with(rig::cmd(pki, &etcd.url, s3, "backups"))
+    }
+
+    fn spawn_with(mut c: tokio::process::Command) -> Streaming {
         use tokio::io::AsyncBufReadExt;
-        let mut c = rig::cmd(pki, &etcd.url, s3, "backups");
         c.arg("stream")
             .env("BACKUP_SEGMENT_INTERVAL", "1s")
             .env("BACKUP_COMPRESSION", "zstd")
@@ -168,6 +171,21 @@ async fn read_generation(s3: &S3, objects: &[(Name, String)], g: Name) -> Read {
         end,
         segments,
     }
+}
+
+/// GET /metrics of a stream on the loopback port.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
 }
 
 fn hex(b: &[u8]) -> String {

@@ -1,0 +1,184 @@
+//! `/metrics` and `/healthz` of a running stream, on BACKUP_METRICS_LISTEN: a long-running
+//! process is scraped, not pushed. A minimal HTTP/1.1 responder: one request per connection,
+//! read with a size and time limit, since anything on the network may connect.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::follow::Status;
+
+/// The Prometheus text exposition of `s` at `now_ms`.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    let secs = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+    gauge(
+        "etcd_backup_stream_received_revision",
+        "The newest revision received from etcd's watch.",
+        "gauge",
+        s.received.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_safe_revision",
+        "The newest revision in a segment in the bucket.",
+        "gauge",
+        s.safe.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_safe_change_timestamp_seconds",
+        "When the stream received the newest revision that is now in the bucket (0: none yet).",
+        "gauge",
+        secs(s.safe_received_ms.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "etcd_backup_stream_last_upload_timestamp_seconds",
+        "When the newest segment reached the bucket (0: none yet).",
+        "gauge",
+        secs(s.safe_at_ms.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "etcd_backup_stream_generation_start_timestamp_seconds",
+        "When the current generation started.",
+        "gauge",
+        s.generation_started.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_spooled_bytes",
+        "Bytes of sealed segments waiting on scratch disk for the bucket.",
+        "gauge",
+        s.spooled.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_segments_total",
+        "Segments uploaded.",
+        "counter",
+        s.segments.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_uploaded_bytes_total",
+        "Bytes of segments uploaded, as stored.",
+        "counter",
+        s.bytes.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_generations_ended_total",
+        "Generations that broke (a gap, a compaction, a cluster change) since the process started.",
+        "counter",
+        s.generations_ended.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_upload_failures_total",
+        "Segment uploads that failed and were retried.",
+        "counter",
+        s.upload_failures.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "etcd_backup_stream_watch_restarts_total",
+        "Times the watch broke and was reopened.",
+        "counter",
+        s.watch_restarts.load(Ordering::Relaxed).to_string(),
+    );
+    out
+}
+
+/// The response to one request head.
+fn respond(head: &[u8], s: &Status) -> (u16, &'static str, String) {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    match (method, path) {
+        (b"GET", b"/metrics") => (200, "text/plain; version=0.0.4", render(s)),
+        (b"GET", b"/healthz") => (200, "text/plain", "ok\n".into()),
+        (b"GET", _) => (
+            404,
+            "text/plain",
+            "not found: try /metrics or /healthz\n".into(),
+        ),
+        _ => (405, "text/plain", "only GET\n".into()),
+    }
+}
+
+/// Binds `addr` and serves until the process ends.
+pub async fn serve(addr: std::net::SocketAddr, status: Arc<Status>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let status = status.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let read = async {
+                    let mut buf = [0u8; 1024];
+                    while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = conn.read(&mut buf).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    std::io::Result::Ok(())
+                };
+                if !matches!(
+                    tokio::time::timeout(Duration::from_secs(5), read).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
+                let (code, kind, body) = respond(&head, &status);
+                let reason = match code {
+                    200 => "OK",
+                    404 => "Not Found",
+                    _ => "Method Not Allowed",
+                };
+                let msg = format!(
+                    "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), conn.write_all(msg.as_bytes()))
+                        .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_figures() {
+        let s = Status::default();
+        s.safe.store(42, Ordering::Relaxed);
+        s.safe_received_ms
+            .store(1_700_000_000_250, Ordering::Relaxed);
+        let (code, _, body) = respond(b"GET /metrics HTTP/1.1\r\n\r\n", &s);
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("\netcd_backup_stream_safe_revision 42\n"),
+            "{body}"
+        );
+        assert!(body.contains("etcd_backup_stream_safe_change_timestamp_seconds 1700000000.250\n"));
+        assert_eq!(respond(b"GET /healthz HTTP/1.1\r\n\r\n", &s).0, 200);
+        assert_eq!(respond(b"GET / HTTP/1.1\r\n\r\n", &s).0, 404);
+        assert_eq!(respond(b"POST /metrics HTTP/1.1\r\n\r\n", &s).0, 405);
+        assert_eq!(respond(b"\xff\xfe", &s).0, 405);
+    }
+}
