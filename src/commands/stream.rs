@@ -112,7 +112,13 @@ pub async fn run(
             .store(chain.generation.0.timestamp(), Ordering::Relaxed);
         status.safe.fetch_max(chain.last, Ordering::Relaxed);
         status.received.fetch_max(chain.last, Ordering::Relaxed);
-        match follow::follow(&settings, store, &mut chain, status, shutdown).await? {
+        let generation = chain.generation;
+        let following = follow::follow(&settings, store, &mut chain, status, shutdown);
+        let ended = tokio::select! {
+            r = following => r?,
+            n = bases(cfg, store, generation, shutdown) => match n {},
+        };
+        match ended {
             Ended::Stopped => break,
             Ended::Broken(b) => {
                 tracing::error!(generation = %chain.generation, last = chain.last, "the generation ended: {b}; starting a new one from a fresh base");
@@ -222,6 +228,56 @@ async fn start(
         last: revision,
         previous: format!("base:{revision}"),
     })
+}
+
+/// A base taken inside a generation (`base-{revision}.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRecord {
+    /// The backup's object name under the prefix.
+    pub base: String,
+    pub revision: i64,
+    pub taken: DateTime<Utc>,
+}
+
+/// Takes a new base every BACKUP_BASE_INTERVAL while the generation runs, beside the watch, so
+/// that a restore to a late revision replays at most that much. A base that fails is logged
+/// and tried again at the next interval: the generation does not need it to be whole.
+async fn bases(
+    cfg: &StreamConfig,
+    store: &Store,
+    generation: Generation,
+    shutdown: &Shutdown,
+) -> std::convert::Infallible {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.stream.base_interval) => {}
+            _ = shutdown.requested() => std::future::pending::<()>().await,
+        }
+        let now = Utc::now().trunc_subsecs(0);
+        let taken = async {
+            let base = backup::base(&cfg.backup, store, now, shutdown).await?;
+            base.log();
+            let record = BaseRecord {
+                base: base.published.key.to_string(),
+                revision: base.published.verified.status.revision,
+                taken: now,
+            };
+            let name = Name::Base {
+                generation,
+                revision: record.revision,
+            };
+            let body = serde_json::to_vec_pretty(&record).expect("plain struct");
+            store.put_stream_object(&name, body.into()).await?;
+            anyhow::Ok(record.revision)
+        };
+        match taken.await {
+            Ok(revision) => tracing::info!(%generation, revision, "a new base of the generation"),
+            Err(_) if shutdown.fired().is_some() => {}
+            Err(e) => {
+                tracing::error!(%generation, "taking a new base failed: {e:#}; the generation goes on, and the next base is due in {}", humantime::format_duration(cfg.stream.base_interval))
+            }
+        }
+    }
 }
 
 enum Resumable {

@@ -35,11 +35,11 @@ pub(super) fn stream(r: &mut Reader<'_>) -> Option<StreamSettings> {
     );
     let base_interval = r.parse(
         Key::BackupBaseInterval,
-        "expected a duration of at least 1m, such as 1h",
+        "expected a duration of at least 10s, such as 1h",
         |v| {
             humantime::parse_duration(v)
                 .ok()
-                .filter(|d| *d >= Duration::from_secs(60))
+                .filter(|d| *d >= Duration::from_secs(10))
         },
     );
     let spool_max_bytes = r.parse(

@@ -286,7 +286,7 @@ vars! {
     BackupSpoolMaxBytes {
         name: "BACKUP_SPOOL_MAX_BYTES",
         default: "1GiB",
-        doc: "stream: sealed segments waiting for the bucket may fill this much of BACKUP_TMP_DIR; beyond it the generation ends and a new one starts from a fresh base once the bucket is back.",
+        doc: "stream: sealed segments waiting for the bucket may fill this much of BACKUP_TMP_DIR; beyond it the watch pauses until the bucket takes them (if etcd compacts past that revision meanwhile, a new generation starts from a fresh base).",
     }
     BackupMetricsListen {
         name: "BACKUP_METRICS_LISTEN",

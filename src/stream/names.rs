@@ -4,6 +4,7 @@
 //! ```text
 //! stream/{generation}/generation.json                 where it starts: base, revision, cluster
 //! stream/{generation}/{first}-{last}.seg.zst[.age]    a segment; revisions zero-padded to 19
+//! stream/{generation}/base-{revision}.json            a later base inside the generation
 //! stream/{generation}/end.json                        why it ended
 //! ```
 //!
@@ -49,6 +50,11 @@ pub enum Name {
         last: i64,
         encrypted: bool,
     },
+    /// A base taken while the generation ran, at this revision.
+    Base {
+        generation: Generation,
+        revision: i64,
+    },
     End(Generation),
 }
 
@@ -56,7 +62,7 @@ impl Name {
     pub fn generation(&self) -> Generation {
         match *self {
             Name::Start(g) | Name::End(g) => g,
-            Name::Segment { generation, .. } => generation,
+            Name::Segment { generation, .. } | Name::Base { generation, .. } => generation,
         }
     }
 
@@ -69,17 +75,22 @@ impl Name {
             "end.json" => return Some(Name::End(generation)),
             _ => {}
         }
+        if let Some(r) = rest
+            .strip_prefix("base-")
+            .and_then(|r| r.strip_suffix(".json"))
+        {
+            let revision = revision(r)?;
+            return Some(Name::Base {
+                generation,
+                revision,
+            });
+        }
         let (range, encrypted) = match rest.strip_suffix(".seg.zst.age") {
             Some(r) => (r, true),
             None => (rest.strip_suffix(".seg.zst")?, false),
         };
         let (a, b) = range.split_once('-')?;
-        let num = |s: &str| {
-            (s.len() == 19 && s.bytes().all(|c| c.is_ascii_digit()))
-                .then(|| s.parse::<i64>().ok())
-                .flatten()
-        };
-        let (first, last) = (num(a)?, num(b)?);
+        let (first, last) = (revision(a)?, revision(b)?);
         (1 <= first && first <= last).then_some(Name::Segment {
             generation,
             first,
@@ -89,11 +100,23 @@ impl Name {
     }
 }
 
+/// A revision as names write it: 19 digits.
+fn revision(s: &str) -> Option<i64> {
+    (s.len() == 19 && s.bytes().all(|c| c.is_ascii_digit()))
+        .then(|| s.parse::<i64>().ok())
+        .flatten()
+        .filter(|r| *r >= 1)
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Name::Start(g) => write!(f, "{g}/generation.json"),
             Name::End(g) => write!(f, "{g}/end.json"),
+            Name::Base {
+                generation,
+                revision,
+            } => write!(f, "{generation}/base-{revision:019}.json"),
             Name::Segment {
                 generation,
                 first,
@@ -177,6 +200,10 @@ mod tests {
                 last: 9_000_000_000,
                 encrypted: true,
             },
+            Name::Base {
+                generation: g,
+                revision: 77,
+            },
         ];
         for n in names {
             assert_eq!(Name::parse(&n.to_string()), Some(n), "{n}");
@@ -194,6 +221,8 @@ mod tests {
             "20261304T170000Z/generation.json",
             "generation.json",
             "20261204T170000Z/+000000000000000042-0000000000000000043.seg.zst",
+            "20261204T170000Z/base-77.json",
+            "20261204T170000Z/base-0000000000000000000.json",
         ] {
             assert_eq!(Name::parse(foreign), None, "{foreign}");
         }

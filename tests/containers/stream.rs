@@ -142,6 +142,7 @@ async fn read_generation(s3: &S3, objects: &[(Name, String)], g: Name) -> Read {
         match name {
             Name::Start(_) => start = Some(serde_json::from_slice::<StartRecord>(&bytes).unwrap()),
             Name::End(_) => end = Some(serde_json::from_slice(&bytes).unwrap()),
+            Name::Base { .. } => {}
             Name::Segment { first, last, .. } => {
                 let start: &StartRecord = start.as_ref().expect("start record sorts first");
                 let mut r = etcd_backup::stream::seal::open(&bytes[..], None).unwrap();
@@ -360,9 +361,13 @@ async fn a_stream_away_past_a_compaction_ends_its_generation_and_starts_another(
         .revision();
     kv.compact(rev, None).await.unwrap();
 
-    let second = Streaming::spawn(&pki, &etcd, &s3);
+    let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+    c.env("BACKUP_BASE_INTERVAL", "10s");
+    let second = Streaming::spawn_with(c);
     second.until("watching", 2).await;
     kv.put("/after", "2", None).await.unwrap();
+    // A base inside the new generation, beside the watch.
+    second.until("a new base of the generation", 1).await;
     let newest = kv
         .get("/after", None)
         .await
