@@ -268,7 +268,10 @@ async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
     }
     // The short lease has expired by now: its key's delete is one more revision.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let second = Streaming::spawn(&pki, &etcd, &s3);
+    let port = rig::free_port();
+    let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+    c.env("BACKUP_METRICS_LISTEN", format!("127.0.0.1:{port}"));
+    let second = Streaming::spawn_with(c);
     second.until("continuing the generation", 1).await;
     kv.put("/after", "restart", None).await.unwrap();
     let newest = kv
@@ -279,6 +282,13 @@ async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
         .unwrap()
         .revision();
     until_safe(&s3, newest, &second).await;
+    // What the bucket holds, /metrics says (the figures change before the upload's log line).
+    second.until(&format!("{newest}.seg.zst"), 1).await;
+    let metrics = scrape(port).await;
+    assert!(
+        metrics.contains(&format!("\netcd_backup_stream_safe_revision {newest}\n")),
+        "{metrics}"
+    );
     let (code, took, log) = second.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(took < Duration::from_secs(10), "{took:?}\n{log}");
