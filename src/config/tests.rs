@@ -550,3 +550,50 @@ fn an_identity_file_is_read_and_never_shown() {
     );
     assert!(env(&[]).verify().unwrap().identities.is_none());
 }
+
+#[test]
+fn stream_settings_are_checked_with_the_backups_and_defaulted() {
+    let got = problems(
+        env(&[
+            ("ETCD_ENDPOINTS", "http://127.0.0.1:2379"),
+            ("BACKUP_SEGMENT_INTERVAL", "0s"),
+            ("BACKUP_SEGMENT_MAX_BYTES", "2GiB"),
+            ("BACKUP_BASE_INTERVAL", "5s"),
+            ("BACKUP_SPOOL_MAX_BYTES", "1MiB"),
+            ("BACKUP_METRICS_LISTEN", "9402"),
+        ])
+        .stream(),
+    );
+    let want = [
+        "BACKUP_BUCKET: is not set: expected the name of the bucket to store backups in",
+        "BACKUP_SEGMENT_INTERVAL=\"0s\": expected a duration from 1s to 1h, such as 10s",
+        "BACKUP_SEGMENT_MAX_BYTES=\"2GiB\": expected a size from 64KiB to 1GiB, such as 8MiB",
+        "BACKUP_BASE_INTERVAL=\"5s\": expected a duration of at least 10s, such as 1h",
+        "BACKUP_SPOOL_MAX_BYTES=\"1MiB\": expected a size of at least 16MiB, such as 1GiB",
+        "BACKUP_METRICS_LISTEN=\"9402\": expected an address and port such as 0.0.0.0:9402 or 127.0.0.1:9402",
+    ];
+    assert_eq!(got, want);
+    let cfg = env(&[
+        ("ETCD_ENDPOINTS", "http://127.0.0.1:2379"),
+        ("BACKUP_BUCKET", "backups"),
+    ])
+    .stream()
+    .unwrap();
+    let s = cfg.stream;
+    assert_eq!(
+        (
+            s.segment_interval,
+            s.segment_max_bytes,
+            s.base_interval,
+            s.spool_max_bytes,
+            s.listen
+        ),
+        (
+            std::time::Duration::from_secs(10),
+            8 << 20,
+            std::time::Duration::from_secs(3600),
+            1 << 30,
+            None
+        )
+    );
+}
