@@ -39,6 +39,9 @@ pub enum Command {
     },
     /// List the backups under the prefix, newest first, with what retention would do.
     List {
+        /// List the stream's generations instead: revisions, bases, segments, and any gap.
+        #[arg(long)]
+        generations: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
@@ -56,11 +59,16 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Exit 1 unless the newest verified backup is younger than --max-age (reads the bucket only).
+    /// Exit 1 unless the newest verified backup is younger than --max-age (reads the bucket only);
+    /// with --max-lag, unless the stream's newest segment is younger than that instead.
     Check {
         /// Default: BACKUP_MAX_AGE (13h: two 6-hour periods and an hour's slack).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "max_lag")]
         max_age: Option<Duration>,
+        /// Judge `stream` instead: its newest generation must be open, without a gap, and its
+        /// newest segment younger than this (e.g. 2m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_lag: Option<Duration>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },

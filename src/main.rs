@@ -140,7 +140,18 @@ async fn dispatch(
             print(output.render(&pruned)?)?;
             pruned.log(args.dry_run);
         }
-        Command::List { output } => {
+        Command::List {
+            output,
+            generations: true,
+        } => {
+            let cfg = env.prune()?;
+            let store = Store::s3(&cfg.store)?;
+            let rows = shutdown
+                .or_interrupted(commands::generations::generations(&store))
+                .await?;
+            print(output.render(&rows)?)?;
+        }
+        Command::List { output, .. } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;
             let rows =
@@ -164,7 +175,25 @@ async fn dispatch(
             let defragged = commands::defrag::run(&cfg, args, now, shutdown).await?;
             print(output.render(&defragged)?)?;
         }
-        Command::Check { max_age, output } => {
+        Command::Check {
+            max_lag: Some(max_lag),
+            output,
+            ..
+        } => {
+            let cfg = env.check(None)?;
+            let store = Store::s3(&cfg.store)?;
+            let rows = shutdown
+                .or_interrupted(commands::generations::generations(&store))
+                .await?;
+            let lag = commands::generations::lag(&rows, now, max_lag);
+            print(output.render(&lag)?)?;
+            if let Some(p) = lag.problem {
+                anyhow::bail!("{p} ({})", store.url_prefix());
+            }
+        }
+        Command::Check {
+            max_age, output, ..
+        } => {
             let cfg = env.check(max_age)?;
             let store = Store::s3(&cfg.store)?;
             let f = commands::check::check(

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod check;
 pub mod defrag;
 pub mod doctor;
+pub mod generations;
 pub mod list;
 pub mod prune;
 pub mod restore;

@@ -19,6 +19,7 @@ pub const MAX_RECORD: u64 = 64 << 10;
 pub struct StreamObject {
     pub name: Name,
     pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 impl Store {
@@ -46,7 +47,11 @@ impl Store {
             .into_iter()
             .filter_map(|o| {
                 let name = Name::parse(o.location.as_ref().strip_prefix(&below)?)?;
-                Some(StreamObject { name, size: o.size })
+                Some(StreamObject {
+                    name,
+                    size: o.size,
+                    last_modified: o.last_modified,
+                })
             })
             .collect();
         listed.sort_by_key(|o| o.name);
