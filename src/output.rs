@@ -414,23 +414,6 @@ impl Render for crate::sign::Generated {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align() {
-        let t = table(
-            &["A", "LONGER"],
-            &[
-                vec!["xxxx".into(), "y".into()],
-                vec!["z".into(), "w".into()],
-            ],
-        );
-        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
-    }
-}
-
 impl Render for Vec<crate::commands::generations::GenerationRow> {
     fn table(&self) -> String {
         let opt = |o: Option<i64>| o.map_or_else(|| "-".into(), |v| v.to_string());
@@ -443,8 +426,10 @@ impl Render for Vec<crate::commands::generations::GenerationRow> {
                         .as_ref()
                         .map_or_else(|| "open".to_string(), |why| format!("ended: {why}")),
                     format!("{}..{}", opt(r.base_revision), opt(r.last_revision)),
-                    r.last_upload
-                        .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    r.last_upload.map_or_else(
+                        || "-".into(),
+                        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    ),
                     r.segments.to_string(),
                     r.bytes.to_string(),
                     (1 + r.bases.len()).to_string(),
@@ -486,5 +471,22 @@ impl Render for crate::commands::generations::Lag {
 
     fn json(&self) -> serde_json::Result<String> {
         serde_json::to_string(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xxxx".into(), "y".into()],
+                vec!["z".into(), "w".into()],
+            ],
+        );
+        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
     }
 }

@@ -1564,9 +1564,9 @@ async fn a_diverged_member_is_never_the_source_of_a_published_backup() {
 
 /// A single etcd 3.4.23 member (Debian's binary, from scripts/tools.sh) run on loopback with
 /// the test PKI; killed on drop.
-struct Etcd34 {
+pub(crate) struct Etcd34 {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
     _data: tempfile::TempDir,
 }
 
@@ -1577,7 +1577,7 @@ impl Drop for Etcd34 {
     }
 }
 
-async fn start_etcd_3_4(pki: &Pki) -> Etcd34 {
+pub(crate) async fn start_etcd_3_4(pki: &Pki) -> Etcd34 {
     let data = tempfile::tempdir().unwrap();
     let (client, peer) = (rig::free_port(), rig::free_port());
     let url = format!("https://127.0.0.1:{client}");

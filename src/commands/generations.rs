@@ -42,7 +42,11 @@ impl GenerationRow {
         if self.base_revision.is_none() {
             return "no start record: not restorable".into();
         }
-        match self.continuity.iter().find(|s| !matches!(s, Span::Ok { .. })) {
+        match self
+            .continuity
+            .iter()
+            .find(|s| !matches!(s, Span::Ok { .. }))
+        {
             None => "ok".into(),
             Some(Span::Gap { first, last }) => format!("gap {first}..{last}"),
             Some(Span::Overlap { first, last }) => format!("overlap {first}..{last}"),
@@ -271,7 +275,10 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].verdict(), "gap 21..23");
         assert_eq!(rows[0].ended.as_deref(), Some("compacted"));
-        assert_eq!((rows[1].segments, rows[1].bytes, rows[1].last_revision), (2, 200, Some(70)));
+        assert_eq!(
+            (rows[1].segments, rows[1].bytes, rows[1].last_revision),
+            (2, 200, Some(70))
+        );
         assert_eq!(rows[1].bases, [65]);
         assert_eq!(rows[1].verdict(), "ok");
         assert_eq!(rows[1].last_upload, Some(t(120)));

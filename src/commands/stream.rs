@@ -210,7 +210,9 @@ async fn start(
     tracing::info!(%generation, "starting a generation: taking its base snapshot");
     let base = backup::base(&cfg.backup, store, now, shutdown).await?;
     base.log();
-    let revision = base.published.verified.status.revision;
+    // An etcd that was never written holds no key, so the file says revision 0; etcd's store
+    // starts at revision 1, which has no events, and the first write is revision 2.
+    let revision = base.published.verified.status.revision.max(1);
     let record = StartRecord {
         cluster_id: base.member.cluster_id.clone(),
         base: base.published.key.to_string(),

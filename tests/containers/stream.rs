@@ -10,6 +10,7 @@ use etcd_backup::commands::stream::{EndRecord, StartRecord};
 use etcd_backup::stream::names::{Name, DIR};
 use etcd_backup::stream::segment::{Kind, Record};
 use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
+use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 
 use super::rig::{self, Etcd, Pki, S3};
@@ -206,28 +207,33 @@ fn assert_continuous(revs: &[etcd_backup::stream::segment::Revision], from: i64,
     }
 }
 
-#[tokio::test]
-async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
-    require_docker!();
-    let (pki, etcd, s3) = start().await;
-    etcd.load(50).await;
-    let mut kv = etcd.client().kv_client();
-    let mut lease = etcd.client().lease_client();
-    let first = Streaming::spawn(&pki, &etcd, &s3);
-    first.until("watching", 1).await;
+/// What [`churn`] wrote that the checks need.
+struct Churned {
+    big: Vec<u8>,
+    kept: i64,
+    short: i64,
+    revoked: i64,
+}
 
+/// The write mix a stream must follow: puts, an overwrite, a delete and a re-create, a
+/// three-operation transaction, a DeleteRange of 200 keys in one revision, a value near etcd's
+/// request limit, and leases kept, expired (2 s) and revoked.
+async fn churn(client: &etcd_client::Client) -> Churned {
+    let mut kv = client.kv_client();
+    let mut lease = client.lease_client();
     // Puts, an overwrite, a delete and a re-create.
     kv.put("/a", "1", None).await.unwrap();
     kv.put("/a", "2", None).await.unwrap();
     kv.delete("/a", None).await.unwrap();
     kv.put("/a", "3", None).await.unwrap();
     // One transaction, three keys, one revision.
+    kv.put("/t0", "z", None).await.unwrap();
     let txn = Txn::new()
         .when([Compare::version("/a", CompareOp::Greater, 0)])
         .and_then([
             TxnOp::put("/t1", "x", None),
             TxnOp::put("/t2", "y", None),
-            TxnOp::delete("/registry/configmaps/ns0/cm00000", None),
+            TxnOp::delete("/t0", None),
         ]);
     kv.txn(txn).await.unwrap();
     // 200 keys deleted in one revision.
@@ -256,6 +262,63 @@ async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
         .await
         .unwrap();
     lease.revoke(revoked).await.unwrap();
+    Churned {
+        big,
+        kept,
+        short,
+        revoked,
+    }
+}
+
+/// The generation's events against etcd: the last event of each key is its state now, and
+/// the revisions of the churn are there as etcd made them.
+async fn assert_matches_etcd(g: &Read, client: &etcd_client::Client, c: &Churned) {
+    let mut kv = client.kv_client();
+    // The events are etcd's: the last event of each key is the key's state now.
+    let mut state: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for rev in &g.revisions {
+        for e in &rev.events {
+            let v = (e.kind == Kind::Put).then(|| e.kv.value.clone());
+            state.insert(e.kv.key.clone(), v);
+        }
+    }
+    for (key, value) in &state {
+        let now = kv.get(key.clone(), None).await.unwrap();
+        let now = now.kvs().first().map(|kv| kv.value().to_vec());
+        assert_eq!(&now, value, "{}", String::from_utf8_lossy(key));
+    }
+    assert_eq!(state[&b"/big".to_vec()], Some(c.big.clone()));
+    assert_eq!(state[&b"/a".to_vec()], Some(b"3".to_vec()));
+    assert_eq!(state[&b"/short".to_vec()], None, "expired with its lease");
+    assert_eq!(state[&b"/revoked".to_vec()], None, "deleted with its lease");
+    let range = g
+        .revisions
+        .iter()
+        .find(|r| r.events.len() == 200)
+        .expect("the DeleteRange as one revision");
+    assert!(range.events.iter().all(|e| e.kind == Kind::Delete));
+    let txn = g
+        .revisions
+        .iter()
+        .find(|r| r.events.iter().any(|e| e.kv.key == b"/t1"))
+        .unwrap();
+    assert_eq!(txn.events.len(), 3);
+    // Each lease a key was put with, with the TTL it was granted.
+    assert_eq!(g.leases.get(&c.kept), Some(&600));
+    assert_eq!(g.leases.get(&c.short), Some(&2));
+    assert!(g.leases.contains_key(&c.revoked));
+}
+
+#[tokio::test]
+async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    etcd.load(50).await;
+    let mut kv = etcd.client().kv_client();
+    let first = Streaming::spawn(&pki, &etcd, &s3);
+    first.until("watching", 1).await;
+
+    let churned = churn(etcd.client()).await;
     first.until("segment uploaded", 2).await;
 
     // Killed mid-stream; a burst of more than 1,000 revisions while it is down.
@@ -310,39 +373,7 @@ async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
         .await
         .contains(&format!("etcd/{}", g.start.base)));
 
-    // The events are etcd's: the last event of each key is the key's state now.
-    let mut state: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    for rev in &g.revisions {
-        for e in &rev.events {
-            let v = (e.kind == Kind::Put).then(|| e.kv.value.clone());
-            state.insert(e.kv.key.clone(), v);
-        }
-    }
-    for (key, value) in &state {
-        let now = kv.get(key.clone(), None).await.unwrap();
-        let now = now.kvs().first().map(|kv| kv.value().to_vec());
-        assert_eq!(&now, value, "{}", String::from_utf8_lossy(key));
-    }
-    assert_eq!(state[&b"/big".to_vec()], Some(big));
-    assert_eq!(state[&b"/a".to_vec()], Some(b"3".to_vec()));
-    assert_eq!(state[&b"/short".to_vec()], None, "expired with its lease");
-    assert_eq!(state[&b"/revoked".to_vec()], None, "deleted with its lease");
-    let range = g
-        .revisions
-        .iter()
-        .find(|r| r.events.len() == 200)
-        .expect("the DeleteRange as one revision");
-    assert!(range.events.iter().all(|e| e.kind == Kind::Delete));
-    let txn = g
-        .revisions
-        .iter()
-        .find(|r| r.events.iter().any(|e| e.kv.key == b"/t1"))
-        .unwrap();
-    assert_eq!(txn.events.len(), 3);
-    // Each lease a key was put with, with the TTL it was granted.
-    assert_eq!(g.leases.get(&kept), Some(&600));
-    assert_eq!(g.leases.get(&short), Some(&2));
-    assert!(g.leases.contains_key(&revoked));
+    assert_matches_etcd(&g, etcd.client(), &churned).await;
 }
 
 #[tokio::test]
@@ -378,8 +409,17 @@ async fn a_stream_away_past_a_compaction_ends_its_generation_and_starts_another(
     kv.put("/after", "2", None).await.unwrap();
     // A base inside the new generation, beside the watch.
     second.until("a new base of the generation", 1).await;
-    let newest = kv
+    let first_after = kv
         .get("/after", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    until_safe(&s3, first_after, &second).await;
+    // One more segment, so that losing the first below leaves a gap before the last.
+    let newest = kv
+        .put("/after", "3", None)
         .await
         .unwrap()
         .header()
@@ -409,4 +449,116 @@ async fn a_stream_away_past_a_compaction_ends_its_generation_and_starts_another(
         "the new base holds what was compacted"
     );
     assert_continuous(&new.revisions, new.start.base_revision + 1, newest);
+    // The base taken inside the generation is named by its revision and in the bucket.
+    let later: Vec<_> = objects
+        .iter()
+        .filter_map(|(n, k)| match n {
+            Name::Base {
+                generation,
+                revision,
+            } if *generation == starts[1].generation() => Some((*revision, k.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(later.len(), 1, "{objects:?}");
+    let (revision, key) = &later[0];
+    assert!((new.start.base_revision..=newest).contains(revision));
+    let (body, _) = s3.get("backups", key).await;
+    let record: etcd_backup::commands::stream::BaseRecord = serde_json::from_slice(&body).unwrap();
+    assert_eq!(record.revision, *revision);
+    assert!(s3
+        .backups("backups")
+        .await
+        .contains(&format!("etcd/{}", record.base)));
+
+    // What list --generations and check --max-lag make of it.
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups").args(["list", "--generations", "-o", "json"]),
+        0,
+    )
+    .await;
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0]["ended"].as_str().unwrap().starts_with("compacted"));
+    assert_eq!(rows[0]["last_revision"], stopped_at);
+    assert!(rows[1]["ended"].is_null());
+    assert_eq!(rows[1]["last_revision"], newest);
+    assert_eq!(rows[1]["bases"][0], *revision);
+    let check = || {
+        let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+        c.args(["check", "--max-lag", "1h"]);
+        c
+    };
+    let o = rig::run(check(), 0).await;
+    assert!(
+        crate::cli::text(&o).contains("ok: generation"),
+        "{}",
+        crate::cli::text(&o)
+    );
+    // A segment lost from the bucket is a gap, which check and list report.
+    let (_, lost) = objects
+        .iter()
+        .find(|(n, _)| {
+            matches!(n, Name::Segment { generation, .. } if *generation == starts[1].generation())
+        })
+        .unwrap();
+    s3.client("backups")
+        .delete(&lost.as_str().into())
+        .await
+        .unwrap();
+    let o = rig::run(check(), 1).await;
+    assert!(
+        crate::cli::text(&o).contains("gap"),
+        "{}",
+        crate::cli::text(&o)
+    );
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups").args(["list", "--generations"]),
+        0,
+    )
+    .await;
+    assert!(
+        crate::cli::text(&o).contains("gap "),
+        "{}",
+        crate::cli::text(&o)
+    );
+}
+
+#[tokio::test]
+async fn etcd_3_4_is_followed_revision_by_revision() {
+    require_docker!();
+    let pki = Pki::new();
+    let (etcd, s3) = tokio::join!(super::start_etcd_3_4(&pki), S3::start());
+    s3.create_bucket("backups").await;
+    let client = rig::connect(&pki, &etcd.url).await;
+    let stream = Streaming::spawn_with(rig::cmd(&pki, &etcd.url, &s3, "backups"));
+    stream.until("watching", 1).await;
+    let churned = churn(&client).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut kv = client.kv_client();
+    kv.put("/after", "3.4", None).await.unwrap();
+    let newest = kv
+        .get("/after", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    until_safe(&s3, newest, &stream).await;
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let objects = stream_objects(&s3).await;
+    let starts: Vec<_> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "one generation, from an empty etcd on: {objects:?}\n{log}"
+    );
+    let g = read_generation(&s3, &objects, starts[0].0).await;
+    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    assert_matches_etcd(&g, &client, &churned).await;
 }
