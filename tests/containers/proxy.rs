@@ -227,3 +227,34 @@ async fn s3_error(client: &mut TcpStream, status: &str, code: &str, message: &st
     );
     let _ = client.write_all(resp.as_bytes()).await;
 }
+
+/// Forwards TCP to `target` while the switch says up; set it to `true` and every connection is
+/// cut and new ones are closed at once (an S3 server that went away), until it is `false`.
+pub async fn switchable(target: u16) -> (Proxy, tokio::sync::watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (down, watch) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut watch = watch.clone();
+            tokio::spawn(async move {
+                if *watch.borrow() {
+                    return;
+                }
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = watch.wait_for(|down| *down) => {}
+                }
+            });
+        }
+    });
+    let proxy = Proxy {
+        port,
+        task,
+        connections: Arc::default(),
+    };
+    (proxy, down)
+}

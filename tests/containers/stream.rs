@@ -562,3 +562,113 @@ async fn etcd_3_4_is_followed_revision_by_revision() {
     assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
     assert_matches_etcd(&g, &client, &churned).await;
 }
+
+#[tokio::test]
+async fn a_bucket_away_for_30_seconds_costs_no_revision() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let (proxy, down) = super::proxy::switchable(rig::port(&s3.endpoint)).await;
+    let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+    // One retry inside the S3 client, so that the stream's own retries show in its log.
+    c.env(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", proxy.port),
+    )
+    .env("BACKUP_RETRIES", "1");
+    let stream = Streaming::spawn_with(c);
+    stream.until("watching", 1).await;
+    let mut kv = etcd.client().kv_client();
+    kv.put("/before", "1", None).await.unwrap();
+    stream.until("segment uploaded", 1).await;
+    down.send_replace(true);
+    // 30 s of writes while the bucket is away: the watch goes on into the spool.
+    let away = std::time::Instant::now();
+    let mut i = 0;
+    while away.elapsed() < Duration::from_secs(30) {
+        kv.put(format!("/away/{}", i % 50), format!("{i}"), None)
+            .await
+            .unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stream.log().contains("(the watch goes on into the spool)"),
+        "{}",
+        stream.log()
+    );
+    down.send_replace(false);
+    let newest = kv
+        .put("/back", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    until_safe(&s3, newest, &stream).await;
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let objects = stream_objects(&s3).await;
+    let starts: Vec<_> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .collect();
+    assert_eq!(starts.len(), 1, "no new generation: {objects:?}\n{log}");
+    let g = read_generation(&s3, &objects, starts[0].0).await;
+    assert!(g.end.is_none());
+    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    assert!(i > 200, "{i} writes while away");
+}
+
+#[tokio::test]
+async fn the_watch_fails_over_when_its_member_stops() {
+    require_docker!();
+    let pki = Pki::new();
+    let net = format!("stream-failover-{}", std::process::id());
+    let (members, s3) = tokio::join!(Etcd::start_cluster(&pki, &net), S3::start());
+    s3.create_bucket("backups").await;
+    let endpoints: Vec<&str> = members.iter().map(|m| m.url.as_str()).collect();
+    let stream = Streaming::spawn_with(rig::cmd(&pki, &endpoints.join(","), &s3, "backups"));
+    stream.until("watching", 1).await;
+    // The member it watches, from its log line.
+    let log = stream.log();
+    let watched = members
+        .iter()
+        .position(|m| {
+            log.lines()
+                .any(|l| l.contains("watching") && l.contains(&m.url))
+        })
+        .expect("the watched endpoint is logged");
+    let other = (watched + 1) % 3;
+    let mut kv = members[other].client().kv_client();
+    for i in 0..50 {
+        kv.put(format!("/before/{i}"), "x", None).await.unwrap();
+    }
+    stream.until("segment uploaded", 1).await;
+    members[watched].stop().await;
+    for i in 0..50 {
+        kv.put(format!("/after/{i}"), "y", None).await.unwrap();
+    }
+    stream.until("watching", 2).await;
+    let newest = kv
+        .put("/last", "z", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    until_safe(&s3, newest, &stream).await;
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let objects = stream_objects(&s3).await;
+    let starts: Vec<_> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "the generation goes on: {objects:?}\n{log}"
+    );
+    let g = read_generation(&s3, &objects, starts[0].0).await;
+    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+}
