@@ -1,5 +1,5 @@
 //! `etcd-backup stream` against a real etcd and S3: every revision from the base on is in the
-//! bucket exactly once, in order, across a SIGKILL and a burst while the stream was down; a
+//! bucket exactly once, in order, across a SIGSTOP and a SIGKILL with bursts meanwhile; a
 //! stream away past a compaction ends its generation with the reason and starts another.
 
 use std::collections::BTreeMap;
@@ -310,7 +310,7 @@ async fn assert_matches_etcd(g: &Read, client: &etcd_client::Client, c: &Churned
 }
 
 #[tokio::test]
-async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
+async fn every_revision_is_in_the_bucket_once_across_sigstop_sigkill_and_bursts() {
     require_docker!();
     let (pki, etcd, s3) = start().await;
     etcd.load(50).await;
@@ -320,6 +320,20 @@ async fn every_revision_is_in_the_bucket_once_across_a_sigkill_and_a_burst() {
 
     let churned = churn(etcd.client()).await;
     first.until("segment uploaded", 2).await;
+
+    // Stopped (SIGSTOP) through a burst of more than 1,000 revisions: on SIGCONT the watch
+    // catches up from what etcd buffered or replays.
+    first.signal(libc::SIGSTOP);
+    let mut stopped_burst = 0;
+    for i in 0..1100 {
+        let r = kv
+            .put(format!("/stopped/{}", i % 300), format!("{i}"), None)
+            .await
+            .unwrap();
+        stopped_burst = r.header().unwrap().revision();
+    }
+    first.signal(libc::SIGCONT);
+    until_safe(&s3, stopped_burst, &first).await;
 
     // Killed mid-stream; a burst of more than 1,000 revisions while it is down.
     first.signal(libc::SIGKILL);
