@@ -17,6 +17,7 @@ use crate::store::stream::MAX_RECORD;
 use crate::store::Store;
 use crate::stream::chain::Break;
 use crate::stream::follow::{self, Chain, Ended, Settings, Status};
+use crate::stream::lock::{self, Decision, Lock};
 use crate::stream::names::{continuity, Generation, Name, Span};
 
 /// A generation's start record (`generation.json`).
@@ -81,6 +82,38 @@ pub async fn run(
         r = store.check() => r?,
         i = shutdown.requested() => return Err(i.into()),
     };
+    let me = lock::holder();
+    let mut done = Streamed::default();
+    loop {
+        if acquire(store, &me, shutdown).await.is_err() {
+            break;
+        }
+        tokio::select! {
+            r = generations(cfg, store, status, shutdown, &mut done) => {
+                release(store, &me).await;
+                r?;
+                break;
+            }
+            () = hold(store, &me, shutdown) => {
+                tracing::warn!("another stream took the lock {} (this one was paused or cut off past its expiry): stopping to write, dropping what was not uploaded, and waiting for the lock again", store.lock_url());
+            }
+        }
+    }
+    done.segments = status.segments.load(Ordering::Relaxed);
+    done.bytes = status.bytes.load(Ordering::Relaxed);
+    done.safe = status.safe.load(Ordering::Relaxed);
+    Ok(done)
+}
+
+/// Follows generation after generation until a shutdown: the stream's work while it holds the
+/// lock.
+async fn generations(
+    cfg: &StreamConfig,
+    store: &Store,
+    status: &Status,
+    shutdown: &Shutdown,
+    done: &mut Streamed,
+) -> anyhow::Result<()> {
     let settings = Settings {
         etcd: &cfg.backup.etcd,
         tmp_dir: &cfg.backup.pipeline.tmp_dir,
@@ -89,10 +122,9 @@ pub async fn run(
         segment_max_bytes: cfg.stream.segment_max_bytes,
         spool_max_bytes: cfg.stream.spool_max_bytes,
     };
-    let mut done = Streamed::default();
     let mut backoff = Duration::from_secs(1);
     loop {
-        let chain = match next_chain(cfg, store, shutdown, &mut done).await {
+        let chain = match next_chain(cfg, store, shutdown, done).await {
             Ok(c) => c,
             Err(_) if shutdown.fired().is_some() => break,
             Err(e) => {
@@ -129,10 +161,104 @@ pub async fn run(
             }
         }
     }
-    done.segments = status.segments.load(Ordering::Relaxed);
-    done.bytes = status.bytes.load(Ordering::Relaxed);
-    done.safe = status.safe.load(Ordering::Relaxed);
-    Ok(done)
+    Ok(())
+}
+
+/// Waits until this stream holds the lock; an error only for a shutdown.
+async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(), Interrupted> {
+    let mut told = false;
+    let pause = |d: Duration| async move {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            i = shutdown.requested() => Err(i),
+        }
+    };
+    loop {
+        let now = Utc::now();
+        let current = match store.get_lock().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("reading the stream's lock failed: {e}; trying again");
+                pause(Duration::from_secs(5)).await?;
+                continue;
+            }
+        };
+        match lock::decide(current.as_ref(), me, now) {
+            Decision::Take => {
+                let mine = Lock {
+                    holder: me.to_string(),
+                    expires: now + lock::TTL,
+                };
+                if let Err(e) = store.put_lock(&mine).await {
+                    tracing::warn!("writing the stream's lock failed: {e}; trying again");
+                    pause(Duration::from_secs(5)).await?;
+                    continue;
+                }
+                pause(lock::SETTLE).await?;
+                if let Ok(Some(l)) = store.get_lock().await {
+                    if l.holder == me {
+                        tracing::info!(lock = %store.lock_url(), holder = me, "this stream writes to the prefix");
+                        return Ok(());
+                    }
+                }
+            }
+            Decision::Wait { holder, until } => {
+                if !told {
+                    tracing::warn!(lock = %store.lock_url(), "another stream ({holder}) writes to this prefix; waiting until it stops or its lock expires (at {until})");
+                    told = true;
+                }
+                let left = (until - now).to_std().unwrap_or_default();
+                pause(left.min(lock::RENEW) + Duration::from_secs(1)).await?;
+            }
+        }
+    }
+}
+
+/// Renews the lock every [`lock::RENEW`] while the stream runs; returns only when another
+/// stream holds it. A renewal that fails (the bucket is away) is tried again at the next
+/// interval.
+async fn hold(store: &Store, me: &str, shutdown: &Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(lock::RENEW) => {}
+            // The stream is stopping: it lets go of the lock itself.
+            _ = shutdown.requested() => std::future::pending::<()>().await,
+        }
+        match store.get_lock().await {
+            Ok(Some(l)) if l.holder != me => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "reading the stream's lock failed: {e}; trying again in {}s",
+                    lock::RENEW.as_secs()
+                );
+                continue;
+            }
+        }
+        let mine = Lock {
+            holder: me.to_string(),
+            expires: Utc::now() + lock::TTL,
+        };
+        if let Err(e) = store.put_lock(&mine).await {
+            tracing::warn!(
+                "renewing the stream's lock failed: {e}; trying again in {}s",
+                lock::RENEW.as_secs()
+            );
+        }
+    }
+}
+
+/// Lets go of the lock if it is still ours, so that a waiting stream continues at once.
+async fn release(store: &Store, me: &str) {
+    match store.get_lock().await {
+        Ok(Some(l)) if l.holder == me => {
+            if let Err(e) = store.delete_lock().await {
+                tracing::warn!("deleting the stream's lock failed: {e}; it expires by itself");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the stream's lock failed: {e}; it expires by itself"),
+    }
 }
 
 /// Writes the end record of a generation that broke. Retried: without it, a restart would try

@@ -135,3 +135,45 @@ impl Store {
         Ok((got.meta.size, got.into_stream()))
     }
 }
+
+/// The writer lock of the prefix's stream ([`crate::stream::lock`]), beside the generations.
+const LOCK: &str = "lock.json";
+
+impl Store {
+    fn lock_path(&self) -> Path {
+        Path::from(format!("{}{DIR}{LOCK}", self.prefix))
+    }
+
+    /// The lock object's URL, for messages.
+    pub fn lock_url(&self) -> String {
+        format!("{}{DIR}{LOCK}", self.url)
+    }
+
+    /// The lock as stored; `None` when there is none, or it is not a lock we wrote (which a
+    /// stream may then take: only streams write it).
+    pub async fn get_lock(&self) -> Result<Option<crate::stream::lock::Lock>, StoreError> {
+        let url = self.lock_url();
+        let body = self.read_small(&self.lock_path(), &url, MAX_RECORD).await?;
+        Ok(body.and_then(|b| match serde_json::from_slice(&b) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("{url} is not a lock ({e}); taking it over");
+                None
+            }
+        }))
+    }
+
+    pub async fn put_lock(&self, lock: &crate::stream::lock::Lock) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(lock).expect("plain struct");
+        self.inner
+            .put(&self.lock_path(), body.into())
+            .await
+            .map_err(self.err("writing", self.lock_url()))?;
+        Ok(())
+    }
+
+    pub async fn delete_lock(&self) -> Result<(), StoreError> {
+        self.delete_if_there(&self.lock_path(), self.lock_url())
+            .await
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`chain`]: which revision may follow which, and how watch responses become revisions;
 //! - [`seal`]: a segment through zstd and age onto scratch disk;
 //! - [`follow`]: the watch into sealed segments, and their upload beside it;
+//! - [`lock`]: one writer per prefix;
 //! - [`names`]: the names of a stream's objects, and what they say about continuity;
 //! - [`serve`]: `/metrics` and `/healthz` while it runs.
 //!
@@ -21,6 +22,7 @@
 pub mod chain;
 pub mod follow;
 pub mod kv;
+pub mod lock;
 pub mod names;
 pub mod seal;
 pub mod segment;

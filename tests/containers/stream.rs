@@ -686,3 +686,47 @@ async fn the_watch_fails_over_when_its_member_stops() {
     let g = read_generation(&s3, &objects, starts[0].0).await;
     assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
 }
+
+#[tokio::test]
+async fn a_second_stream_waits_for_the_first_then_continues_its_generation() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let mut kv = etcd.client().kv_client();
+    let first = Streaming::spawn(&pki, &etcd, &s3);
+    first.until("watching", 1).await;
+    let second = Streaming::spawn(&pki, &etcd, &s3);
+    second.until("another stream (", 1).await;
+    for i in 0..20 {
+        kv.put(format!("/one/{i}"), "x", None).await.unwrap();
+    }
+    first.until("segment uploaded", 1).await;
+    assert!(!second.log().contains("watching"), "{}", second.log());
+    // The first stops and lets go; the second continues where it left off.
+    let (code, _, log) = first.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    second.until("continuing the generation", 1).await;
+    let newest = kv
+        .put("/two", "y", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    until_safe(&s3, newest, &second).await;
+    let (code, _, log) = second.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let objects = stream_objects(&s3).await;
+    let starts: Vec<_> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .collect();
+    assert_eq!(starts.len(), 1, "{objects:?}");
+    let g = read_generation(&s3, &objects, starts[0].0).await;
+    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    // The lock went with the second stream too.
+    assert!(!s3
+        .list("backups")
+        .await
+        .iter()
+        .any(|k| k.ends_with("stream/lock.json")));
+}
