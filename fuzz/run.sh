@@ -2,7 +2,8 @@
 # Fuzzes the snapshot checks with structure-aware inputs (tests/mutate.rs): each input is a
 # script of edits to bbolt's fields in a golden snapshot, resealed with valid checksums.
 #   fuzz/run.sh [SECONDS] [TARGET]   (default 600 s of walk)
-# TARGET judge fuzzes the judgement of signed manifests instead (fuzz_targets/judge.rs).
+# TARGET judge fuzzes the judgement of signed manifests instead (fuzz_targets/judge.rs), and
+# TARGET segment the reader of stream segments (fuzz_targets/segment.rs).
 # Crashes land in fuzz/artifacts/TARGET/; copy each into tests/data/fuzz/ as a regression file.
 # cargo-fuzz needs nightly features; on a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
 set -euo pipefail
@@ -15,6 +16,22 @@ if [ "$target" = judge ]; then
   h=$(printf 'ab%.0s' $(seq 32))
   printf '\x01{"object-key":"etcd/20260529-060000.db.gz.age","snapshot-sha256":"%s","stored-sha256":"%s","stored-size":"12","files-archive":"20260529-060000.files.tar.age","files-sha256":"%s"}' "$h" "$h" "$h" > corpus/judge/seed-manifest
   printf '\x00-----BEGIN SSH SIGNATURE-----\nU1NIU0lHAAAAAQ==\n-----END SSH SIGNATURE-----\n{}' > corpus/judge/seed-raw
+  max_len=4096
+elif [ "$target" = segment ]; then
+  # Seed: a segment of two revisions and a lease, between its magic and its hash.
+  python3 - corpus/segment/seed <<'PY'
+import json, struct, sys
+h = json.dumps({"generation": "20261204T170000Z", "cluster_id": "c", "first": 2, "last": 3,
+                "revisions": 2, "events": 3, "previous": "base:1"}).encode()
+out = struct.pack(">I", len(h)) + h + b"\x02" + struct.pack(">qq", 7, 60)
+for rev, keys in ((2, [b"a"]), (3, [b"b", b"c"])):
+    out += b"\x01" + struct.pack(">qqI", rev, 0, len(keys))
+    for k in keys:
+        kv = b"\x0a" + bytes([len(k)]) + k + b"\x18" + bytes([rev]) + b"\x2a\x01v" + b"\x30\x07"
+        out += b"\x00" + struct.pack(">I", len(kv)) + kv
+out += b"\x00"
+open(sys.argv[1], "wb").write(out)
+PY
   max_len=4096
 else
   # Seeds: one script per golden file, and the regression files found so far.
