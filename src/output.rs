@@ -288,12 +288,21 @@ impl Render for Restoration {
 
 impl Render for Pruned {
     /// One line a backup: `keep` or `delete`, the name, the reason.
+    /// Then one line a stream object to delete (kept ones are not listed: there are thousands).
     fn table(&self) -> String {
-        self.plan.to_string()
+        let mut out = self.plan.to_string();
+        for (name, why) in &self.stream.delete {
+            out.push_str(&format!(
+                "{:<6} {}{name}  {why}\n",
+                "delete",
+                crate::stream::names::DIR
+            ));
+        }
+        out
     }
 
     fn json(&self) -> serde_json::Result<String> {
-        let decisions: Vec<_> = self
+        let mut decisions: Vec<_> = self
             .plan
             .decisions
             .iter()
@@ -306,6 +315,14 @@ impl Render for Pruned {
                 })
             })
             .collect();
+        for (name, why) in &self.stream.delete {
+            decisions.push(serde_json::json!({
+                "key": format!("{}{name}", crate::stream::names::DIR),
+                "keep": false,
+                "reason": why,
+                "deleted": self.stream_deleted.contains(name),
+            }));
+        }
         serde_json::to_string(&decisions)
     }
 }

@@ -22,6 +22,9 @@ use crate::key::BackupKey;
 pub struct Policy {
     pub max_age: Duration,
     pub keep_last: usize,
+    /// How far back `stream`'s history must reach (BACKUP_PITR_WINDOW): the bases and segments
+    /// that reach every moment in it are kept ([`crate::stream::retention`]).
+    pub pitr_window: Duration,
 }
 
 /// Why a backup is kept or deleted.
@@ -44,6 +47,10 @@ pub enum Reason {
     Locked {
         until: DateTime<Utc>,
     },
+    /// Past retention, but a stream generation needs it to reach its point-in-time window.
+    StreamBase {
+        why: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -63,6 +70,7 @@ impl fmt::Display for Reason {
             Reason::Locked { until } => {
                 write!(f, "locked until {}", until.format("%Y-%m-%d %H:%M:%S UTC"))
             }
+            Reason::StreamBase { why } => write!(f, "{why}"),
         }
     }
 }
@@ -122,6 +130,20 @@ impl Plan {
             if let Some(until) = retain_until(&d.key).filter(|u| *u > now) {
                 d.keep = true;
                 d.reason = Reason::Locked { until };
+            }
+        }
+        self
+    }
+}
+
+impl Plan {
+    /// The plan once the stream's needs are known: each backup planned for deletion that a
+    /// generation needs (`needed` says why) is kept.
+    pub fn needed_by_stream(mut self, needed: impl Fn(&BackupKey) -> Option<String>) -> Plan {
+        for d in self.decisions.iter_mut().filter(|d| !d.keep) {
+            if let Some(why) = needed(&d.key) {
+                d.keep = true;
+                d.reason = Reason::StreamBase { why };
             }
         }
         self
@@ -234,6 +256,7 @@ mod tests {
         let policy = Policy {
             max_age: Duration::from_secs(DAY),
             keep_last: 2,
+            pitr_window: Duration::from_secs(7 * DAY),
         };
         let keys = [
             key("20260531-200000.db"), // planted, young
@@ -276,6 +299,7 @@ mod tests {
         let policy = Policy {
             max_age: Duration::from_secs(DAY),
             keep_last: 1,
+            pitr_window: Duration::from_secs(7 * DAY),
         };
         let keys = [
             key("20260531-120000.db"),
@@ -315,6 +339,7 @@ mod tests {
         Policy {
             max_age: Duration::from_secs(days * DAY),
             keep_last,
+            pitr_window: Duration::from_secs(7 * DAY),
         }
     }
 

@@ -265,6 +265,7 @@ async fn prune_deletes_only_what_the_plan_says() {
     let policy = etcd_backup::retention::Policy {
         max_age: Duration::from_secs(30 * 86400),
         keep_last: 1,
+        pitr_window: std::time::Duration::from_secs(7 * 86_400),
     };
     let dry = prune::prune(
         &store,
@@ -367,6 +368,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
     let policy = etcd_backup::retention::Policy {
         max_age: Duration::from_secs(86400),
         keep_last: 1,
+        pitr_window: std::time::Duration::from_secs(7 * 86_400),
     };
     let e = list::list(&store, &policy, chrono::Utc::now(), None, &stop)
         .await
@@ -633,6 +635,7 @@ async fn restore_relies_only_on_a_manifest_signed_for_that_very_object() {
     let policy = etcd_backup::retention::Policy {
         max_age: Duration::ZERO,
         keep_last: 1,
+        pitr_window: std::time::Duration::from_secs(7 * 86_400),
     };
     let now = planted.time + chrono::TimeDelta::days(1);
     for (verify, kept) in [(None, planted), (Some(&keys), new)] {

@@ -8,10 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::commands::stream::{start_record, EndRecord, StartRecord};
+use crate::commands::stream::{start_record, BaseRecord, EndRecord, StartRecord};
 use crate::store::stream::{StreamObject, MAX_RECORD};
 use crate::store::Store;
-use crate::stream::names::{continuity, Generation, Name, Span};
+use crate::stream::names::{continuity, floor, Generation, Name, Span};
+use crate::stream::retention::{Base, View};
 
 /// One generation as the bucket holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,6 +72,7 @@ pub fn summarize(
             let start = starts.get(&g);
             let mut segments = Vec::new();
             let mut bases = Vec::new();
+            let mut trims = Vec::new();
             let (mut bytes, mut last_upload) = (0, None);
             for o in &objects {
                 match o.name {
@@ -80,6 +82,7 @@ pub fn summarize(
                         last_upload = last_upload.max(Some(o.last_modified));
                     }
                     Name::Base { revision, .. } => bases.push(revision),
+                    Name::Trimmed { revision, .. } => trims.push(revision),
                     Name::Start(_) | Name::End(_) => {}
                 }
             }
@@ -91,7 +94,6 @@ pub fn summarize(
                 cluster_id: start.map(|s| s.cluster_id.clone()),
                 base: start.map(|s| s.base.clone()),
                 base_revision,
-                bases,
                 last_revision: last,
                 started: g.0.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 last_upload,
@@ -99,8 +101,9 @@ pub fn summarize(
                 bytes,
                 ended: ends.get(&g).map(|e| e.reason.clone()),
                 continuity: base_revision
-                    .map(|b| continuity(b, &segments))
+                    .map(|b| continuity(floor(b, &trims), &segments))
                     .unwrap_or_default(),
+                bases,
             }
         })
         .collect()
@@ -142,6 +145,56 @@ pub async fn generations(store: &Store) -> anyhow::Result<Vec<GenerationRow>> {
         }
     }
     Ok(summarize(&objects, &starts, &ends))
+}
+
+/// What prune needs to know of each generation ([`crate::stream::retention`]): its bases
+/// (reading each base record), its segments and when it ended.
+pub async fn views(store: &Store) -> anyhow::Result<Vec<View>> {
+    let objects = store.list_stream().await?;
+    let mut views: BTreeMap<Generation, View> = BTreeMap::new();
+    for o in &objects {
+        let g = o.name.generation();
+        let v = views.entry(g).or_insert_with(|| View {
+            generation: g,
+            start: None,
+            bases: Vec::new(),
+            segments: Vec::new(),
+            trims: Vec::new(),
+            ended: None,
+        });
+        match o.name {
+            Name::Start(_) => {
+                v.start = start_record(store, g).await?.map(|r| Base {
+                    revision: r.base_revision,
+                    key: r.base,
+                    taken: r.started,
+                    record: None,
+                });
+            }
+            Name::Segment { first, last, .. } => {
+                v.segments.push((o.name, first, last, o.last_modified))
+            }
+            Name::Base { revision, .. } => {
+                let body = store.get_stream_object(&o.name, MAX_RECORD).await?;
+                match body.map(|b| serde_json::from_slice::<BaseRecord>(&b)) {
+                    Some(Ok(r)) if r.revision == revision => v.bases.push(Base {
+                        revision,
+                        key: r.base,
+                        taken: r.taken,
+                        record: Some(o.name),
+                    }),
+                    Some(_) => tracing::warn!(
+                        "{} is not a base record of revision {revision}; ignoring it",
+                        store.stream_url(&o.name)
+                    ),
+                    None => {}
+                }
+            }
+            Name::End(_) => v.ended = Some(o.last_modified),
+            Name::Trimmed { revision, .. } => v.trims.push(revision),
+        }
+    }
+    Ok(views.into_values().collect())
 }
 
 /// What `check --max-lag` found.

@@ -26,6 +26,7 @@ pub async fn list(
                 plan,
                 refused,
                 mut vouched,
+                ..
             } = survey(store, policy, now, None, keys).await?;
             let mut meta = Vec::new();
             for b in &listing.backups {

@@ -10,6 +10,8 @@ use crate::retention::{self, Policy};
 use crate::shutdown::Shutdown;
 use crate::sign::{Refused, VerifyKeys};
 use crate::store::{Listing, Store};
+use crate::stream::names::Name;
+use crate::stream::retention::StreamPlan;
 use std::collections::HashMap;
 
 /// `prune`'s command line.
@@ -25,6 +27,9 @@ pub struct PruneArgs {
 pub struct Pruned {
     pub deleted: Vec<BackupKey>,
     pub plan: retention::Plan,
+    /// What the stream's history loses ([`crate::stream::retention`]).
+    pub stream: StreamPlan,
+    pub stream_deleted: Vec<Name>,
 }
 
 impl Pruned {
@@ -32,6 +37,8 @@ impl Pruned {
         tracing::info!(
             deleted = self.deleted.len(),
             planned = self.plan.delete_count(),
+            stream_deleted = self.stream_deleted.len(),
+            stream_planned = self.stream.delete.len(),
             dry_run,
             "prune complete"
         );
@@ -48,6 +55,8 @@ pub struct Survey {
     /// With verify keys: the signed manifest's figures of each backup that passes (read for
     /// the judgement, so `list` need not read them again).
     pub vouched: HashMap<BackupKey, Vec<(String, String)>>,
+    /// What the stream's history keeps and loses.
+    pub stream: StreamPlan,
 }
 
 /// Our backups and what retention would do with each. `protect` is never planned for deletion.
@@ -86,6 +95,17 @@ pub async fn survey(
         }
     }
     let plan = retention::plan_counting(&keys, policy, now, protect, |k| !refused.contains_key(k));
+    // The bases a stream generation needs for its window are kept whatever their age.
+    let stream = if listing.stream_objects > 0 {
+        let views = crate::commands::generations::views(store).await?;
+        crate::stream::retention::plan(&views, now, policy.pitr_window)
+    } else {
+        StreamPlan::default()
+    };
+    let plan = plan.needed_by_stream(|k| {
+        let name = k.to_string();
+        stream.needed.get(&name).cloned()
+    });
     let plan = match store.bucket() {
         Some(bucket) if plan.delete_count() > 0 && bucket.object_lock().await?.is_some() => {
             // One GET per backup the rules would delete: only those can be locked in the way.
@@ -104,6 +124,7 @@ pub async fn survey(
         plan,
         refused,
         vouched,
+        stream,
     })
 }
 
@@ -118,9 +139,26 @@ pub async fn prune(
     shutdown: &Shutdown,
 ) -> anyhow::Result<Pruned> {
     let dry_run = args.dry_run;
-    let plan = survey(store, policy, now, protect, verify).await?.plan;
+    let Survey { plan, stream, .. } = survey(store, policy, now, protect, verify).await?;
     let mut deleted = Vec::new();
+    let mut stream_deleted = Vec::new();
     if !dry_run {
+        // The trim markers first: once one is there, a generation counts from its base, so a
+        // prune stopped midway leaves nothing that reads as a gap.
+        for name in &stream.trims {
+            let body = serde_json::json!({ "trimmed-to": name.to_string() }).to_string();
+            store.put_stream_object(name, body.into()).await?;
+        }
+        // Then the stream's objects, in the plan's order (segments before the records that
+        // name their base): a prune stopped midway leaves no segment without its base.
+        for (name, why) in &stream.delete {
+            if let Some(why) = shutdown.fired() {
+                return Err(crate::shutdown::Interrupted(why).into());
+            }
+            store.delete_stream_object(name).await?;
+            tracing::info!(object = %store.stream_url(name), reason = %why, "deleted");
+            stream_deleted.push(*name);
+        }
         for key in plan.to_delete() {
             // Stop between deletions: each one is whole, and the rest wait for the next run.
             if let Some(why) = shutdown.fired() {
@@ -131,5 +169,10 @@ pub async fn prune(
             deleted.push(*key);
         }
     }
-    Ok(Pruned { deleted, plan })
+    Ok(Pruned {
+        deleted,
+        plan,
+        stream,
+        stream_deleted,
+    })
 }

@@ -18,7 +18,7 @@ use crate::store::Store;
 use crate::stream::chain::Break;
 use crate::stream::follow::{self, Chain, Ended, Settings, Status};
 use crate::stream::lock::{self, Decision, Lock};
-use crate::stream::names::{continuity, Generation, Name, Span};
+use crate::stream::names::{continuity, floor, Generation, Name, Span};
 
 /// A generation's start record (`generation.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,7 +467,14 @@ async fn resume(store: &Store) -> anyhow::Result<Resumable> {
         last: start.base_revision,
         previous: format!("base:{}", start.base_revision),
     };
-    let spans = continuity(start.base_revision, &segments);
+    let trims: Vec<i64> = mine
+        .iter()
+        .filter_map(|n| match n {
+            Name::Trimmed { revision, .. } => Some(*revision),
+            _ => None,
+        })
+        .collect();
+    let spans = continuity(floor(start.base_revision, &trims), &segments);
     if let Some(bad) = spans.iter().find(|s| !matches!(s, Span::Ok { .. })) {
         let b = Break::BucketGap {
             reason: format!("{bad:?}"),

@@ -386,9 +386,19 @@ fn policy(r: &mut Reader<'_>) -> Option<Policy> {
         "expected a whole number of at least 1 (the newest backups are never pruned)",
         |v| v.parse::<usize>().ok().filter(|n| *n >= 1),
     );
+    let pitr_window = r.parse(
+        Key::BackupPitrWindow,
+        "expected a duration of at least 1h, such as 7d",
+        |v| {
+            humantime::parse_duration(v)
+                .ok()
+                .filter(|d| *d >= Duration::from_secs(3600))
+        },
+    );
     Some(Policy {
         max_age: max_age?,
         keep_last: keep_last?,
+        pitr_window: pitr_window?,
     })
 }
 

@@ -57,7 +57,8 @@ fn defaults_for_backup() {
         cfg.policy,
         Policy {
             max_age: Duration::from_secs(30 * 86400),
-            keep_last: 3
+            keep_last: 3,
+            pitr_window: Duration::from_secs(7 * 86_400),
         }
     );
 }

@@ -227,6 +227,11 @@ vars! {
         default: "3",
         doc: "Always keep this many newest backups (at least 1).",
     }
+    BackupPitrWindow {
+        name: "BACKUP_PITR_WINDOW",
+        default: "7d",
+        doc: "How far back a stream's history is kept: prune keeps every base and segment needed to reach any moment of it, deletes generations that ended before it, and keeps the bases it needs whatever BACKUP_RETENTION says.",
+    }
     BackupTmpDir {
         name: "BACKUP_TMP_DIR",
         doc: "Scratch directory for the spooled snapshot (default: the system temp dir).",

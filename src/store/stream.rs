@@ -136,6 +136,14 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes a stream object (prune); one already gone is not an error.
+    pub async fn delete_stream_object(&self, name: &Name) -> Result<(), StoreError> {
+        self.delete_if_there(&self.stream_path(name), self.stream_url(name))
+            .await
+    }
+}
+
 /// The writer lock of the prefix's stream ([`crate::stream::lock`]), beside the generations.
 const LOCK: &str = "lock.json";
 

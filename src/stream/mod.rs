@@ -14,6 +14,7 @@
 //! - [`follow`]: the watch into sealed segments, and their upload beside it;
 //! - [`lock`]: one writer per prefix;
 //! - [`names`]: the names of a stream's objects, and what they say about continuity;
+//! - [`retention`]: what prune keeps of a stream's history;
 //! - [`serve`]: `/metrics` and `/healthz` while it runs.
 //!
 //! The command around them (bases, resuming, ending a generation) is
@@ -24,6 +25,7 @@ pub mod follow;
 pub mod kv;
 pub mod lock;
 pub mod names;
+pub mod retention;
 pub mod seal;
 pub mod segment;
 pub mod serve;

@@ -5,6 +5,7 @@
 //! stream/{generation}/generation.json                 where it starts: base, revision, cluster
 //! stream/{generation}/{first}-{last}.seg.zst[.age]    a segment; revisions zero-padded to 19
 //! stream/{generation}/base-{revision}.json            a later base inside the generation
+//! stream/{generation}/trimmed-{revision}.json         prune dropped the segments up to here
 //! stream/{generation}/end.json                        why it ended
 //! ```
 //!
@@ -55,6 +56,12 @@ pub enum Name {
         generation: Generation,
         revision: i64,
     },
+    /// Prune deleted the segments up to this revision (a base of the generation's):
+    /// continuity counts from here.
+    Trimmed {
+        generation: Generation,
+        revision: i64,
+    },
     End(Generation),
 }
 
@@ -62,7 +69,9 @@ impl Name {
     pub fn generation(&self) -> Generation {
         match *self {
             Name::Start(g) | Name::End(g) => g,
-            Name::Segment { generation, .. } | Name::Base { generation, .. } => generation,
+            Name::Segment { generation, .. }
+            | Name::Base { generation, .. }
+            | Name::Trimmed { generation, .. } => generation,
         }
     }
 
@@ -81,6 +90,16 @@ impl Name {
         {
             let revision = revision(r)?;
             return Some(Name::Base {
+                generation,
+                revision,
+            });
+        }
+        if let Some(r) = rest
+            .strip_prefix("trimmed-")
+            .and_then(|r| r.strip_suffix(".json"))
+        {
+            let revision = revision(r)?;
+            return Some(Name::Trimmed {
                 generation,
                 revision,
             });
@@ -117,6 +136,10 @@ impl fmt::Display for Name {
                 generation,
                 revision,
             } => write!(f, "{generation}/base-{revision:019}.json"),
+            Name::Trimmed {
+                generation,
+                revision,
+            } => write!(f, "{generation}/trimmed-{revision:019}.json"),
             Name::Segment {
                 generation,
                 first,
@@ -143,19 +166,21 @@ pub enum Span {
 
 /// The spans of the segments `(first, last)` after a base at `base`: the revisions from
 /// `base + 1` on, in order, as `wal-g wal-verify` shows a WAL: runs that are there, and what is
-/// missing or doubled between them.
+/// missing or doubled between them. Segments that end at or before the base are left out, and
+/// one that straddles it counts from `base + 1` (prune leaves such a segment when it trims a
+/// generation to a later base).
 pub fn continuity(base: i64, segments: &[(i64, i64)]) -> Vec<Span> {
-    let mut sorted = segments.to_vec();
+    let mut sorted: Vec<(i64, i64)> = segments.iter().copied().filter(|s| s.1 > base).collect();
     sorted.sort();
     let mut spans: Vec<Span> = Vec::new();
     let mut next = base + 1;
-    for (first, last) in sorted {
+    for (i, (first, last)) in sorted.into_iter().enumerate() {
         if first > next {
             spans.push(Span::Gap {
                 first: next,
                 last: first - 1,
             });
-        } else if first < next {
+        } else if first < next && i > 0 {
             spans.push(Span::Overlap {
                 first,
                 last: last.min(next - 1),
@@ -172,6 +197,12 @@ pub fn continuity(base: i64, segments: &[(i64, i64)]) -> Vec<Span> {
         next = last + 1;
     }
     spans
+}
+
+/// The base a generation's continuity counts from: its own, or the newest one prune trimmed
+/// its segments to (a `trimmed-` marker, written before the segments went).
+pub fn floor(start_base: i64, trims: &[i64]) -> i64 {
+    trims.iter().copied().fold(start_base, i64::max)
 }
 
 #[cfg(test)]
@@ -203,6 +234,10 @@ mod tests {
             Name::Base {
                 generation: g,
                 revision: 77,
+            },
+            Name::Trimmed {
+                generation: g,
+                revision: 78,
             },
         ];
         for n in names {
@@ -322,19 +357,27 @@ mod tests {
                     },
                 ],
             ),
+            // Below or across the base: what prune leaves after trimming.
             (
                 &[(5, 12)],
-                vec![
-                    Overlap { first: 5, last: 10 },
-                    Ok {
-                        first: 11,
-                        last: 12,
-                    },
-                ],
+                vec![Ok {
+                    first: 11,
+                    last: 12,
+                }],
+            ),
+            (
+                &[(1, 4), (5, 10), (11, 12)],
+                vec![Ok {
+                    first: 11,
+                    last: 12,
+                }],
             ),
         ];
         for (segments, want) in cases {
             assert_eq!(&continuity(10, segments), want, "{segments:?}");
         }
+        // The floor: the own base until prune trims to a later one.
+        assert_eq!(floor(10, &[]), 10);
+        assert_eq!(floor(10, &[25, 35]), 35);
     }
 }

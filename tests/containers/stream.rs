@@ -143,7 +143,7 @@ async fn read_generation(s3: &S3, objects: &[(Name, String)], g: Name) -> Read {
         match name {
             Name::Start(_) => start = Some(serde_json::from_slice::<StartRecord>(&bytes).unwrap()),
             Name::End(_) => end = Some(serde_json::from_slice(&bytes).unwrap()),
-            Name::Base { .. } => {}
+            Name::Base { .. } | Name::Trimmed { .. } => {}
             Name::Segment { first, last, .. } => {
                 let start: &StartRecord = start.as_ref().expect("start record sorts first");
                 let mut r = etcd_backup::stream::seal::open(&bytes[..], None).unwrap();
@@ -537,6 +537,59 @@ async fn a_stream_away_past_a_compaction_ends_its_generation_and_starts_another(
         "{}",
         crate::cli::text(&o)
     );
+
+    // Eight days on, with BACKUP_PITR_WINDOW 7d: the ended generation goes whole, the open one
+    // is trimmed to its later base (the lost segment was before it, so no gap is left), and
+    // that base is kept although BACKUP_RETENTION and BACKUP_KEEP_LAST would delete it.
+    rig::run(
+        rig::backup_cmd(&pki, &etcd.url, &s3, "backups").args(["--now", &rig::later(60)]),
+        0,
+    )
+    .await;
+    let o = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups")
+            .env("BACKUP_RETENTION", "1d")
+            .env("BACKUP_KEEP_LAST", "1")
+            .args(["prune", "-o", "json", "--now", &rig::later(8 * 86_400)]),
+        0,
+    )
+    .await;
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let of = |key: &str| {
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"] == key)
+            .unwrap_or_else(|| panic!("{key} not in {plan}"))
+            .clone()
+    };
+    let kept = of(&record.base);
+    assert_eq!(kept["keep"], true, "{kept}");
+    assert!(
+        kept["reason"]
+            .as_str()
+            .unwrap()
+            .contains("inside BACKUP_PITR_WINDOW"),
+        "{kept}"
+    );
+    assert_eq!(of(&old.start.base)["deleted"], true);
+    assert_eq!(of(&new.start.base)["deleted"], true);
+    let rows = rig::run(
+        rig::cmd(&pki, &etcd.url, &s3, "backups").args(["list", "--generations", "-o", "json"]),
+        0,
+    )
+    .await;
+    let rows: serde_json::Value = serde_json::from_slice(&rows.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "the ended generation is gone: {rows:?}");
+    assert_eq!(rows[0]["continuity"][0]["kind"], "ok", "{rows:?}");
+    assert_eq!(rows[0]["continuity"][0]["first"], *revision + 1, "{rows:?}");
+    assert_eq!(rows[0]["last_revision"], newest);
+    let left = stream_objects(&s3).await;
+    assert!(left.iter().all(|(n, _)| match n {
+        Name::Segment { last, .. } => last > revision,
+        _ => true,
+    }));
 }
 
 #[tokio::test]
