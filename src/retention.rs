@@ -3,7 +3,10 @@
 //! clock, and applied as a separate step.
 //!
 //! The rules, in order: a backup this run just uploaded is kept; the newest `keep_last` are
-//! kept whatever their age; a backup no older than `max_age` is kept; the rest are deleted.
+//! kept whatever their age; the newest of each of the last hours, days, ISO weeks and months
+//! that the tiers name is kept (restic's `forget --keep-hourly` and the rest); a backup no older
+//! than `max_age` is kept; the rest are deleted, unless a stream generation needs it as a base
+//! for its point-in-time window ([`Plan::needed_by_stream`]).
 //! A time in the future (clock skew) counts as young, so it is kept. On a bucket with object
 //! lock, a backup the rules would delete but whose retention runs past `now` is kept, "locked
 //! until" that date ([`Plan::locked`]): S3 would refuse the delete anyway, and that is not a
@@ -25,6 +28,35 @@ pub struct Policy {
     /// How far back `stream`'s history must reach (BACKUP_PITR_WINDOW): the bases and segments
     /// that reach every moment in it are kept ([`crate::stream::retention`]).
     pub pitr_window: Duration,
+    /// Backups kept one per hour, day, week and month, as restic's `forget --keep-hourly` and
+    /// the rest do (BACKUP_KEEP_HOURLY and the rest; 0 turns a tier off).
+    pub tiers: Tiers,
+}
+
+/// A tier's name, how many periods it keeps, and the period a backup's time falls in.
+type Tier = (&'static str, usize, fn(DateTime<Utc>) -> String);
+
+/// How many hours, days, ISO weeks and months keep their newest backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tiers {
+    pub hourly: usize,
+    pub daily: usize,
+    pub weekly: usize,
+    pub monthly: usize,
+}
+
+impl Tiers {
+    /// The tiers in order, each with the period a backup falls in.
+    fn each(&self) -> [Tier; 4] {
+        [
+            ("hourly", self.hourly, |t| {
+                t.format("%Y-%m-%d %Hh").to_string()
+            }),
+            ("daily", self.daily, |t| t.format("%Y-%m-%d").to_string()),
+            ("weekly", self.weekly, |t| t.format("%G-W%V").to_string()),
+            ("monthly", self.monthly, |t| t.format("%Y-%m").to_string()),
+        ]
+    }
 }
 
 /// Why a backup is kept or deleted.
@@ -46,6 +78,13 @@ pub enum Reason {
     /// Past retention, but the bucket's object lock retains it until then.
     Locked {
         until: DateTime<Utc>,
+    },
+    /// The newest backup of one of the last periods a tier keeps.
+    Tier {
+        tier: &'static str,
+        period: String,
+        rank: usize,
+        of: usize,
     },
     /// Past retention, but a stream generation needs it to reach its point-in-time window.
     StreamBase {
@@ -71,6 +110,12 @@ impl fmt::Display for Reason {
                 write!(f, "locked until {}", until.format("%Y-%m-%d %H:%M:%S UTC"))
             }
             Reason::StreamBase { why } => write!(f, "{why}"),
+            Reason::Tier {
+                tier,
+                period,
+                rank,
+                of,
+            } => write!(f, "newest of {period}, {tier} {rank} of {of}"),
         }
     }
 }
@@ -193,6 +238,27 @@ pub fn plan_counting(
     sorted.sort_by(|a, b| b.cmp(a));
     sorted.dedup();
     let any_counts = sorted.iter().any(&counts);
+    // Each tier walks the counted backups newest first and keeps the first of each period,
+    // for as many periods as it is told; a backup keeps the first tier's reason.
+    let mut tiered: std::collections::HashMap<BackupKey, Reason> = Default::default();
+    for (tier, n, period_of) in policy.tiers.each() {
+        let mut periods: Vec<String> = Vec::new();
+        for key in sorted.iter().filter(|k| !any_counts || counts(k)) {
+            if periods.len() >= n {
+                break;
+            }
+            let period = period_of(key.time);
+            if periods.last() != Some(&period) {
+                periods.push(period.clone());
+                tiered.entry(*key).or_insert(Reason::Tier {
+                    tier,
+                    period,
+                    rank: periods.len(),
+                    of: n,
+                });
+            }
+        }
+    }
     let mut rank = 0;
     let decisions = sorted
         .into_iter()
@@ -213,6 +279,8 @@ pub fn plan_counting(
                         keep_last: policy.keep_last,
                     },
                 )
+            } else if let Some(reason) = tiered.remove(&key) {
+                (true, reason)
             } else if age <= policy.max_age {
                 (
                     true,
@@ -257,6 +325,7 @@ mod tests {
             max_age: Duration::from_secs(DAY),
             keep_last: 2,
             pitr_window: Duration::from_secs(7 * DAY),
+            tiers: Tiers::default(),
         };
         let keys = [
             key("20260531-200000.db"), // planted, young
@@ -300,6 +369,7 @@ mod tests {
             max_age: Duration::from_secs(DAY),
             keep_last: 1,
             pitr_window: Duration::from_secs(7 * DAY),
+            tiers: Tiers::default(),
         };
         let keys = [
             key("20260531-120000.db"),
@@ -340,6 +410,7 @@ mod tests {
             max_age: Duration::from_secs(days * DAY),
             keep_last,
             pitr_window: Duration::from_secs(7 * DAY),
+            tiers: Tiers::default(),
         }
     }
 
@@ -415,5 +486,59 @@ delete 20260301-000000.db  age 92d is past retention 30d
         let p = plan(&backups, &policy(30, 1), now(), None);
         assert_eq!(p.delete_count(), 0);
         let _ = Codec::Gzip;
+    }
+
+    #[test]
+    fn tiers_keep_the_newest_of_each_period_as_restic_does() {
+        // Four backups a day, 00:00, 06:00, 12:00, 18:00, from May 1 to May 31.
+        let mut keys = Vec::new();
+        for day in 1..=31 {
+            for h in [0, 6, 12, 18] {
+                keys.push(key(&format!("202605{day:02}-{h:02}0000.db")));
+            }
+        }
+        let policy = Policy {
+            max_age: Duration::from_secs(DAY),
+            keep_last: 2,
+            pitr_window: Duration::from_secs(7 * DAY),
+            tiers: Tiers {
+                hourly: 3,
+                daily: 7,
+                weekly: 4,
+                monthly: 2,
+            },
+        };
+        let p = plan(&keys, &policy, now(), None);
+        let kept: Vec<String> = p
+            .decisions
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| format!("{} {}", d.key, d.reason))
+            .collect();
+        // Within a day of June 1 (Young): May 31 06:00, 12:00, 18:00 and June 1 00:00 is not
+        // there; the newest two by count; then one a period back from there.
+        let want = [
+            "20260531-180000.db newest 1 of 2 kept by count",
+            "20260531-120000.db newest 2 of 2 kept by count",
+            "20260531-060000.db newest of 2026-05-31 06h, hourly 3 of 3",
+            "20260531-000000.db age 1d is within retention 1d",
+            "20260530-180000.db newest of 2026-05-30, daily 2 of 7",
+            "20260529-180000.db newest of 2026-05-29, daily 3 of 7",
+            "20260528-180000.db newest of 2026-05-28, daily 4 of 7",
+            "20260527-180000.db newest of 2026-05-27, daily 5 of 7",
+            "20260526-180000.db newest of 2026-05-26, daily 6 of 7",
+            "20260525-180000.db newest of 2026-05-25, daily 7 of 7",
+            "20260524-180000.db newest of 2026-W21, weekly 2 of 4",
+            "20260517-180000.db newest of 2026-W20, weekly 3 of 4",
+            "20260510-180000.db newest of 2026-W19, weekly 4 of 4",
+        ];
+        assert_eq!(kept, want);
+        // No tier: the newest two by count and the two within a day.
+        let none = Policy {
+            tiers: Tiers::default(),
+            ..policy
+        };
+        let kept = plan(&keys, &none, now(), None);
+        assert_eq!(kept.decisions.iter().filter(|d| d.keep).count(), 4);
     }
 }

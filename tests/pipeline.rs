@@ -266,6 +266,7 @@ async fn prune_deletes_only_what_the_plan_says() {
         max_age: Duration::from_secs(30 * 86400),
         keep_last: 1,
         pitr_window: std::time::Duration::from_secs(7 * 86_400),
+        tiers: Default::default(),
     };
     let dry = prune::prune(
         &store,
@@ -369,6 +370,7 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
         max_age: Duration::from_secs(86400),
         keep_last: 1,
         pitr_window: std::time::Duration::from_secs(7 * 86_400),
+        tiers: Default::default(),
     };
     let e = list::list(&store, &policy, chrono::Utc::now(), None, &stop)
         .await
@@ -636,6 +638,7 @@ async fn restore_relies_only_on_a_manifest_signed_for_that_very_object() {
         max_age: Duration::ZERO,
         keep_last: 1,
         pitr_window: std::time::Duration::from_secs(7 * 86_400),
+        tiers: Default::default(),
     };
     let now = planted.time + chrono::TimeDelta::days(1);
     for (verify, kept) in [(None, planted), (Some(&keys), new)] {

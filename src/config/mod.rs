@@ -395,9 +395,25 @@ fn policy(r: &mut Reader<'_>) -> Option<Policy> {
                 .filter(|d| *d >= Duration::from_secs(3600))
         },
     );
+    let mut tier = |key| {
+        r.parse(
+            key,
+            "expected a whole number (0 keeps no backup for this tier)",
+            |v| v.parse::<usize>().ok(),
+        )
+    };
+    let tiers = (|| {
+        Some(crate::retention::Tiers {
+            hourly: tier(Key::BackupKeepHourly)?,
+            daily: tier(Key::BackupKeepDaily)?,
+            weekly: tier(Key::BackupKeepWeekly)?,
+            monthly: tier(Key::BackupKeepMonthly)?,
+        })
+    })();
     Some(Policy {
         max_age: max_age?,
         keep_last: keep_last?,
+        tiers: tiers?,
         pitr_window: pitr_window?,
     })
 }

@@ -59,6 +59,7 @@ fn defaults_for_backup() {
             max_age: Duration::from_secs(30 * 86400),
             keep_last: 3,
             pitr_window: Duration::from_secs(7 * 86_400),
+            tiers: Default::default(),
         }
     );
 }
@@ -562,11 +563,15 @@ fn stream_settings_are_checked_with_the_backups_and_defaulted() {
             ("BACKUP_BASE_INTERVAL", "5s"),
             ("BACKUP_SPOOL_MAX_BYTES", "1MiB"),
             ("BACKUP_METRICS_LISTEN", "9402"),
+            ("BACKUP_KEEP_DAILY", "seven"),
+            ("BACKUP_PITR_WINDOW", "10m"),
         ])
         .stream(),
     );
     let want = [
         "BACKUP_BUCKET: is not set: expected the name of the bucket to store backups in",
+        "BACKUP_PITR_WINDOW=\"10m\": expected a duration of at least 1h, such as 7d",
+        "BACKUP_KEEP_DAILY=\"seven\": expected a whole number (0 keeps no backup for this tier)",
         "BACKUP_SEGMENT_INTERVAL=\"0s\": expected a duration from 1s to 1h, such as 10s",
         "BACKUP_SEGMENT_MAX_BYTES=\"2GiB\": expected a size from 64KiB to 1GiB, such as 8MiB",
         "BACKUP_BASE_INTERVAL=\"5s\": expected a duration of at least 10s, such as 1h",

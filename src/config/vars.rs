@@ -227,6 +227,26 @@ vars! {
         default: "3",
         doc: "Always keep this many newest backups (at least 1).",
     }
+    BackupKeepHourly {
+        name: "BACKUP_KEEP_HOURLY",
+        default: "0",
+        doc: "Also keep the newest backup of each of the last N hours that have one (as restic's --keep-hourly); 0 for none.",
+    }
+    BackupKeepDaily {
+        name: "BACKUP_KEEP_DAILY",
+        default: "0",
+        doc: "Also keep the newest backup of each of the last N days that have one (as restic's --keep-daily); 0 for none.",
+    }
+    BackupKeepWeekly {
+        name: "BACKUP_KEEP_WEEKLY",
+        default: "0",
+        doc: "Also keep the newest backup of each of the last N ISO weeks that have one (as restic's --keep-weekly); 0 for none.",
+    }
+    BackupKeepMonthly {
+        name: "BACKUP_KEEP_MONTHLY",
+        default: "0",
+        doc: "Also keep the newest backup of each of the last N months that have one (as restic's --keep-monthly); 0 for none.",
+    }
     BackupPitrWindow {
         name: "BACKUP_PITR_WINDOW",
         default: "7d",
