@@ -320,6 +320,8 @@ async fn watch(
                 Ok(None) => {
                     tracing::warn!(endpoint = %member.status.endpoint, "the watch ended; reopening it from revision {}", w.chain.last + 1);
                     status.watch_restarts.fetch_add(1, Ordering::Relaxed);
+                    pause(backoff, shutdown).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     break;
                 }
                 Err(e) => {
@@ -330,7 +332,6 @@ async fn watch(
                     break;
                 }
             };
-            backoff = Duration::from_secs(1);
             if resp.compact_revision() > 0 {
                 w.seal().await?;
                 return Ok(Ended::Broken(Break::Compacted {
@@ -340,8 +341,13 @@ async fn watch(
             }
             if resp.canceled() {
                 tracing::warn!(endpoint = %member.status.endpoint, "etcd cancelled the watch ({}); reopening it", resp.cancel_reason());
+                pause(backoff, shutdown).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
                 break;
             }
+            // A response with events or progress: the watch works, so the next failure starts
+            // its backoff afresh.
+            backoff = Duration::from_secs(1);
             if let Some(h) = resp.header() {
                 let cluster = format!("{:x}", h.cluster_id());
                 if h.cluster_id() != 0 && cluster != w.chain.cluster_id {

@@ -4,11 +4,11 @@
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tempfile::TempPath;
 
 use super::names::Name;
-use super::segment::{Header, Records};
+use super::segment::{HashWriter, Header, Records};
 use crate::crypt::Sealer;
 
 /// zstd's own default: a segment is small, and the stream runs all day beside etcd.
@@ -27,24 +27,6 @@ pub struct Sealed {
     pub revisions: u64,
 }
 
-struct Counted<W> {
-    inner: W,
-    sha: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes the segment of `records` under `header` to a new file in `dir`: compressed, then
 /// encrypted to `recipients` when there are any. Blocking (compression).
 pub fn seal(
@@ -56,17 +38,13 @@ pub fn seal(
     last_received_ms: i64,
 ) -> anyhow::Result<Sealed> {
     let file = crate::scratch::file(dir, ".seg")?;
-    let counted = Counted {
-        inner: BufWriter::new(file.as_file().try_clone()?),
-        sha: Sha256::new(),
-        len: 0,
-    };
+    let counted = HashWriter::new(BufWriter::new(file.as_file().try_clone()?));
     let sealer = Sealer::new(counted, recipients)?;
     let mut z = zstd::stream::write::Encoder::new(sealer, LEVEL)?;
     records.seal(header, &mut z)?;
     let mut counted = z.finish()?.finish()?;
     counted.flush()?;
-    let Counted { inner, sha, len } = counted;
+    let HashWriter { inner, sha, len } = counted;
     drop(inner);
     let sha256 = sha.finalize().into();
     file.as_file().sync_data()?;
@@ -97,6 +75,7 @@ mod tests {
     use super::*;
     use crate::stream::names::Generation;
     use crate::stream::segment::{tests::put, Record, Revision};
+    use sha2::Sha256;
 
     #[test]
     fn sealed_segments_open_plain_and_encrypted_and_hash_as_stored() {

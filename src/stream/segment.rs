@@ -127,10 +127,7 @@ impl Records {
     pub fn seal(self, header: &Header, out: impl Write) -> io::Result<()> {
         let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
-        let mut out = HashWriter {
-            inner: out,
-            sha: Sha256::new(),
-        };
+        let mut out = HashWriter::new(out);
         out.write_all(MAGIC)?;
         let h = serde_json::to_vec(header).map_err(io::Error::other)?;
         out.write_all(&(h.len() as u32).to_be_bytes())?;
@@ -143,15 +140,28 @@ impl Records {
     }
 }
 
-struct HashWriter<W> {
-    inner: W,
-    sha: Sha256,
+/// A writer that hashes and counts what passes through it.
+pub(crate) struct HashWriter<W> {
+    pub inner: W,
+    pub sha: Sha256,
+    pub len: u64,
+}
+
+impl<W> HashWriter<W> {
+    pub fn new(inner: W) -> HashWriter<W> {
+        HashWriter {
+            inner,
+            sha: Sha256::new(),
+            len: 0,
+        }
+    }
 }
 
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.sha.update(&buf[..n]);
+        self.len += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

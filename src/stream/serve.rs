@@ -12,82 +12,35 @@ use tokio::net::TcpListener;
 
 use super::follow::Status;
 
-/// The Prometheus text exposition of `s` at `now_ms`.
+/// The Prometheus text exposition of `s`.
 pub fn render(s: &Status) -> String {
+    let secs = |ms: &std::sync::atomic::AtomicI64| {
+        format!("{:.3}", ms.load(Ordering::Relaxed) as f64 / 1000.0)
+    };
+    let int = |v: &std::sync::atomic::AtomicI64| v.load(Ordering::Relaxed).to_string();
+    let count = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed).to_string();
+    // (name, kind, help, value)
+    let metrics = [
+        ("received_revision", "gauge", "The newest revision received from etcd's watch.", int(&s.received)),
+        ("safe_revision", "gauge", "The newest revision in a segment in the bucket.", int(&s.safe)),
+        ("safe_change_timestamp_seconds", "gauge", "When the stream received the newest revision that is now in the bucket (0: none yet).", secs(&s.safe_received_ms)),
+        ("last_upload_timestamp_seconds", "gauge", "When the newest segment reached the bucket (0: none yet).", secs(&s.safe_at_ms)),
+        ("generation_start_timestamp_seconds", "gauge", "When the current generation started.", int(&s.generation_started)),
+        ("spooled_bytes", "gauge", "Bytes of sealed segments waiting on scratch disk for the bucket.", count(&s.spooled)),
+        ("segments_total", "counter", "Segments uploaded.", count(&s.segments)),
+        ("uploaded_bytes_total", "counter", "Bytes of segments uploaded, as stored.", count(&s.bytes)),
+        ("generations_ended_total", "counter", "Generations that broke (a gap, a compaction, a cluster change) since the process started.", count(&s.generations_ended)),
+        ("upload_failures_total", "counter", "Segment uploads that failed and were retried.", count(&s.upload_failures)),
+        ("watch_restarts_total", "counter", "Times the watch broke and was reopened.", count(&s.watch_restarts)),
+    ];
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+    for (name, kind, help, value) in metrics {
+        let name = format!("etcd_backup_stream_{name}");
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
-    };
-    let secs = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
-    gauge(
-        "etcd_backup_stream_received_revision",
-        "The newest revision received from etcd's watch.",
-        "gauge",
-        s.received.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_safe_revision",
-        "The newest revision in a segment in the bucket.",
-        "gauge",
-        s.safe.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_safe_change_timestamp_seconds",
-        "When the stream received the newest revision that is now in the bucket (0: none yet).",
-        "gauge",
-        secs(s.safe_received_ms.load(Ordering::Relaxed)),
-    );
-    gauge(
-        "etcd_backup_stream_last_upload_timestamp_seconds",
-        "When the newest segment reached the bucket (0: none yet).",
-        "gauge",
-        secs(s.safe_at_ms.load(Ordering::Relaxed)),
-    );
-    gauge(
-        "etcd_backup_stream_generation_start_timestamp_seconds",
-        "When the current generation started.",
-        "gauge",
-        s.generation_started.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_spooled_bytes",
-        "Bytes of sealed segments waiting on scratch disk for the bucket.",
-        "gauge",
-        s.spooled.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_segments_total",
-        "Segments uploaded.",
-        "counter",
-        s.segments.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_uploaded_bytes_total",
-        "Bytes of segments uploaded, as stored.",
-        "counter",
-        s.bytes.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_generations_ended_total",
-        "Generations that broke (a gap, a compaction, a cluster change) since the process started.",
-        "counter",
-        s.generations_ended.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_upload_failures_total",
-        "Segment uploads that failed and were retried.",
-        "counter",
-        s.upload_failures.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "etcd_backup_stream_watch_restarts_total",
-        "Times the watch broke and was reopened.",
-        "counter",
-        s.watch_restarts.load(Ordering::Relaxed).to_string(),
-    );
+    }
     out
 }
 

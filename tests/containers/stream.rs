@@ -190,6 +190,23 @@ async fn scrape(port: u16) -> String {
     out
 }
 
+/// Waits until the bucket holds `newest`, stops the stream (exit 0), and reads the one
+/// generation the bucket holds, checking that it has every revision from its base to `newest`.
+async fn one_generation_to(s3: &S3, newest: i64, stream: Streaming) -> Read {
+    until_safe(s3, newest, &stream).await;
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let objects = stream_objects(s3).await;
+    let starts: Vec<_> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .collect();
+    assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
+    let g = read_generation(s3, &objects, starts[0].0).await;
+    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    g
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -612,21 +629,7 @@ async fn etcd_3_4_is_followed_revision_by_revision() {
         .header()
         .unwrap()
         .revision();
-    until_safe(&s3, newest, &stream).await;
-    let (code, _, log) = stream.stop().await;
-    assert_eq!(code, Some(0), "{log}");
-    let objects = stream_objects(&s3).await;
-    let starts: Vec<_> = objects
-        .iter()
-        .filter(|(n, _)| matches!(n, Name::Start(_)))
-        .collect();
-    assert_eq!(
-        starts.len(),
-        1,
-        "one generation, from an empty etcd on: {objects:?}\n{log}"
-    );
-    let g = read_generation(&s3, &objects, starts[0].0).await;
-    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    let g = one_generation_to(&s3, newest, stream).await;
     assert_matches_etcd(&g, &client, &churned).await;
 }
 
@@ -671,18 +674,9 @@ async fn a_bucket_away_for_30_seconds_costs_no_revision() {
         .header()
         .unwrap()
         .revision();
-    until_safe(&s3, newest, &stream).await;
-    let (code, _, log) = stream.stop().await;
-    assert_eq!(code, Some(0), "{log}");
-    let objects = stream_objects(&s3).await;
-    let starts: Vec<_> = objects
-        .iter()
-        .filter(|(n, _)| matches!(n, Name::Start(_)))
-        .collect();
-    assert_eq!(starts.len(), 1, "no new generation: {objects:?}\n{log}");
-    let g = read_generation(&s3, &objects, starts[0].0).await;
+    // No new generation: the one there goes on.
+    let g = one_generation_to(&s3, newest, stream).await;
     assert!(g.end.is_none());
-    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
     assert!(i > 200, "{i} writes while away");
 }
 
@@ -723,21 +717,7 @@ async fn the_watch_fails_over_when_its_member_stops() {
         .header()
         .unwrap()
         .revision();
-    until_safe(&s3, newest, &stream).await;
-    let (code, _, log) = stream.stop().await;
-    assert_eq!(code, Some(0), "{log}");
-    let objects = stream_objects(&s3).await;
-    let starts: Vec<_> = objects
-        .iter()
-        .filter(|(n, _)| matches!(n, Name::Start(_)))
-        .collect();
-    assert_eq!(
-        starts.len(),
-        1,
-        "the generation goes on: {objects:?}\n{log}"
-    );
-    let g = read_generation(&s3, &objects, starts[0].0).await;
-    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    one_generation_to(&s3, newest, stream).await;
 }
 
 #[tokio::test]
@@ -765,17 +745,7 @@ async fn a_second_stream_waits_for_the_first_then_continues_its_generation() {
         .header()
         .unwrap()
         .revision();
-    until_safe(&s3, newest, &second).await;
-    let (code, _, log) = second.stop().await;
-    assert_eq!(code, Some(0), "{log}");
-    let objects = stream_objects(&s3).await;
-    let starts: Vec<_> = objects
-        .iter()
-        .filter(|(n, _)| matches!(n, Name::Start(_)))
-        .collect();
-    assert_eq!(starts.len(), 1, "{objects:?}");
-    let g = read_generation(&s3, &objects, starts[0].0).await;
-    assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
+    one_generation_to(&s3, newest, second).await;
     // The lock went with the second stream too.
     assert!(!s3
         .list("backups")
