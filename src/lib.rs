@@ -16,10 +16,15 @@
 //!    with a signing key, [`sign`] signs the manifest that names the object;
 //! 4. [`retention`]: decide, purely, which backups to delete.
 //!
+//! **Continuous backup** ([`stream`]): `stream` takes a base through the stages above, then
+//! follows etcd's watch into chained segments beside it, one writer per prefix, with its own
+//! retention of that history ([`stream::retention`]) and `/metrics`.
+//!
 //! **Commands** ([`commands`], one module each): `backup` (the only place that knows the order
-//! above), `prune`, `list`, `restore` (the way back, through [`download`] and [`files`], relying
+//! above), `stream` (generations: bases, resuming, ending), `prune`, `list`, `restore` (the way back, through [`download`] and [`files`], relying
 //! only on what [`trust`] accepts when verify keys are set), `status`, `verify`, `check` (is the
-//! newest backup fresh), `defrag` (one member at a time), `doctor` (a first install, one check a
+//! newest backup fresh; with `--max-lag`, is the stream keeping up, from `generations`, which
+//! also draws `list --generations`), `defrag` (one member at a time), `doctor` (a first install, one check a
 //! line), `keygen` (a signing key). Each takes its options as one struct and
 //! returns data; [`output`] draws it, and the binary prints it and picks the exit code.
 //!
