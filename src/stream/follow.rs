@@ -208,6 +208,25 @@ async fn lease_ttl(client: &mut etcd_client::Client, id: i64, timeout: Duration)
     }
 }
 
+/// The wait before the next try at etcd: 1 s, doubling to 30 s, back to 1 s after a success.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_secs(1),
+        }
+    }
+
+    /// Waits the current delay (less if the shutdown fires) and doubles the next.
+    async fn wait(&mut self, shutdown: &Shutdown) {
+        pause(self.next, shutdown).await;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Sleeps `d`, or less if the shutdown fires; whether it fired.
 async fn pause(d: Duration, shutdown: &Shutdown) -> bool {
     tokio::select! {
@@ -230,7 +249,7 @@ async fn watch(
         tx,
         open: None,
     };
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new();
     loop {
         if shutdown.fired().is_some() {
             w.seal().await?;
@@ -258,11 +277,8 @@ async fn watch(
         let mut member = match member {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!("{e}; trying again in {}s", backoff.as_secs());
-                if pause(backoff, shutdown).await {
-                    continue;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tracing::warn!("{e}; trying again in {}s", backoff.next.as_secs());
+                backoff.wait(shutdown).await;
                 continue;
             }
         };
@@ -292,9 +308,8 @@ async fn watch(
         let mut stream = match opened {
             Ok(st) => st,
             Err(e) => {
-                tracing::warn!(endpoint = %member.status.endpoint, "opening the watch failed: {e}; trying again in {}s", backoff.as_secs());
-                pause(backoff, shutdown).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tracing::warn!(endpoint = %member.status.endpoint, "opening the watch failed: {e}; trying again in {}s", backoff.next.as_secs());
+                backoff.wait(shutdown).await;
                 continue;
             }
         };
@@ -320,15 +335,13 @@ async fn watch(
                 Ok(None) => {
                     tracing::warn!(endpoint = %member.status.endpoint, "the watch ended; reopening it from revision {}", w.chain.last + 1);
                     status.watch_restarts.fetch_add(1, Ordering::Relaxed);
-                    pause(backoff, shutdown).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff.wait(shutdown).await;
                     break;
                 }
                 Err(e) => {
                     tracing::warn!(endpoint = %member.status.endpoint, "the watch failed: {e}; reopening it from revision {}", w.chain.last + 1);
                     status.watch_restarts.fetch_add(1, Ordering::Relaxed);
-                    pause(backoff, shutdown).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff.wait(shutdown).await;
                     break;
                 }
             };
@@ -341,13 +354,12 @@ async fn watch(
             }
             if resp.canceled() {
                 tracing::warn!(endpoint = %member.status.endpoint, "etcd cancelled the watch ({}); reopening it", resp.cancel_reason());
-                pause(backoff, shutdown).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.wait(shutdown).await;
                 break;
             }
             // A response with events or progress: the watch works, so the next failure starts
             // its backoff afresh.
-            backoff = Duration::from_secs(1);
+            backoff = Backoff::new();
             if let Some(h) = resp.header() {
                 let cluster = format!("{:x}", h.cluster_id());
                 if h.cluster_id() != 0 && cluster != w.chain.cluster_id {

@@ -190,6 +190,16 @@ async fn scrape(port: u16) -> String {
     out
 }
 
+/// Puts `key` and returns the revision etcd gave the write.
+async fn put_revision(kv: &mut etcd_client::KvClient, key: &str, value: &str) -> i64 {
+    kv.put(key, value, None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
 /// Waits until the bucket holds `newest`, stops the stream (exit 0), and reads the one
 /// generation the bucket holds, checking that it has every revision from its base to `newest`.
 async fn one_generation_to(s3: &S3, newest: i64, stream: Streaming) -> Read {
@@ -449,13 +459,7 @@ async fn a_stream_away_past_a_compaction_ends_its_generation_and_starts_another(
         .revision();
     until_safe(&s3, first_after, &second).await;
     // One more segment, so that losing the first below leaves a gap before the last.
-    let newest = kv
-        .put("/after", "3", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let newest = put_revision(&mut kv, "/after", "3").await;
     until_safe(&s3, newest, &second).await;
     let (code, _, log) = second.stop().await;
     assert_eq!(code, Some(0), "{log}");
@@ -667,13 +671,7 @@ async fn a_bucket_away_for_30_seconds_costs_no_revision() {
         stream.log()
     );
     down.send_replace(false);
-    let newest = kv
-        .put("/back", "1", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let newest = put_revision(&mut kv, "/back", "1").await;
     // No new generation: the one there goes on.
     let g = one_generation_to(&s3, newest, stream).await;
     assert!(g.end.is_none());
@@ -710,13 +708,7 @@ async fn the_watch_fails_over_when_its_member_stops() {
         kv.put(format!("/after/{i}"), "y", None).await.unwrap();
     }
     stream.until("watching", 2).await;
-    let newest = kv
-        .put("/last", "z", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let newest = put_revision(&mut kv, "/last", "z").await;
     one_generation_to(&s3, newest, stream).await;
 }
 
@@ -738,13 +730,7 @@ async fn a_second_stream_waits_for_the_first_then_continues_its_generation() {
     let (code, _, log) = first.stop().await;
     assert_eq!(code, Some(0), "{log}");
     second.until("continuing the generation", 1).await;
-    let newest = kv
-        .put("/two", "y", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let newest = put_revision(&mut kv, "/two", "y").await;
     one_generation_to(&s3, newest, second).await;
     // The lock went with the second stream too.
     assert!(!s3
