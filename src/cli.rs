@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use etcd_backup::commands::defrag::DefragArgs;
+use etcd_backup::commands::pitr::Point;
 use etcd_backup::commands::prune::PruneArgs;
 use etcd_backup::commands::restore::RestoreArgs;
 use etcd_backup::config;
@@ -45,8 +46,45 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Download a backup, check it, and write a file ready for `etcdutl snapshot restore`.
+    /// Download a backup, check it, and write a file ready for `etcdutl snapshot restore`; or,
+    /// with --to-revision or --to-time, rebuild the database at that point from the stream.
     Restore(RestoreArgs),
+    /// Every change of a key (or of the keys under a prefix) in the stream's segments: revision,
+    /// time received, put or delete, size, lease, and for Kubernetes objects kind, namespace,
+    /// name and whether their deletion had begun.
+    History {
+        key: String,
+        /// KEY is a prefix: every key under it.
+        #[arg(long)]
+        prefix: bool,
+        /// Only changes received at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// One key's value as it was at a revision or time, from the stream, without a restore.
+    Get {
+        key: String,
+        /// A revision, or an RFC 3339 time (the last revision received by then).
+        #[arg(long)]
+        at: Point,
+        /// Write the value's bytes to this file.
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// The keys that changed between two points (revisions or RFC 3339 times) of the stream.
+    Diff {
+        from: Point,
+        to: Point,
+        /// Only keys under this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Health, member, leader, raft index, revision and DB size of every endpoint.
     Status {
         #[arg(short, long, value_enum, default_value = "table")]

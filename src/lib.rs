@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod output;
 pub mod pacing;
 pub mod pipeline;
+pub mod pitr;
 pub mod progress;
 pub mod retention;
 pub mod scratch;

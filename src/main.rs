@@ -161,8 +161,66 @@ async fn dispatch(
         }
         Command::Restore(args) => {
             let cfg = env.restore()?;
-            let restored = restore::run(cfg, &args, shutdown).await?;
-            print(Format::Table.render(&restored)?)?;
+            match args.point.point() {
+                Some(point) => {
+                    let rebuilt = commands::pitr::restore_to(
+                        cfg,
+                        point,
+                        args.point.bump_revision,
+                        &args.output,
+                        args.force,
+                        &args.flags,
+                        shutdown,
+                    )
+                    .await?;
+                    print(Format::Table.render(&rebuilt)?)?;
+                }
+                None => {
+                    let restored = restore::run(cfg, &args, shutdown).await?;
+                    print(Format::Table.render(&restored)?)?;
+                }
+            }
+        }
+        Command::History {
+            key,
+            prefix,
+            since,
+            output,
+        } => {
+            let cfg = env.restore()?;
+            let rows =
+                commands::pitr::history(cfg, key.as_bytes(), prefix, since, shutdown).await?;
+            print(output.render(&rows)?)?;
+        }
+        Command::Get {
+            key,
+            at,
+            value_file,
+            output,
+        } => {
+            let cfg = env.restore()?;
+            let got = commands::pitr::get(cfg, key.as_bytes(), at, shutdown).await?;
+            if let (Some(path), Some(v)) = (&value_file, &got.found) {
+                std::fs::write(path, &v.bytes)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            print(output.render(&got)?)?;
+            if got.found.is_none() {
+                anyhow::bail!(
+                    "{key} did not exist at revision {} (deleted, or not yet created)",
+                    got.revision
+                );
+            }
+        }
+        Command::Diff {
+            from,
+            to,
+            prefix,
+            output,
+        } => {
+            let cfg = env.restore()?;
+            let rows = commands::pitr::diff(cfg, from, to, prefix.as_bytes(), shutdown).await?;
+            print(output.render(&rows)?)?;
         }
         Command::Status { output } => {
             let cfg = env.etcd()?;

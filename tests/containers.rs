@@ -25,6 +25,7 @@ macro_rules! require_docker {
     };
 }
 
+mod pitr;
 mod signing;
 mod stream;
 

@@ -8,6 +8,7 @@ pub mod defrag;
 pub mod doctor;
 pub mod generations;
 pub mod list;
+pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod status;

@@ -66,6 +66,8 @@ pub struct RestoreArgs {
     pub allow_unsigned: Vec<BackupKey>,
     #[command(flatten)]
     pub flags: RestoreFlags,
+    #[command(flatten)]
+    pub point: crate::commands::pitr::PointArgs,
 }
 
 /// A backup name, with or without the prefix.

@@ -170,6 +170,8 @@ pub struct DefragConfig {
 #[derive(Debug)]
 pub struct RestoreConfig {
     pub store: StoreConfig,
+    /// Where a point-in-time restore keeps its base and segments while it reads them.
+    pub tmp_dir: PathBuf,
     pub progress: Option<Duration>,
     pub identities: Option<Arc<Identities>>,
     /// Accept only backups signed by one of these.
@@ -319,8 +321,10 @@ impl Env {
             let progress = pipeline::progress(r);
             let identities = pipeline::identities(r);
             let verify_keys = pipeline::verify_keys(r);
+            let tmp_dir = pipeline::scratch_dir(r);
             Some(RestoreConfig {
                 store: store?,
+                tmp_dir,
                 progress: progress?,
                 identities: identities?,
                 verify_keys: verify_keys?,

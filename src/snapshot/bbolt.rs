@@ -18,19 +18,19 @@
 use std::fmt;
 use std::os::unix::fs::FileExt;
 
-const MAGIC: u32 = 0xED0C_DAED;
-const VERSION: u32 = 2;
-const PAGE_HEADER: usize = 16;
-const ELEMENT: usize = 16;
+pub(super) const MAGIC: u32 = 0xED0C_DAED;
+pub(super) const VERSION: u32 = 2;
+pub(super) const PAGE_HEADER: usize = 16;
+pub(super) const ELEMENT: usize = 16;
 const META_BODY: usize = 64;
-const BRANCH: u16 = 0x01;
-const LEAF: u16 = 0x02;
-const META: u16 = 0x04;
+pub(super) const BRANCH: u16 = 0x01;
+pub(super) const LEAF: u16 = 0x02;
+pub(super) const META: u16 = 0x04;
 const FREELIST: u16 = 0x10;
 /// bbolt's meta `freelist` value when the freelist is not synced to disk (etcd's setting).
-const NO_FREELIST: u64 = u64::MAX;
-const BUCKET_LEAF_FLAG: u32 = 0x01;
-const BUCKET_HEADER: usize = 16;
+pub(super) const NO_FREELIST: u64 = u64::MAX;
+pub(super) const BUCKET_LEAF_FLAG: u32 = 0x01;
+pub(super) const BUCKET_HEADER: usize = 16;
 /// Deeper than any real B+tree of a file that fits on a disk; past it we call the file corrupt
 /// rather than recurse without bound.
 const MAX_DEPTH: usize = 64;
@@ -130,7 +130,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-fn fnv1a64(data: &[u8]) -> u64 {
+pub(super) fn fnv1a64(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -349,6 +349,22 @@ impl<'f> Db<'f> {
     /// Whether the walk so far read page `id` (as a page or as overflow of one).
     pub fn reached(&self, id: u64) -> bool {
         id < self.meta.pgid && self.visited[(id / 64) as usize] & (1 << (id % 64)) != 0
+    }
+
+    /// The names of the top-level buckets, in order. Every entry of the root must be a bucket.
+    pub fn buckets(&mut self) -> Result<Vec<Vec<u8>>, Corruption> {
+        let mut names = Vec::new();
+        self.walk_tree(self.meta.root, 0, &mut |_, at, key, flags, _| {
+            if flags & BUCKET_LEAF_FLAG == 0 {
+                return Err(at.err(format!(
+                    "root bucket entry {:?} is not a bucket",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+            names.push(key.to_vec());
+            Ok(())
+        })?;
+        Ok(names)
     }
 
     /// Walks every bucket from the root, checking each page, and reports entries to `visitor`.

@@ -4,5 +4,6 @@
 //! network.
 
 pub mod bbolt;
+pub mod build;
 pub mod hashkv;
 pub mod verify;

@@ -17,7 +17,7 @@ use super::rig::{self, Etcd, Pki, S3};
 use super::start;
 
 /// A running `stream`, its log collected as it is written.
-struct Streaming {
+pub(super) struct Streaming {
     child: tokio::process::Child,
     log: Arc<Mutex<String>>,
 }
@@ -27,7 +27,7 @@ impl Streaming {
         Streaming::spawn_with(rig::cmd(pki, &etcd.url, s3, "backups"))
     }
 
-    fn spawn_with(mut c: tokio::process::Command) -> Streaming {
+    pub(super) fn spawn_with(mut c: tokio::process::Command) -> Streaming {
         use tokio::io::AsyncBufReadExt;
         c.arg("stream")
             .env("BACKUP_SEGMENT_INTERVAL", "1s")
@@ -48,12 +48,12 @@ impl Streaming {
         Streaming { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Waits until the log holds `needle` `times` times.
-    async fn until(&self, needle: &str, times: usize) {
+    pub(super) async fn until(&self, needle: &str, times: usize) {
         for _ in 0..600 {
             if self.log().matches(needle).count() >= times {
                 return;
@@ -69,7 +69,7 @@ impl Streaming {
     }
 
     /// SIGTERM, and the exit code and how long the exit took.
-    async fn stop(mut self) -> (Option<i32>, Duration, String) {
+    pub(super) async fn stop(mut self) -> (Option<i32>, Duration, String) {
         let t = std::time::Instant::now();
         self.signal(libc::SIGTERM);
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
@@ -107,7 +107,7 @@ async fn safe(s3: &S3) -> i64 {
         .unwrap_or(0)
 }
 
-async fn until_safe(s3: &S3, revision: i64, s: &Streaming) {
+pub(super) async fn until_safe(s3: &S3, revision: i64, s: &Streaming) {
     for _ in 0..600 {
         if safe(s3).await >= revision {
             return;
@@ -235,7 +235,7 @@ fn assert_continuous(revs: &[etcd_backup::stream::segment::Revision], from: i64,
 }
 
 /// What [`churn`] wrote that the checks need.
-struct Churned {
+pub(super) struct Churned {
     big: Vec<u8>,
     kept: i64,
     short: i64,
@@ -245,7 +245,7 @@ struct Churned {
 /// The write mix a stream must follow: puts, an overwrite, a delete and a re-create, a
 /// three-operation transaction, a DeleteRange of 200 keys in one revision, a value near etcd's
 /// request limit, and leases kept, expired (2 s) and revoked.
-async fn churn(client: &etcd_client::Client) -> Churned {
+pub(super) async fn churn(client: &etcd_client::Client) -> Churned {
     let mut kv = client.kv_client();
     let mut lease = client.lease_client();
     // Puts, an overwrite, a delete and a re-create.

@@ -1,0 +1,309 @@
+//! Which base and which segments rebuild a revision: a pure decision over what the bucket
+//! lists, tested with tables.
+//!
+//! A revision `R` is reachable from a base at `B <= R` of a generation when the generation's
+//! segments cover every revision from `B + 1` to `R` without a gap. The plan takes the newest
+//! generation that reaches `R`, and in it the newest such base (the least to replay); a
+//! revision nothing reaches is refused with the runs that can be reached, nearest first.
+
+use std::fmt;
+
+use crate::stream::names::{Generation, Name};
+
+/// One generation, as the bucket lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub generation: Generation,
+    pub cluster_id: String,
+    /// Its bases, as (revision, backup name under the prefix), the start base among them.
+    pub bases: Vec<(i64, String)>,
+    /// Revisions at or below this have been pruned (a `trimmed-` marker; else the start base).
+    pub floor: i64,
+    /// Its segments, as listed.
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub name: Name,
+    pub first: i64,
+    pub last: i64,
+    /// When it reached the bucket: every revision in it was received before.
+    pub uploaded: chrono::DateTime<chrono::Utc>,
+}
+
+/// How to rebuild one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub generation: Generation,
+    pub cluster_id: String,
+    pub base_revision: i64,
+    /// The base's backup name under the prefix.
+    pub base: String,
+    /// Whether the base is the generation's first, so the first segment chains to it.
+    pub start_base: bool,
+    /// The segments holding `base_revision + 1 ..= revision`, in order.
+    pub segments: Vec<Name>,
+    pub revision: i64,
+}
+
+/// A run of revisions a restore can reach: from a base through unbroken segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub generation: Generation,
+    pub first: i64,
+    pub last: i64,
+}
+
+/// Why no plan reaches a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// The first revision asked for (the same as `revision` but for a span).
+    pub from: i64,
+    pub revision: i64,
+    /// Every reachable run, sorted by distance from the revision.
+    pub runs: Vec<Run>,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.runs.is_empty() {
+            return write!(
+                f,
+                "revision {} cannot be rebuilt: the bucket holds no stream generation with a base (is `etcd-backup stream` running with this BACKUP_BUCKET and BACKUP_PREFIX? `list --generations` shows what is there)",
+                self.revision
+            );
+        }
+        if self.from == self.revision {
+            write!(f, "revision {}", self.revision)?;
+        } else {
+            write!(f, "revisions {}..={}", self.from, self.revision)?;
+        }
+        write!(
+            f,
+            " in no unbroken run of the stream (a gap, pruned, or not yet streamed); the nearest that can be rebuilt: "
+        )?;
+        let shown: Vec<String> = self
+            .runs
+            .iter()
+            .take(3)
+            .map(|r| format!("{}..={} (generation {})", r.first, r.last, r.generation))
+            .collect();
+        write!(
+            f,
+            "{} (`list --generations` shows every gap)",
+            shown.join(", ")
+        )
+    }
+}
+
+/// The revisions reachable from `base`: up to the last one before the first gap after it.
+fn reach(base: i64, segments: &[Segment]) -> i64 {
+    let mut covered = base;
+    for s in segments {
+        if s.last <= covered {
+            continue;
+        }
+        if s.first > covered + 1 {
+            break;
+        }
+        covered = s.last;
+    }
+    covered
+}
+
+/// Every reachable run of `sources`, one per usable base (bases below the floor have lost
+/// the segments after them).
+pub fn runs(sources: &[Source]) -> Vec<Run> {
+    let mut out = Vec::new();
+    for s in sources {
+        let segments = sorted(&s.segments);
+        for &(b, _) in &s.bases {
+            if b >= s.floor {
+                out.push(Run {
+                    generation: s.generation,
+                    first: b,
+                    last: reach(b, &segments),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn sorted(segments: &[Segment]) -> Vec<Segment> {
+    let mut v = segments.to_vec();
+    v.sort_by_key(|s| (s.first, s.last));
+    v
+}
+
+/// The plan for `revision`: see the module.
+pub fn plan(sources: &[Source], revision: i64) -> Result<Plan, Unreachable> {
+    find(sources, revision, revision, true)
+}
+
+/// The segments holding every revision after `from` up to `to`, in one unbroken run (for
+/// `diff`: no base is read, so the segments start after `from`).
+pub fn span(sources: &[Source], from: i64, to: i64) -> Result<Plan, Unreachable> {
+    find(sources, from, to, false)
+}
+
+fn find(
+    sources: &[Source],
+    from: i64,
+    revision: i64,
+    after_base: bool,
+) -> Result<Plan, Unreachable> {
+    for s in sources.iter().rev() {
+        let segments = sorted(&s.segments);
+        let start = s.bases.iter().map(|b| b.0).min();
+        let best = s
+            .bases
+            .iter()
+            .filter(|&&(b, _)| b >= s.floor && b <= from && reach(b, &segments) >= revision)
+            .max_by_key(|b| b.0);
+        if let Some((b, base)) = best {
+            let after = if after_base { *b } else { from };
+            return Ok(Plan {
+                generation: s.generation,
+                cluster_id: s.cluster_id.clone(),
+                base_revision: *b,
+                base: base.clone(),
+                start_base: Some(*b) == start,
+                segments: segments
+                    .iter()
+                    .filter(|g| g.last > after && g.first <= revision)
+                    .map(|g| g.name)
+                    .collect(),
+                revision,
+            });
+        }
+    }
+    let mut runs = runs(sources);
+    // Nearest first; of equally near runs, the one with the newer base (less to replay).
+    runs.sort_by_key(|r| {
+        let distance = if revision < r.first {
+            r.first - revision
+        } else {
+            revision.saturating_sub(r.last).max(0)
+        };
+        (distance, std::cmp::Reverse(r.first))
+    });
+    Err(Unreachable {
+        from,
+        revision,
+        runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(s: &str) -> Generation {
+        Generation::parse(s).unwrap()
+    }
+
+    fn seg(gen: Generation, first: i64, last: i64) -> Segment {
+        Segment {
+            name: Name::Segment {
+                generation: gen,
+                first,
+                last,
+                encrypted: false,
+            },
+            first,
+            last,
+            uploaded: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn source(gen: &str, bases: &[i64], floor: i64, segs: &[(i64, i64)]) -> Source {
+        let generation = g(gen);
+        Source {
+            generation,
+            cluster_id: "c".into(),
+            bases: bases.iter().map(|&b| (b, format!("base-{b}"))).collect(),
+            floor,
+            segments: segs.iter().map(|&(a, b)| seg(generation, a, b)).collect(),
+        }
+    }
+
+    #[test]
+    fn plans_pick_the_newest_base_below_and_the_segments_after_it() {
+        let one = source(
+            "20261201T000000Z",
+            &[10, 25],
+            10,
+            &[(11, 20), (21, 30), (31, 40), (45, 50)],
+        );
+        let two = source("20261202T000000Z", &[100], 100, &[(101, 110)]);
+        let both = [one, two];
+        // (revision, base, segments' first revisions) or Err(nearest run)
+        let cases: &[(i64, Result<(i64, &[i64]), (i64, i64)>)] = &[
+            (10, Ok((10, &[]))),
+            (11, Ok((10, &[11]))),
+            (24, Ok((10, &[11, 21]))),
+            (25, Ok((25, &[21]))),
+            (26, Ok((25, &[21]))),
+            (40, Ok((25, &[21, 31]))),
+            (41, Err((25, 40))),
+            (47, Err((25, 40))),
+            (9, Err((10, 40))),
+            (100, Ok((100, &[]))),
+            (110, Ok((100, &[101]))),
+            (111, Err((100, 110))),
+        ];
+        for (rev, want) in cases {
+            let got = plan(&both, *rev);
+            match (want, got) {
+                (Ok((base, firsts)), Ok(p)) => {
+                    assert_eq!(p.base_revision, *base, "revision {rev}");
+                    assert_eq!(p.start_base, *base == 10 || *base == 100, "revision {rev}");
+                    let f: Vec<i64> = p
+                        .segments
+                        .iter()
+                        .map(|n| match n {
+                            Name::Segment { first, .. } => *first,
+                            _ => unreachable!(),
+                        })
+                        .collect();
+                    assert_eq!(&f, firsts, "revision {rev}");
+                }
+                (Err((a, b)), Err(u)) => {
+                    assert_eq!(
+                        (u.runs[0].first, u.runs[0].last),
+                        (*a, *b),
+                        "revision {rev}"
+                    );
+                    assert!(u.to_string().contains(&format!("{a}..={b}")), "{u}");
+                }
+                (w, g) => panic!("revision {rev}: wanted {w:?}, got {g:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn pruned_bases_and_overlaps() {
+        // Trimmed at 25: base 10 has lost its segments; an overlapping segment (from a writer
+        // that resumed) does not break the run.
+        let s = source(
+            "20261201T000000Z",
+            &[10, 25],
+            25,
+            &[(21, 30), (26, 35), (31, 40)],
+        );
+        assert!(plan(std::slice::from_ref(&s), 15).is_err());
+        let p = plan(std::slice::from_ref(&s), 38).unwrap();
+        assert_eq!(p.base_revision, 25);
+        assert_eq!(p.segments.len(), 3);
+        assert!(!p.start_base);
+        // diff 27..=33 needs no base at or below 27 but one that reaches 33: base 25.
+        let d = span(std::slice::from_ref(&s), 27, 33).unwrap();
+        assert_eq!((d.base_revision, d.segments.len()), (25, 3));
+        let u = span(std::slice::from_ref(&s), 27, 45).unwrap_err();
+        assert!(u.to_string().starts_with("revisions 27..=45 in no"), "{u}");
+        let u = plan(&[], 5).unwrap_err();
+        assert!(u.to_string().contains("no stream generation"), "{u}");
+    }
+}
