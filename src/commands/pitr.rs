@@ -408,12 +408,12 @@ pub async fn restore_to(
     .await?;
     drop(base);
     let verified = tokio::task::spawn_blocking(move || {
-        let v = verify::check_file(&mut file);
-        v.map(|v| (v, file))
+        file.seek(SeekFrom::Start(0))
+            .map_err(verify::Invalid::Io)
+            .and_then(|_| verify::check_file(&mut file))
     })
     .await?
-    .map_err(|e| anyhow!("the rebuilt file does not pass our own check ({e}); this is a bug in etcd-backup, please report it with the output of `list --generations`"))?
-    .0;
+    .map_err(|e| anyhow!("the rebuilt file does not pass our own check ({e}); this is a bug in etcd-backup, please report it with the output of `list --generations`"))?;
     if verified.status.revision != revision {
         bail!("the rebuilt file's newest revision is {}, not {revision}; this is a bug in etcd-backup", verified.status.revision);
     }
