@@ -50,7 +50,8 @@ sys.exit(1)
 PY
   sleep 0.1
 done
-kill -TERM "$streaming"; wait "$streaming"
+kill -TERM "$streaming"
+wait "$streaming" || { echo "stream exited $?:"; tail -n 5 "$log"; }
 base_rev=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     if "\"watching\"" in l: print(json.loads(l).get("from", 1) - 1); break' "$log")

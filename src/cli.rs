@@ -43,6 +43,10 @@ pub enum Command {
         /// List the stream's generations instead: revisions, bases, segments, and any gap.
         #[arg(long)]
         generations: bool,
+        /// With --generations: rebuild each base from the base before it and compare their
+        /// HashKV (downloads both bases and the segments between; exit 1 if any differs).
+        #[arg(long, requires = "generations")]
+        check: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },

@@ -143,6 +143,20 @@ async fn dispatch(
         Command::List {
             output,
             generations: true,
+            check: true,
+        } => {
+            let cfg = env.restore()?;
+            let checks = commands::pitr::cross_check(cfg, shutdown).await?;
+            print(output.render(&checks)?)?;
+            let bad = checks.iter().filter(|c| !c.ok()).count();
+            if bad > 0 {
+                anyhow::bail!("{bad} of {} cross-checks failed (see above)", checks.len());
+            }
+        }
+        Command::List {
+            output,
+            generations: true,
+            ..
         } => {
             let cfg = env.prune()?;
             let store = Store::s3(&cfg.store)?;

@@ -9,7 +9,7 @@ use crate::commands::check::Freshness;
 use crate::commands::defrag::Defragged;
 use crate::commands::doctor::Finding;
 use crate::commands::list::ListRow;
-use crate::commands::pitr::{DiffRow, Got, HistoryRow, PointRestored};
+use crate::commands::pitr::{CrossCheck, DiffRow, Got, HistoryRow, PointRestored};
 use crate::commands::prune::Pruned;
 use crate::commands::restore::Restoration;
 use crate::commands::status::EndpointRow;
@@ -493,23 +493,6 @@ impl Render for crate::commands::generations::Lag {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align() {
-        let t = table(
-            &["A", "LONGER"],
-            &[
-                vec!["xxxx".into(), "y".into()],
-                vec!["z".into(), "w".into()],
-            ],
-        );
-        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
-    }
-}
-
 impl Render for PointRestored {
     /// The rebuilt file's figures, how it was made, and the Kubernetes checklist.
     fn table(&self) -> String {
@@ -681,5 +664,59 @@ impl Render for Vec<DiffRow> {
 
     fn json(&self) -> serde_json::Result<String> {
         serde_json::to_string(self)
+    }
+}
+
+impl Render for Vec<CrossCheck> {
+    fn table(&self) -> String {
+        if self.is_empty() {
+            return "no generation has two bases with whole segments between them: nothing to cross-check yet\n".into();
+        }
+        let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+        let rows: Vec<Vec<String>> = self
+            .iter()
+            .map(|c| {
+                vec![
+                    c.generation.clone(),
+                    c.from.to_string(),
+                    c.to.to_string(),
+                    opt(c.base_hash_kv.map(|h| h.to_string())),
+                    opt(c.rebuilt_hash_kv.map(|h| h.to_string())),
+                    c.verdict.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "GENERATION",
+                "FROM",
+                "TO",
+                "BASE_HASHKV",
+                "REBUILT_HASHKV",
+                "VERDICT",
+            ],
+            &rows,
+        )
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xxxx".into(), "y".into()],
+                vec!["z".into(), "w".into()],
+            ],
+        );
+        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
     }
 }

@@ -373,7 +373,6 @@ pub async fn restore_to(
     let revision = resolve(&store, &sources, point, &cfg, shutdown).await?;
     let plan = plan::plan(&sources, revision).map_err(|u| anyhow!("{u}"))?;
     tracing::info!(revision, generation = %plan.generation, base = %plan.base, base_revision = plan.base_revision, segments = plan.segments.len(), "rebuilding");
-    let base = restore_base(&store, &plan, &cfg, shutdown).await?;
     let mut part_name = output.as_os_str().to_owned();
     part_name.push(".part");
     let part = tempfile::TempPath::try_from_path(&part_name)
@@ -385,28 +384,16 @@ pub async fn restore_to(
         .truncate(true)
         .open(&part)
         .with_context(|| format!("creating {}", part.display()))?;
-    let base_file = File::open(&base).with_context(|| format!("opening {}", base.display()))?;
-    let base_len = base_file.metadata()?.len() - verify::TRAILER_LEN as u64;
-    let (base_revision, shown) = (plan.base_revision, part.display().to_string());
-    let (mut file, rebuilt) = over_segments(
+    let (_, (mut file, rebuilt)) = rebuild_plan(
         &store,
         &plan,
-        plan.segments.clone(),
         &cfg,
+        bump,
+        out,
+        part.display().to_string(),
         shutdown,
-        move |next| {
-            let r = Rebuild {
-                base: &base_file,
-                base_len,
-                base_revision,
-                revision,
-                bump,
-            };
-            rebuild::rebuild(&r, next, out).with_context(|| format!("writing {shown}"))
-        },
     )
     .await?;
-    drop(base);
     let verified = tokio::task::spawn_blocking(move || {
         file.seek(SeekFrom::Start(0))
             .map_err(verify::Invalid::Io)
@@ -445,6 +432,44 @@ pub async fn restore_to(
     })
 }
 
+/// Writes the database at `plan.revision` into `out` (`shown` names it in errors): the base
+/// restored to a scratch file (gone on return), then the segments read beside the writer.
+/// Returns the base's own check and the written file with what went into it.
+async fn rebuild_plan(
+    store: &Store,
+    plan: &Plan,
+    cfg: &RestoreConfig,
+    bump: Option<i64>,
+    out: File,
+    shown: String,
+    shutdown: &Shutdown,
+) -> anyhow::Result<(Verified, (File, Rebuilt))> {
+    let (base, base_verified) = restore_base(store, plan, cfg, shutdown).await?;
+    let base_file = File::open(&base).with_context(|| format!("opening {}", base.display()))?;
+    let base_len = base_file.metadata()?.len() - verify::TRAILER_LEN as u64;
+    let (base_revision, revision) = (plan.base_revision, plan.revision);
+    let written = over_segments(
+        store,
+        plan,
+        plan.segments.clone(),
+        cfg,
+        shutdown,
+        move |next| {
+            let r = Rebuild {
+                base: &base_file,
+                base_len,
+                base_revision,
+                revision,
+                bump,
+            };
+            rebuild::rebuild(&r, next, out).with_context(|| format!("writing {shown}"))
+        },
+    )
+    .await?;
+    drop(base);
+    Ok((base_verified, written))
+}
+
 /// Restores the plan's base (checked as `restore` checks any backup: trailer, walk, HashKV
 /// against its manifest, signature with BACKUP_VERIFY_KEY) to a scratch file, removed on drop.
 async fn restore_base(
@@ -452,7 +477,7 @@ async fn restore_base(
     plan: &Plan,
     cfg: &RestoreConfig,
     shutdown: &Shutdown,
-) -> anyhow::Result<tempfile::TempPath> {
+) -> anyhow::Result<(tempfile::TempPath, Verified)> {
     let which: Which = plan.base.parse().map_err(|e| {
         anyhow!(
             "the base {:?} named by generation {}: {e}",
@@ -472,7 +497,7 @@ async fn restore_base(
         path: path.to_path_buf(),
         force: true,
     };
-    restore::restore(
+    let restored = restore::restore(
         store,
         key,
         &to,
@@ -483,7 +508,7 @@ async fn restore_base(
     )
     .await
     .with_context(|| format!("restoring the base {}", plan.base))?;
-    Ok(path)
+    Ok((path, restored.verified))
 }
 
 /// One key's state at a point: `None` when it did not exist.
@@ -568,7 +593,7 @@ pub async fn get(
         Some((Kind::Put, kv)) => Some(kv),
         Some((Kind::Delete, _)) => None,
         None => {
-            let base = restore_base(&store, &plan, &cfg, shutdown).await?;
+            let (base, _) = restore_base(&store, &plan, &cfg, shutdown).await?;
             let wanted = key.to_vec();
             tokio::task::spawn_blocking(move || latest_in_base(&base, &wanted))
                 .await
@@ -756,4 +781,104 @@ pub async fn diff(
         },
     )
     .await
+}
+
+/// One base of a generation rebuilt from the base before it, against the later base itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrossCheck {
+    pub generation: String,
+    pub from: i64,
+    pub to: i64,
+    /// The later base's HashKV at its revision, and the rebuilt file's with the same compact
+    /// revision.
+    pub base_hash_kv: Option<u32>,
+    pub rebuilt_hash_kv: Option<u32>,
+    pub compact_revision: Option<i64>,
+    /// `ok`, or what differs or could not be computed.
+    pub verdict: String,
+}
+
+impl CrossCheck {
+    pub fn ok(&self) -> bool {
+        self.verdict == "ok"
+    }
+}
+
+/// `list --generations --check`: every base that the base before it reaches through whole
+/// segments is rebuilt offline from that base and compared with itself by HashKV: a proof,
+/// without etcd, that the segments between them hold every change.
+pub async fn cross_check(
+    cfg: RestoreConfig,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Vec<CrossCheck>> {
+    use crate::snapshot::hashkv;
+    let store = Store::s3(&cfg.store)?;
+    let sources = shutdown.or_interrupted(sources(&store)).await?;
+    let mut out = Vec::new();
+    for plan in plan::pairs(&sources) {
+        let later = Plan {
+            base_revision: plan.revision,
+            base: base_name(&sources, &plan),
+            ..plan.clone()
+        };
+        let (_later_file, later_verified) = restore_base(&store, &later, &cfg, shutdown).await?;
+        let scratch = tempfile::tempfile_in(&cfg.tmp_dir)
+            .with_context(|| format!("creating a scratch file in {}", cfg.tmp_dir.display()))?;
+        let (_, (file, _)) = rebuild_plan(
+            &store,
+            &plan,
+            &cfg,
+            None,
+            scratch,
+            "a scratch file".into(),
+            shutdown,
+        )
+        .await?;
+        let theirs = later_verified.status.hash_kv;
+        let ours = match theirs {
+            Some(t) => {
+                let len = file.metadata()?.len() - verify::TRAILER_LEN as u64;
+                let (rev, compact) = (plan.revision, t.compact_revision);
+                tokio::task::spawn_blocking(move || hashkv::hash_at(&file, len, rev, compact))
+                    .await??
+                    .ok()
+            }
+            None => None,
+        };
+        let verdict = match (theirs, ours) {
+            (Some(t), Some(o)) if t.hash == o.hash => "ok".to_string(),
+            (Some(t), Some(o)) => format!(
+                "HashKV differs: the base at {} has {}, rebuilt from the base at {} it is {}: the segments between them do not hold every change",
+                plan.revision, t.hash, plan.base_revision, o.hash
+            ),
+            _ => format!(
+                "not compared: a HashKV could not be computed ({})",
+                later_verified
+                    .status
+                    .hash_kv_skipped
+                    .unwrap_or_else(|| "too many keys since the last compaction".into())
+            ),
+        };
+        out.push(CrossCheck {
+            generation: plan.generation.to_string(),
+            from: plan.base_revision,
+            to: plan.revision,
+            base_hash_kv: theirs.map(|t| t.hash),
+            rebuilt_hash_kv: ours.map(|o| o.hash),
+            compact_revision: theirs.map(|t| t.compact_revision),
+            verdict,
+        });
+    }
+    Ok(out)
+}
+
+/// The backup name of the base at `plan.revision` in its generation.
+fn base_name(sources: &[Source], plan: &Plan) -> String {
+    sources
+        .iter()
+        .filter(|s| s.generation == plan.generation)
+        .flat_map(|s| &s.bases)
+        .find(|b| b.0 == plan.revision)
+        .map(|b| b.1.clone())
+        .unwrap_or_default()
 }

@@ -86,7 +86,8 @@ mod tests {
     fn each_sequence_of_events_is_one_change_or_none() {
         use Kind::{Delete as D, Put as P};
         // From revision 10: (events as (revision, kind, create_revision), expected)
-        let cases: &[(&[(i64, Kind, i64)], Option<Change>)] = &[
+        type Case<'a> = (&'a [(i64, Kind, i64)], Option<Change>);
+        let cases: &[Case] = &[
             (&[(11, P, 5)], Some(Change::Modified)),
             (&[(11, P, 11)], Some(Change::Added)),
             (&[(11, P, 11), (12, P, 11)], Some(Change::Added)),

@@ -137,6 +137,39 @@ fn sorted(segments: &[Segment]) -> Vec<Segment> {
     v
 }
 
+/// The cross-checks a listing allows: each base of a generation rebuilt from the base before it
+/// (when the segments between them are whole), to compare with the later base itself.
+pub fn pairs(sources: &[Source]) -> Vec<Plan> {
+    let mut out = Vec::new();
+    for s in sources {
+        let segments = sorted(&s.segments);
+        let mut bases: Vec<&(i64, String)> = s.bases.iter().filter(|b| b.0 >= s.floor).collect();
+        bases.sort_by_key(|b| b.0);
+        bases.dedup_by_key(|b| b.0);
+        let start = s.bases.iter().map(|b| b.0).min();
+        for w in bases.windows(2) {
+            let (from, to) = (w[0], w[1]);
+            if reach(from.0, &segments) < to.0 {
+                continue;
+            }
+            out.push(Plan {
+                generation: s.generation,
+                cluster_id: s.cluster_id.clone(),
+                base_revision: from.0,
+                base: from.1.clone(),
+                start_base: Some(from.0) == start,
+                segments: segments
+                    .iter()
+                    .filter(|g| g.last > from.0 && g.first <= to.0)
+                    .map(|g| g.name)
+                    .collect(),
+                revision: to.0,
+            });
+        }
+    }
+    out
+}
+
 /// The plan for `revision`: see the module.
 pub fn plan(sources: &[Source], revision: i64) -> Result<Plan, Unreachable> {
     find(sources, revision, revision, true)
@@ -239,8 +272,9 @@ mod tests {
         );
         let two = source("20261202T000000Z", &[100], 100, &[(101, 110)]);
         let both = [one, two];
-        // (revision, base, segments' first revisions) or Err(nearest run)
-        let cases: &[(i64, Result<(i64, &[i64]), (i64, i64)>)] = &[
+        // Ok((base, first revisions of the segments)) or Err(the nearest run)
+        type Case<'a> = (i64, Result<(i64, &'a [i64]), (i64, i64)>);
+        let cases: &[Case] = &[
             (10, Ok((10, &[]))),
             (11, Ok((10, &[11]))),
             (24, Ok((10, &[11, 21]))),
@@ -303,6 +337,18 @@ mod tests {
         assert_eq!((d.base_revision, d.segments.len()), (25, 3));
         let u = span(std::slice::from_ref(&s), 27, 45).unwrap_err();
         assert!(u.to_string().starts_with("revisions 27..=45 in no"), "{u}");
+        // Cross-checks: base 25 from base 10 is not possible (trimmed); from a whole run it is.
+        assert!(pairs(std::slice::from_ref(&s)).is_empty());
+        let whole = source("20261201T000000Z", &[10, 25, 40], 10, &[(11, 30), (31, 45)]);
+        let p = pairs(std::slice::from_ref(&whole));
+        let got: Vec<_> = p
+            .iter()
+            .map(|p| (p.base_revision, p.revision, p.segments.len()))
+            .collect();
+        assert_eq!(got, [(10, 25, 1), (25, 40, 2)]);
+        assert!(p[0].start_base && !p[1].start_base);
+        let gap = source("20261201T000000Z", &[10, 25], 10, &[(11, 20), (22, 30)]);
+        assert!(pairs(std::slice::from_ref(&gap)).is_empty());
         let u = plan(&[], 5).unwrap_err();
         assert!(u.to_string().contains("no stream generation"), "{u}");
     }

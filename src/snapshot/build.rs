@@ -319,8 +319,10 @@ mod tests {
     use crate::snapshot::bbolt::{Db, Entry, Visitor};
     use proptest::prelude::*;
 
+    type Buckets = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
+
     #[derive(Default)]
-    struct Collect(Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>);
+    struct Collect(Buckets);
 
     impl Visitor for Collect {
         fn bucket(&mut self, name: &[u8]) {
@@ -331,8 +333,6 @@ mod tests {
             self.0.last_mut().unwrap().1.push((e.key.to_vec(), v));
         }
     }
-
-    type Buckets = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
 
     fn build(buckets: &Buckets) -> Vec<u8> {
         let mut b = Builder::new(tempfile::tempfile().unwrap()).unwrap();

@@ -301,6 +301,22 @@ async fn a_rebuild_at_random_revisions_is_what_etcd_held_then() {
         "a base inside the generation: {rows}"
     );
 
+    // Each later base rebuilt offline from the one before it has its HashKV.
+    let checked = rig::run(
+        pitr_cmd(&pki, &etcd.url, &s3).args(["list", "--generations", "--check", "-o", "json"]),
+        0,
+    )
+    .await;
+    let checks: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+    let checks = checks.as_array().unwrap();
+    assert!(!checks.is_empty(), "{}", crate::cli::text(&checked));
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["verdict"] == "ok" && c["base_hash_kv"] == c["rebuilt_hash_kv"]),
+        "{checks:?}"
+    );
+
     // --to-time: the last revision received by then.
     let out = dir.path().join("time.db");
     let r = rig::run(
