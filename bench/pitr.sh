@@ -78,5 +78,11 @@ print(f"{'rebuild':<10} {r_wall:8.2f} {r_rss / 1024:8.1f}")
 print(f"revisions replayed: {revs} (base at {base}, to {last}); database written: {size / 2**20:.0f} MiB")
 print(f"over the baseline: {revs / added:,.0f} revisions/s, {revs / r_wall:,.0f} revisions/s counting the whole rebuild; "
       f"{size / 2**20 / r_wall:.0f} MB/s written")
+import json
+for line in open(f"{work}/rebuild.err"):
+    if '"rebuilt"' in line:
+        e = json.loads(line)
+        print("rebuild phases (s): " + ", ".join(f"{k.removesuffix('_seconds')} {e[k]:.2f}" for k in
+              ("copy_seconds", "replay_seconds", "finish_seconds", "check_seconds")))
 print(f"ratio rebuild/baseline: {r_wall / b_wall:.2f}")
 PY

@@ -35,7 +35,7 @@ pub struct Rebuild<'a> {
 }
 
 /// What a rebuild wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rebuilt {
     pub revisions: u64,
     pub events: u64,
@@ -43,6 +43,13 @@ pub struct Rebuilt {
     /// Leases whose TTL the stream could not learn (they had already gone), restored with 1 s.
     pub leases_unknown: u64,
     pub db_len: u64,
+    /// The SHA-256 of the database as written (its trailer).
+    pub sha256: [u8; 32],
+    /// Seconds spent copying the base's `key` bucket, replaying the segments, and on the rest
+    /// (the other buckets, the metas, hashing the file for its trailer).
+    pub copy_seconds: f64,
+    pub replay_seconds: f64,
+    pub finish_seconds: f64,
 }
 
 /// The TTL given to a lease the stream saw used but could not ask about (it had already
@@ -143,6 +150,7 @@ pub fn rebuild(
     }
     let mut b = Builder::new(out)?;
     let mut done = Rebuilt::default();
+    let started = std::time::Instant::now();
     let mut ttls: HashMap<i64, i64> = HashMap::new();
     let mut used: BTreeSet<i64> = BTreeSet::new();
     for name in names {
@@ -156,6 +164,7 @@ pub fn rebuild(
                     }
                     b.put(k, v)
                 })?;
+                done.copy_seconds = started.elapsed().as_secs_f64();
                 if newest > r.base_revision {
                     bail!("the base holds revision {newest}, above the revision {} its record names: it is not the base it claims to be", r.base_revision);
                 }
@@ -205,6 +214,7 @@ pub fn rebuild(
                     done.revisions += 1;
                     last = rev.revision;
                 }
+                done.replay_seconds = started.elapsed().as_secs_f64() - done.copy_seconds;
             }
             b"lease" => {
                 // The base's leases, and those first used after it, in ID order.
@@ -262,7 +272,9 @@ pub fn rebuild(
         }
     }
     // The base's transaction id is not needed: bbolt counts on from whatever the meta says.
-    let (file, len) = b.finish(2)?;
-    done.db_len = len;
+    let (file, len, sha) = b.finish(2)?;
+    (done.db_len, done.sha256) = (len, sha);
+    done.finish_seconds =
+        started.elapsed().as_secs_f64() - done.copy_seconds - done.replay_seconds;
     Ok((file, done))
 }

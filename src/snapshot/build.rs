@@ -261,14 +261,17 @@ impl Builder {
                 key: String::from_utf8_lossy(key).into_owned(),
             });
         }
-        tree.last = Some(key.to_vec());
+        // One buffer for the whole bucket: a put is the hot path of a rebuild.
+        let last = tree.last.get_or_insert_with(Vec::new);
+        last.clear();
+        last.extend_from_slice(key);
         tree.put(&mut self.pages, 0, key, value)?;
         Ok(())
     }
 
     /// Writes the root bucket, both meta pages and the SHA-256 trailer, syncs, and returns the
-    /// file and the database's length (without the trailer).
-    pub fn finish(mut self, txid: u64) -> Result<(File, u64), BuildError> {
+    /// file, the database's length (without the trailer) and its SHA-256 (the trailer).
+    pub fn finish(mut self, txid: u64) -> Result<(File, u64, [u8; 32]), BuildError> {
         self.end_bucket()?;
         let mut root = Tree::new();
         for (name, bucket_root) in std::mem::take(&mut self.buckets) {
@@ -288,10 +291,11 @@ impl Builder {
         file.seek(SeekFrom::Start(0))?;
         let mut sha = Sha256::new();
         io::copy(&mut (&file).take(len), &mut sha)?;
+        let sha: [u8; 32] = sha.finalize().into();
         file.seek(SeekFrom::Start(len))?;
-        file.write_all(&sha.finalize())?;
+        file.write_all(&sha)?;
         file.sync_all()?;
-        Ok((file, len))
+        Ok((file, len, sha))
     }
 }
 
@@ -342,13 +346,14 @@ mod tests {
                 b.put(k, v).unwrap();
             }
         }
-        let (mut file, len) = b.finish(7).unwrap();
+        let (mut file, len, sha) = b.finish(7).unwrap();
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0)).unwrap();
         file.read_to_end(&mut bytes).unwrap();
         assert_eq!(bytes.len() as u64, len + 32);
-        let sha = Sha256::digest(&bytes[..len as usize]);
-        assert_eq!(&bytes[len as usize..], &sha[..], "trailer");
+        let digest = Sha256::digest(&bytes[..len as usize]);
+        assert_eq!(&bytes[len as usize..], &digest[..], "trailer");
+        assert_eq!(sha, <[u8; 32]>::from(digest));
         bytes.truncate(len as usize);
         bytes
     }
