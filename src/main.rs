@@ -174,6 +174,12 @@ async fn dispatch(
             print(output.render(&rows)?)?;
         }
         Command::Restore(args) => {
+            if args.point.bump_revision.is_some() && args.point.point().is_none() {
+                return Err(Usage(
+                    "--bump-revision goes with --to-revision or --to-time (a backup's file is restored as it was taken; pass --bump-revision to etcdutl instead)".into(),
+                )
+                .into());
+            }
             let cfg = env.restore()?;
             match args.point.point() {
                 Some(point) => {

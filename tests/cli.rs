@@ -73,6 +73,41 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("/nonexistent/file.db"));
+    // The point-in-time flags: each misuse is named, before any setting is read.
+    for (args, says) in [
+        (&["restore", "--to-revision", "0", "-O", "x"][..], "0"),
+        (
+            &[
+                "restore",
+                "--to-revision",
+                "5",
+                "--to-time",
+                "2026-12-04T10:00:00Z",
+                "-O",
+                "x",
+            ],
+            "--to-time",
+        ),
+        (
+            &["restore", "latest", "--to-revision", "5", "-O", "x"],
+            "--to-revision",
+        ),
+        (
+            &["restore", "--bump-revision", "5", "-O", "x"],
+            "--bump-revision goes with",
+        ),
+        (&["get", "/k", "--at", "yesterday"], "neither a revision"),
+        (&["diff", "10"], "<TO>"),
+    ] {
+        let o = bin()
+            .args(args)
+            .env("BACKUP_BUCKET", "backups")
+            .env("ETCD_ENDPOINTS", "http://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
 }
 
 #[test]

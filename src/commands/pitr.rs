@@ -311,11 +311,12 @@ pub async fn resolve(
 #[derive(Debug, Clone, clap::Args)]
 pub struct PointArgs {
     /// Rebuild the database at this revision from the stream (instead of restoring a backup).
-    #[arg(long, value_name = "R", conflicts_with_all = ["backup", "to_time"])]
+    #[arg(long, value_name = "R", conflicts_with_all = ["backup", "to_time", "files", "allow_unsigned"],
+        value_parser = clap::value_parser!(i64).range(1..))]
     pub to_revision: Option<i64>,
     /// Rebuild the database as the stream had received it at this time (RFC 3339): the last
     /// revision received at or before T (receipt time, not etcd's commit time).
-    #[arg(long, value_name = "T", conflicts_with = "backup")]
+    #[arg(long, value_name = "T", conflicts_with_all = ["backup", "files", "allow_unsigned"])]
     pub to_time: Option<DateTime<Utc>>,
     /// Also mark every revision up to R+N compacted, so that etcd restored from the file
     /// continues at R+N+1 and every watch from before is refused, as `etcdutl snapshot restore

@@ -274,7 +274,6 @@ pub fn rebuild(
     // The base's transaction id is not needed: bbolt counts on from whatever the meta says.
     let (file, len, sha) = b.finish(2)?;
     (done.db_len, done.sha256) = (len, sha);
-    done.finish_seconds =
-        started.elapsed().as_secs_f64() - done.copy_seconds - done.replay_seconds;
+    done.finish_seconds = started.elapsed().as_secs_f64() - done.copy_seconds - done.replay_seconds;
     Ok((file, done))
 }
