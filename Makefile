@@ -1,5 +1,5 @@
 # Tasks for etcd-backup. `make` alone lists them.
-.PHONY: help setup images demo test cargo-test image-test checks lint build bench latency fuzz manifests arm64
+.PHONY: help setup images demo test cargo-test image-test checks lint build bench pitr-bench latency fuzz manifests arm64
 .DEFAULT_GOAL := help
 
 help: ## List the tasks
@@ -41,6 +41,9 @@ arm64: setup ## Build the aarch64 static binary (zig) and run --help and verify 
 
 bench: setup images ## etcd-backup vs etcdctl/etcdutl on a 1 GiB etcd (bench/backup.sh)
 	bash bench/backup.sh
+
+pitr-bench: setup images ## restore --to-revision of a 1 GiB base plus an hour of writes (bench/pitr.sh)
+	bash bench/pitr.sh
 
 latency: setup images ## etcd's write latency during backups, and what ETCD_SNAPSHOT_RATE buys back (bench/latency.sh)
 	bash bench/latency.sh
