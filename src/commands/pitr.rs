@@ -248,6 +248,25 @@ async fn over_segments<T: Send + 'static>(
     done?
 }
 
+/// Feeds `f` each revision after `after` up to `upto` from `next`, in order, and stops there.
+fn revisions_between(
+    next: &mut dyn FnMut() -> anyhow::Result<Option<Record>>,
+    after: i64,
+    upto: i64,
+    mut f: impl FnMut(crate::stream::segment::Revision),
+) -> anyhow::Result<()> {
+    while let Some(rec) = next()? {
+        let Record::Revision(r) = rec else { continue };
+        if r.revision > upto {
+            break;
+        }
+        if r.revision > after {
+            f(r);
+        }
+    }
+    Ok(())
+}
+
 /// Resolves a point to a revision: a time is the last revision received at or before it, in
 /// the newest generation started by then.
 pub async fn resolve(
@@ -364,27 +383,16 @@ pub async fn restore_to(
 ) -> anyhow::Result<PointRestored> {
     let started = std::time::Instant::now();
     let store = Store::s3(&cfg.store)?;
-    if output.exists() && !force {
-        bail!(
-            "{} exists; refusing to overwrite it (pass --force to replace it)",
-            output.display()
-        );
-    }
+    let to = Destination {
+        path: output.to_path_buf(),
+        force,
+    };
+    // Before anything is read: a file in the way is known at once.
+    let (part, out) = restore::part_file(&to)?;
     let sources = shutdown.or_interrupted(sources(&store)).await?;
     let revision = resolve(&store, &sources, point, &cfg, shutdown).await?;
     let plan = plan::plan(&sources, revision).map_err(|u| anyhow!("{u}"))?;
     tracing::info!(revision, generation = %plan.generation, base = %plan.base, base_revision = plan.base_revision, segments = plan.segments.len(), "rebuilding");
-    let mut part_name = output.as_os_str().to_owned();
-    part_name.push(".part");
-    let part = tempfile::TempPath::try_from_path(&part_name)
-        .with_context(|| format!("resolving {}", Path::new(&part_name).display()))?;
-    let out = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&part)
-        .with_context(|| format!("creating {}", part.display()))?;
     let (_, (file, rebuilt)) = rebuild_plan(
         &store,
         &plan,
@@ -415,10 +423,7 @@ pub async fn restore_to(
     if verified.status.revision != revision {
         bail!("the rebuilt file's newest revision is {}, not {revision}; this is a bug in etcd-backup", verified.status.revision);
     }
-    let shown = part.display().to_string();
-    part.persist(output)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming {shown} to {}", output.display()))?;
+    restore::publish(part, output).await?;
     let newest = sources
         .iter()
         .flat_map(|s| s.segments.iter().map(|g| g.last))
@@ -582,20 +587,13 @@ pub async fn get(
         shutdown,
         move |next| {
             let mut state: Option<(Kind, KeyValue)> = None;
-            while let Some(rec) = next()? {
-                let Record::Revision(r) = rec else { continue };
-                if r.revision > revision {
-                    break;
-                }
-                if r.revision <= base_revision {
-                    continue;
-                }
+            revisions_between(next, base_revision, revision, |r| {
                 for e in r.events {
                     if e.kv.key == wanted {
                         state = Some((e.kind, e.kv));
                     }
                 }
-            }
+            })?;
             Ok(state)
         },
     )
@@ -766,20 +764,13 @@ pub async fn diff(
         shutdown,
         move |next| {
             let mut changes = Changes::new(r1);
-            while let Some(rec) = next()? {
-                let Record::Revision(r) = rec else { continue };
-                if r.revision > r2 {
-                    break;
-                }
-                if r.revision <= r1 {
-                    continue;
-                }
+            revisions_between(next, r1, r2, |r| {
                 for e in &r.events {
                     if e.kv.key.starts_with(&prefix) {
                         changes.observe(r.revision, e);
                     }
                 }
-            }
+            })?;
             Ok(changes
                 .finish()
                 .into_iter()

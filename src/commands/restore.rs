@@ -180,27 +180,8 @@ pub async fn restore(
             crate::crypt::OpenError::NoIdentity
         );
     }
-    let (output, force) = (to.path.as_path(), to.force);
-    if output.exists() && !force {
-        bail!(
-            "{} exists; refusing to overwrite it (pass --force to replace it)",
-            output.display()
-        );
-    }
-    let mut part_name = output.as_os_str().to_owned();
-    part_name.push(".part");
-    // Removed on drop, on every path but the final rename.
-    let part = tempfile::TempPath::try_from_path(&part_name)
-        .with_context(|| format!("resolving {}", Path::new(&part_name).display()))?;
-    // Read too: the walk reads the file back. Truncated, not created new: a `.part` left by a
-    // killed run must not stop the next one.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&part)
-        .with_context(|| format!("creating {}", part.display()))?;
+    let output = to.path.as_path();
+    let (part, file) = part_file(to)?;
 
     let download = shutdown
         .or_interrupted(async { Ok(store.get(&key).await?) })
@@ -278,12 +259,48 @@ pub async fn restore(
         Some(HashKvCheck::NotComputed(why)) => tracing::warn!("{why}"),
         None => {}
     }
+    publish(part, output).await?;
+    Ok(Restored {
+        key,
+        path: output.to_path_buf(),
+        codec,
+        verified,
+    })
+}
+
+/// `OUTPUT.part` for `to`, created (truncated: a `.part` left by a killed run must not stop the
+/// next one) and open for reading too (the walk reads it back), removed on drop: on every path
+/// but [`publish`]. Refuses when OUTPUT exists, unless `to.force`.
+pub(crate) fn part_file(to: &Destination) -> anyhow::Result<(tempfile::TempPath, File)> {
+    let output = to.path.as_path();
+    if output.exists() && !to.force {
+        bail!(
+            "{} exists; refusing to overwrite it (pass --force to replace it)",
+            output.display()
+        );
+    }
+    let mut part_name = output.as_os_str().to_owned();
+    part_name.push(".part");
+    let part = tempfile::TempPath::try_from_path(&part_name)
+        .with_context(|| format!("resolving {}", Path::new(&part_name).display()))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&part)
+        .with_context(|| format!("creating {}", part.display()))?;
+    Ok((part, file))
+}
+
+/// Renames a checked `.part` file to `output` and syncs the directory, so that the rename is
+/// durable (on a blocking thread: a slow disk must not stall the runtime, which also drives
+/// every connection).
+pub(crate) async fn publish(part: tempfile::TempPath, output: &Path) -> anyhow::Result<()> {
     let shown = part.display().to_string();
     part.persist(output)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming {shown} to {}", output.display()))?;
-    // The rename is durable only once the directory is synced; a slow disk must not stall the
-    // runtime thread, which also drives every connection.
     let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -295,13 +312,7 @@ pub async fn restore(
             .with_context(|| format!("syncing {}", dir.display()))
     })
     .await
-    .context("the thread syncing the directory panicked")??;
-    Ok(Restored {
-        key,
-        path: output.to_path_buf(),
-        codec,
-        verified,
-    })
+    .context("the thread syncing the directory panicked")?
 }
 
 /// What the HashKV check of a restored file found, when it found a problem.
