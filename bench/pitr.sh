@@ -14,20 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:-1GiB}; REVS=${2:-720000}; RATE=${3:-4000}
 source bench/lib.sh
-work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
-export AWS_DEFAULT_REGION=us-east-1 BACKUP_LOG_FORMAT=json BACKUP_COMPRESSION=zstd
-bash tests/images/build.sh >/dev/null
-cargo build --locked --release --quiet --example load --example stream_load
-static_build
-bin=$PWD/target/$STATIC_TARGET/release/etcd-backup
-wheel_tools "$work/bin" etcdctl
-etcd=$(start_etcd --quota-backend-bytes=8589934592)
-s3=$(start_s3)
-trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
-export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
-export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
-wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
+bench_rig load stream_load
+export BACKUP_LOG_FORMAT=json BACKUP_COMPRESSION=zstd
 target/release/examples/load "$ETCD_ENDPOINTS" "$BASE" >/dev/null
 
 log=$work/stream.log

@@ -9,20 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-512MiB}; ROUNDS=${2:-3}
 source bench/lib.sh
-work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
-export AWS_DEFAULT_REGION=us-east-1 BACKUP_LOG=warn
-bash tests/images/build.sh >/dev/null
-cargo build --locked --release --quiet --example load
-static_build
-bin=$PWD/target/$STATIC_TARGET/release/etcd-backup
-wheel_tools "$work/bin" etcdctl
-etcd=$(start_etcd --quota-backend-bytes=8589934592)
-s3=$(start_s3)
-trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
-export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
-export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
-wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
+bench_rig load
+export BACKUP_LOG=warn
 tools=$(bash scripts/tools.sh)
 "$tools/age-keygen" -o "$work/age.key" 2>/dev/null
 export BACKUP_AGE_RECIPIENTS; BACKUP_AGE_RECIPIENTS=$("$tools/age-keygen" -y "$work/age.key")
