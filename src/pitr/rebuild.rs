@@ -29,8 +29,10 @@ pub struct Rebuild<'a> {
     pub base_len: u64,
     pub base_revision: i64,
     pub revision: i64,
-    /// Mark every revision up to `revision + bump` compacted and continue from there (what
-    /// `etcdutl snapshot restore --bump-revision --mark-compacted` does, for any etcd version).
+    /// Mark every revision up to `revision + bump` compacted and continue from there: the
+    /// effect of `etcdutl snapshot restore --bump-revision --mark-compacted` (3.5.10 and later),
+    /// reached another way that any etcd version honours (both compaction marks at the bumped
+    /// revision, where etcdutl writes an empty entry there and schedules a compaction).
     pub bump: Option<i64>,
 }
 
