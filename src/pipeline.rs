@@ -30,7 +30,7 @@ use crate::compress::Encoder;
 use crate::config::PipelineConfig;
 use crate::crypt::Sealer;
 use crate::key::BackupKey;
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, Rate};
 use crate::progress::Progress;
 use crate::scratch;
 use crate::shutdown::Shutdown;
@@ -58,7 +58,7 @@ where
 {
     let read = async {
         futures::pin_mut!(source);
-        let mut pacer = limits.rate.map(Pacer::new);
+        let mut pacer = limits.rate.clone().map(Pacer::new);
         loop {
             let next = tokio::select! {
                 biased;
@@ -168,9 +168,9 @@ pub(crate) fn received<T>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
 pub struct Limits {
     pub total: Duration,
     pub stall: Duration,
-    /// Bytes a second to read at, at most (`ETCD_SNAPSHOT_RATE`); `None` reads as fast as the
-    /// stages downstream take it.
-    pub rate: Option<u64>,
+    /// The rate to read at, fixed (`ETCD_SNAPSHOT_RATE`) or adaptive; `None` reads as fast as
+    /// the stages downstream take it.
+    pub rate: Option<Rate>,
     pub shutdown: Shutdown,
     /// The database size the member reported, for the share done in progress lines.
     pub expected_size: Option<u64>,

@@ -139,7 +139,7 @@ async fn a_rate_limited_read_takes_at_least_size_over_rate() {
     // A quarter of a second for the whole stream, of which reading may run 50 ms ahead.
     let rate = 4 * snapshot.len() as u64;
     let paced = Limits {
-        rate: Some(rate),
+        rate: Some(etcd_backup::pacing::Rate::new(rate)),
         ..limits(Duration::from_secs(60))
     };
     let start = std::time::Instant::now();

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::commands::prune::{prune, PruneArgs};
-use crate::config::BackupConfig;
+use crate::config::{BackupConfig, Pacing};
 use crate::consistency::{self, NotTheCluster, Verdict};
 use crate::etcd::{self, MemberStatus, Members, Snapshot};
 use crate::key::BackupKey;
 use crate::metrics;
+use crate::pacing::adaptive::Controller;
+use crate::pacing::{probe, Rate};
 use crate::pipeline::{self, Limits, Published};
 use crate::scratch;
 use crate::shutdown::Shutdown;
@@ -219,16 +221,52 @@ async fn attempt(
         ("etcd-cluster-id", status.cluster_id.clone()),
         ("etcd-member-id", status.member_id.to_string()),
     ]);
+    let (rate, pacing) = pace(&cfg.etcd, status).await;
     let limits = Limits {
         total: cfg.etcd.snapshot_timeout,
         stall: cfg.etcd.stall_timeout,
-        rate: cfg.etcd.snapshot_rate,
+        rate,
         shutdown: shutdown.clone(),
         expected_size: Some(status.db_size),
     };
     let source = snapshot.into_stream();
     let check = |file, verified| check_cluster(cfg, status, file, verified);
-    pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra, check).await
+    let published =
+        pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra, check).await;
+    if let Some(summary) = match pacing {
+        Some(p) => p.finish().await,
+        None => None,
+    } {
+        tracing::info!("{summary}");
+    }
+    published
+}
+
+/// The rate the snapshot of `status`'s member is read at: the cap alone, or the adaptive
+/// controller's (started here, with its probe on a connection of its own). Without a probe
+/// connection the read is paced at the controller's starting rate, not left unpaced.
+async fn pace(
+    cfg: &crate::config::EtcdConfig,
+    status: &MemberStatus,
+) -> (Option<Rate>, Option<probe::Running>) {
+    let Pacing::Adaptive { target } = cfg.pacing else {
+        return (cfg.snapshot_rate.map(Rate::new), None);
+    };
+    let controller = Controller::new(target, cfg.snapshot_rate);
+    match etcd::connect(cfg, &status.endpoint).await {
+        Ok(client) => {
+            let (rate, running) = probe::start(client, controller).await;
+            (Some(rate), Some(running))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "adaptive pacing cannot probe {} ({e}); reading at a fixed {} MiB/s",
+                status.endpoint,
+                controller.rate() >> 20
+            );
+            (Some(Rate::new(controller.rate())), None)
+        }
+    }
 }
 
 /// The `backup` command against `store`. `now` names the object and anchors retention. The

@@ -15,6 +15,16 @@ use super::Secret;
 use crate::consistency::Asked;
 use crate::etcd::tls::{not_after, ClientCert, Pem};
 
+/// How the snapshot read is paced below `ETCD_SNAPSHOT_RATE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// By [`crate::pacing::adaptive`]: slower while the member's probe is more than `target`
+    /// above its idle baseline.
+    Adaptive { target: Duration },
+    /// As fast as the stages take it.
+    Off,
+}
+
 /// How to reach etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
@@ -26,6 +36,10 @@ pub struct EtcdConfig {
     pub stall_timeout: Duration,
     /// Bytes a second the snapshot is read at, at most; `None` for no limit.
     pub snapshot_rate: Option<u64>,
+    /// How the snapshot read is paced below that cap.
+    pub pacing: Pacing,
+    /// The HTTP/2 stream window of every connection to etcd.
+    pub window: u32,
     /// etcd stops accepting writes when its database reaches this size.
     pub quota: u64,
     /// Which members the HashKV check asks.
@@ -57,6 +71,27 @@ pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         "expected 0 (no limit) or a size per second of at least 1MiB, such as 30MiB",
         |v| parse_size(v).filter(|&b| b == 0 || b >= 1 << 20),
     );
+    let target = r.duration(Key::EtcdSnapshotPacingTarget);
+    let adaptive = r.parse(
+        Key::EtcdSnapshotPacing,
+        "expected adaptive or off",
+        |v| match v {
+            "adaptive" => Some(true),
+            "off" => Some(false),
+            _ => None,
+        },
+    );
+    // Below 64 KiB (HTTP/2's initial window) every frame waits for a window update; above
+    // 16 MiB a window no longer paces anything a cap could not.
+    let window = r.parse(
+        Key::EtcdSnapshotWindow,
+        "expected a size from 64KiB to 16MiB, such as 256KiB",
+        |v| {
+            parse_size(v)
+                .filter(|b| (64 << 10..=16 << 20).contains(b))
+                .map(|b| b as u32)
+        },
+    );
     let hashkv_members = r.parse(
         Key::EtcdHashkvMembers,
         "expected all, followers or none",
@@ -74,6 +109,9 @@ pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         Some(rate),
         Some(quota),
         Some(hashkv_members),
+        Some(target),
+        Some(adaptive),
+        Some(window),
     ) = (
         dial_timeout,
         snapshot_timeout,
@@ -81,9 +119,17 @@ pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         snapshot_rate,
         quota,
         hashkv_members,
+        target,
+        adaptive,
+        window,
     )
     else {
         return None;
+    };
+    let pacing = if adaptive {
+        Pacing::Adaptive { target }
+    } else {
+        Pacing::Off
     };
     (r.count() == before).then_some(EtcdConfig {
         endpoints,
@@ -93,6 +139,8 @@ pub(super) fn etcd(r: &mut Reader<'_>) -> Option<EtcdConfig> {
         snapshot_timeout,
         stall_timeout,
         snapshot_rate: Some(rate).filter(|&b| b > 0),
+        pacing,
+        window,
         quota,
         hashkv_members,
     })

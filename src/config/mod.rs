@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::etcd::EtcdConfig;
+pub use self::etcd::{EtcdConfig, Pacing};
 pub use self::metrics::MetricsConfig;
 pub use self::pipeline::PipelineConfig;
 pub use self::reader::parse_size;

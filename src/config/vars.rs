@@ -136,10 +136,25 @@ vars! {
         default: "2m",
         doc: "Give up when the snapshot stream sends nothing for this long.",
     }
+    EtcdSnapshotPacing {
+        name: "ETCD_SNAPSHOT_PACING",
+        default: "adaptive",
+        doc: "adaptive: read the snapshot as fast as the member stays responsive, slowing down while a probe of it is slower than its idle baseline by more than ETCD_SNAPSHOT_PACING_TARGET; off: as fast as the stages take it (ETCD_SNAPSHOT_RATE still caps both).",
+    }
+    EtcdSnapshotPacingTarget {
+        name: "ETCD_SNAPSHOT_PACING_TARGET",
+        default: "5ms",
+        doc: "How much slower than its idle baseline the probe of the member being read may get before adaptive pacing slows down.",
+    }
     EtcdSnapshotRate {
         name: "ETCD_SNAPSHOT_RATE",
         default: "0",
-        doc: "Read the snapshot at most this fast, per second, e.g. 30MiB; 0 for no limit. A slower read leaves etcd more room (bench/RESULTS.md).",
+        doc: "Read the snapshot at most this fast, per second, e.g. 30MiB; 0 for no cap. A cap on adaptive pacing too.",
+    }
+    EtcdSnapshotWindow {
+        name: "ETCD_SNAPSHOT_WINDOW",
+        default: "256KiB",
+        doc: "HTTP/2 stream window of our etcd connections: the most etcd sends ahead of a paced reader, 64KiB-16MiB (bench/RESULTS.md).",
     }
     EtcdHashkvMembers {
         name: "ETCD_HASHKV_MEMBERS",

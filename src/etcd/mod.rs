@@ -119,18 +119,45 @@ pub struct Member {
     pub status: MemberStatus,
 }
 
+/// The HTTP/2 connection window, per stream window: the stream's window is what paces etcd (a
+/// paced reader leaves at most that much in flight), and the connection's is larger so that a
+/// probe or a status call on the same connection is never stuck behind an unread snapshot.
+const CONNECTION_WINDOWS: u32 = 4;
+
 fn options(cfg: &EtcdConfig) -> ConnectOptions {
-    let mut opts = ConnectOptions::new()
+    ConnectOptions::new()
         .with_connect_timeout(cfg.dial_timeout)
-        .with_keep_alive(Duration::from_secs(10), cfg.dial_timeout);
-    if let Some(ca) = &cfg.ca {
-        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&ca.pem));
+        .with_keep_alive(Duration::from_secs(10), cfg.dial_timeout)
+}
+
+/// A client of one member over a channel of our own: etcd-client's `connect` builds its
+/// endpoints without HTTP/2 window settings, and hyper's default stream window (2 MiB) lets
+/// etcd send a paced reader's data in full-speed bursts.
+pub async fn connect(cfg: &EtcdConfig, endpoint: &str) -> Result<Client, ProbeError> {
+    let transport = |e: tonic::transport::Error| ProbeError::Transport { why: chain(&e) };
+    let window = cfg.window;
+    let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(transport)?
+        .connect_timeout(cfg.dial_timeout)
+        .keep_alive_while_idle(false)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(cfg.dial_timeout)
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.saturating_mul(CONNECTION_WINDOWS));
+    if endpoint.starts_with("https://") {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &cfg.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(&ca.pem));
+        }
         if let Some(id) = &cfg.identity {
             tls = tls.identity(Identity::from_pem(&id.cert.pem, id.key.expose()));
         }
-        opts = opts.with_tls(tls);
+        ep = ep.tls_config(tls).map_err(transport)?;
     }
-    opts
+    let channel = ep.connect().await.map_err(transport)?;
+    Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options(cfg)))
+        .await
+        .map_err(|e| ProbeError::transport(&e))
 }
 
 fn hex_id(id: u64) -> String {
@@ -193,9 +220,7 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, ProbeErro
     let ep = endpoint.as_str().trim_end_matches('/').to_string();
     tracing::debug!(endpoint = %ep, "connecting");
     let attempt = async {
-        let mut client = Client::connect([ep.as_str()], Some(options(cfg)))
-            .await
-            .map_err(|e| ProbeError::transport(&e))?;
+        let mut client = connect(cfg, &ep).await?;
         let s = client
             .status()
             .await

@@ -1,26 +1,52 @@
-//! `ETCD_SNAPSHOT_RATE`: reading the snapshot no faster than asked. Not reading is what slows
-//! etcd down: gRPC's flow control stops its sender once the window fills, so a reader that
-//! waits between chunks paces the member's own goroutines, which our niceness cannot.
+//! Pacing the snapshot read. Not reading is what slows etcd down: gRPC's flow control stops
+//! its sender once the window (`ETCD_SNAPSHOT_WINDOW`) fills, so a reader that waits between
+//! chunks paces the member's own goroutines, which our niceness and cgroup weight cannot.
 //!
-//! The schedule is a pure function ([`pace`]); [`Pacer`] sleeps by it.
+//! The schedule is a pure function ([`pace`]); [`Pacer`] sleeps by it, at a [`Rate`] that is
+//! either fixed (`ETCD_SNAPSHOT_RATE`) or set as it goes by [`adaptive`]'s controller, which
+//! [`probe`] feeds with the member's response times.
 
+pub mod adaptive;
+pub mod probe;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The rate a [`Pacer`] reads at, in bytes a second; shared, so that the adaptive controller
+/// can change it while the stream is read. `u64::MAX` reads unpaced.
+#[derive(Debug, Clone)]
+pub struct Rate(Arc<AtomicU64>);
+
+impl Rate {
+    pub fn new(bytes_per_second: u64) -> Rate {
+        Rate(Arc::new(AtomicU64::new(bytes_per_second)))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, bytes_per_second: u64) {
+        self.0.store(bytes_per_second, Ordering::Relaxed);
+    }
+}
 
 /// How far ahead of the schedule reading may get before it sleeps. Sleeps are taken only once
 /// this much is due: the timer rounds each sleep up to the next millisecond, and a wait for
 /// every 32 KiB chunk would cap the rate near 16 MiB/s whatever was asked.
 pub const SLACK: Duration = Duration::from_millis(50);
 
-/// Paces one stream at `rate` bytes a second.
+/// Paces one stream at its [`Rate`].
 pub struct Pacer {
-    rate: u64,
+    rate: Rate,
     start: tokio::time::Instant,
     /// When the next read is due, as time since `start`.
     due: Duration,
 }
 
 impl Pacer {
-    pub fn new(rate: u64) -> Pacer {
+    pub fn new(rate: Rate) -> Pacer {
         Pacer {
             rate,
             start: tokio::time::Instant::now(),
@@ -31,8 +57,12 @@ impl Pacer {
     /// `len` bytes were just read: waits while reading is more than [`SLACK`] ahead of the
     /// schedule.
     pub async fn read(&mut self, len: u64) {
+        let rate = self.rate.get();
+        if rate == u64::MAX {
+            return;
+        }
         let now = self.start.elapsed();
-        self.due = pace(self.due, now, len, self.rate);
+        self.due = pace(self.due, now, len, rate);
         if self.due > now + SLACK {
             tokio::time::sleep(self.due - now).await;
         }
@@ -77,7 +107,7 @@ mod tests {
     async fn a_pacer_reaches_the_rate_it_aims_at() {
         for rate_mib in [1u64, 16, 64, 256] {
             let rate = rate_mib << 20;
-            let mut p = Pacer::new(rate);
+            let mut p = Pacer::new(Rate::new(rate));
             let start = tokio::time::Instant::now();
             // 32 KiB chunks, as etcd sends them, for two seconds' worth.
             let total = 2 * rate;

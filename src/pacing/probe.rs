@@ -1,0 +1,135 @@
+//! The probe behind adaptive pacing, and the task that runs the controller. The probe is a
+//! serializable read of a key nobody writes, sent to the member being read over a connection
+//! of its own: served from that member alone, it waits where that member's work waits (its
+//! goroutines for the CPU, its backend's read transaction), and it writes nothing, so it adds
+//! no revision to the history a stream records. A connection of its own keeps it out of the
+//! snapshot's HTTP/2 flow control, which our own pauses fill.
+
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::adaptive::Controller;
+use super::Rate;
+
+/// The key read: under our own prefix, never written.
+pub const KEY: &str = "/etcd-backup/pacing-probe";
+/// How often the member is probed while the snapshot is read.
+pub const INTERVAL: Duration = Duration::from_millis(100);
+/// A probe slower than this counts as failed (so as over the target).
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+/// Probes taken before reading, for the base delay.
+pub const BASELINE: usize = 5;
+
+/// How one run of adaptive pacing went, for the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub base: Option<Duration>,
+    pub probes: u32,
+    pub failed: u32,
+    pub cuts: u32,
+    pub lowest: u64,
+    pub highest: u64,
+    pub last: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |r: u64| r as f64 / (1 << 20) as f64;
+        write!(
+            f,
+            "adaptive pacing: base delay {:.1} ms, {} probes ({} failed), {} cuts, rate {:.0}-{:.0} MiB/s, last {:.0}",
+            self.base.map_or(f64::NAN, |b| b.as_secs_f64() * 1e3),
+            self.probes,
+            self.failed,
+            self.cuts,
+            mib(self.lowest),
+            mib(self.highest),
+            mib(self.last)
+        )
+    }
+}
+
+/// One timed probe; `None` when it failed or took longer than [`TIMEOUT`].
+async fn time(client: &mut Client) -> Option<Duration> {
+    let opts = GetOptions::new()
+        .with_serializable()
+        .with_keys_only()
+        .with_limit(1);
+    let start = tokio::time::Instant::now();
+    match tokio::time::timeout(TIMEOUT, client.get(KEY, Some(opts))).await {
+        Ok(Ok(_)) => Some(start.elapsed()),
+        Ok(Err(e)) => {
+            tracing::debug!("pacing probe failed: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// The controller at work: a [`Rate`] for the pacer, changed after every probe until
+/// [`Running::finish`].
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Summary>,
+}
+
+impl Running {
+    /// Stops probing; how it went.
+    pub async fn finish(self) -> Option<Summary> {
+        let _ = self.stop.send(());
+        self.task.await.ok()
+    }
+}
+
+/// Takes the base delay with [`BASELINE`] probes, then probes every [`INTERVAL`] and sets the
+/// returned rate from `controller`.
+pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Running) {
+    for _ in 0..BASELINE {
+        if let Some(d) = time(&mut client).await {
+            controller.baseline(d);
+        }
+    }
+    let rate = Rate::new(controller.rate());
+    let (stop, mut stopped) = oneshot::channel();
+    let shared = rate.clone();
+    let task = tokio::spawn(async move {
+        let mut s = Summary {
+            base: controller.base(),
+            probes: 0,
+            failed: 0,
+            cuts: 0,
+            lowest: controller.rate(),
+            highest: controller.rate(),
+            last: controller.rate(),
+        };
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tick.tick() => {}
+            }
+            let sample = time(&mut client).await;
+            let r = controller.observe(sample);
+            shared.set(r);
+            tracing::debug!(
+                probe_ms = sample.map(|d| d.as_secs_f64() * 1e3),
+                rate_mib = r >> 20,
+                "pacing"
+            );
+            s.probes += 1;
+            s.failed += u32::from(sample.is_none());
+            s.lowest = s.lowest.min(r);
+            s.highest = s.highest.max(r);
+            s.last = r;
+        }
+        s.base = controller.base();
+        s.cuts = controller.cuts();
+        s
+    });
+    (rate, Running { stop, task })
+}
