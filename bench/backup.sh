@@ -39,7 +39,6 @@ bash tests/images/build.sh
 command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null; } || true
 # The AWS CLI for the seed's pipeline, in a venv of its own.
 venv=${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}
-[ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
 export AWS_DEFAULT_REGION=us-east-1
 cargo build --locked --release --quiet --example load --example latency --example link
 target=$STATIC_TARGET
@@ -107,17 +106,7 @@ loaded() {
   echo "$name $(cat "$work/lat.out")" >> "$work/latency"
 }
 # The seed's script, as its article shows it (with our endpoint and bucket).
-cat > "$work/seed.sh" <<SEED
-set -euo pipefail
-TIMESTAMP=\$(date +%Y%m%d-%H%M%S)
-SNAPSHOT_FILE="$work/etcd-snapshot-\${TIMESTAMP}.db"
-"$work/bin/etcdctl" snapshot save "\${SNAPSHOT_FILE}" --endpoints="$ETCD_ENDPOINTS"
-"$work/bin/etcdctl" snapshot status "\${SNAPSHOT_FILE}"
-gzip "\${SNAPSHOT_FILE}"
-"$venv/bin/aws" s3 cp "\${SNAPSHOT_FILE}.gz" "s3://$BACKUP_BUCKET/seed/\${TIMESTAMP}.db.gz" \\
-  --storage-class STANDARD_IA --endpoint-url "$AWS_ENDPOINT_URL"
-rm -f "\${SNAPSHOT_FILE}.gz"
-SEED
+seed_script "$work/seed.sh" "$venv"
 
 for r in $(seq "$ROUNDS"); do
   loaded idle sleep 10

@@ -16,8 +16,9 @@ wheel_tools() {
 }
 
 # start_etcd [ETCD FLAG...]: an etcd on a loopback port, plain http; prints the container id.
+# With ETCD_GODEBUG set, etcd runs with GODEBUG=$ETCD_GODEBUG (gctrace=1: a line per collection).
 start_etcd() {
-  docker run -d --rm -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
+  docker run -d --rm ${ETCD_GODEBUG:+-e GODEBUG=$ETCD_GODEBUG} -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
     --data-dir /var/lib/etcd/bench --listen-client-urls http://0.0.0.0:2379 \
     --advertise-client-urls http://127.0.0.1:2379 "$@"
 }
@@ -92,4 +93,23 @@ bench_rig() {
   export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
   export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
   wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
+}
+
+# seed_script FILE VENV: the seed article's CronJob script (etcdctl snapshot save, status, gzip,
+# aws s3 cp --storage-class STANDARD_IA) with our endpoint and bucket, into FILE; the AWS CLI is
+# installed into the venv VENV when missing. Needs $work, ETCD_ENDPOINTS, AWS_ENDPOINT_URL.
+seed_script() {
+  local file=$1 venv=$2
+  [ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
+  cat > "$file" <<SEED
+set -euo pipefail
+TIMESTAMP=\$(date +%Y%m%d-%H%M%S)
+SNAPSHOT_FILE="$work/etcd-snapshot-\${TIMESTAMP}.db"
+"$work/bin/etcdctl" snapshot save "\${SNAPSHOT_FILE}" --endpoints="$ETCD_ENDPOINTS"
+"$work/bin/etcdctl" snapshot status "\${SNAPSHOT_FILE}"
+gzip "\${SNAPSHOT_FILE}"
+"$venv/bin/aws" s3 cp "\${SNAPSHOT_FILE}.gz" "s3://$BACKUP_BUCKET/seed/\${TIMESTAMP}.db.gz" \\
+  --storage-class STANDARD_IA --endpoint-url "$AWS_ENDPOINT_URL"
+rm -f "\${SNAPSHOT_FILE}.gz"
+SEED
 }

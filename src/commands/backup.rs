@@ -253,7 +253,7 @@ async fn pace(
         return (cfg.snapshot_rate.map(Rate::new), None);
     };
     let controller = Controller::new(target, cfg.snapshot_rate);
-    match etcd::connect(cfg, &status.endpoint).await {
+    match etcd::connect(cfg, &status.endpoint, None).await {
         Ok(client) => {
             let (rate, running) = probe::start(client, controller).await;
             (Some(rate), Some(running))

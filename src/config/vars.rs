@@ -154,7 +154,7 @@ vars! {
     EtcdSnapshotWindow {
         name: "ETCD_SNAPSHOT_WINDOW",
         default: "256KiB",
-        doc: "HTTP/2 stream window of our etcd connections: the most etcd sends ahead of a paced reader, 64KiB-16MiB (bench/RESULTS.md).",
+        doc: "HTTP/2 stream window of the connection that reads the snapshot: the most etcd sends ahead of a paced reader, 64KiB-16MiB (bench/RESULTS.md).",
     }
     EtcdHashkvMembers {
         name: "ETCD_HASHKV_MEMBERS",

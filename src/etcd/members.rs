@@ -157,6 +157,16 @@ impl Members {
     pub async fn start_snapshot(&mut self) -> Result<(Member, Snapshot), EtcdError> {
         loop {
             let mut member = self.choose().await?;
+            // The snapshot gets a connection of its own, with the window that paces etcd.
+            let endpoint = member.status.endpoint.clone();
+            match super::connect(&self.cfg, &endpoint, Some(self.cfg.window)).await {
+                Ok(client) => member.client = client,
+                Err(e) => {
+                    tracing::warn!("{endpoint}: {e}; trying the next endpoint");
+                    self.fail(&endpoint, e.to_string());
+                    continue;
+                }
+            }
             match Snapshot::start(&mut member).await {
                 Ok(s) => return Ok((member, s)),
                 Err(e) => {

@@ -132,18 +132,26 @@ fn options(cfg: &EtcdConfig) -> ConnectOptions {
 
 /// A client of one member over a channel of our own: etcd-client's `connect` builds its
 /// endpoints without HTTP/2 window settings, and hyper's default stream window (2 MiB) lets
-/// etcd send a paced reader's data in full-speed bursts.
-pub async fn connect(cfg: &EtcdConfig, endpoint: &str) -> Result<Client, ProbeError> {
+/// etcd send a paced reader's data in full-speed bursts. `window` is the stream window of a
+/// connection that reads a snapshot (`ETCD_SNAPSHOT_WINDOW`); `None` keeps hyper's defaults,
+/// which a watch under a burst of writes or a call across a long link wants.
+pub async fn connect(
+    cfg: &EtcdConfig,
+    endpoint: &str,
+    window: Option<u32>,
+) -> Result<Client, ProbeError> {
     let transport = |e: tonic::transport::Error| ProbeError::Transport { why: chain(&e) };
-    let window = cfg.window;
     let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .map_err(transport)?
         .connect_timeout(cfg.dial_timeout)
         .keep_alive_while_idle(false)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(cfg.dial_timeout)
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window.saturating_mul(CONNECTION_WINDOWS));
+        .keep_alive_timeout(cfg.dial_timeout);
+    if let Some(w) = window {
+        ep = ep
+            .initial_stream_window_size(w)
+            .initial_connection_window_size(w.saturating_mul(CONNECTION_WINDOWS));
+    }
     if endpoint.starts_with("https://") {
         let mut tls = TlsOptions::new();
         if let Some(ca) = &cfg.ca {
@@ -220,7 +228,7 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, ProbeErro
     let ep = endpoint.as_str().trim_end_matches('/').to_string();
     tracing::debug!(endpoint = %ep, "connecting");
     let attempt = async {
-        let mut client = connect(cfg, &ep).await?;
+        let mut client = connect(cfg, &ep, None).await?;
         let s = client
             .status()
             .await

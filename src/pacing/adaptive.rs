@@ -112,8 +112,10 @@ mod tests {
     #[test]
     fn each_probe_moves_the_rate_by_the_rule() {
         let target = ms(5);
-        // (probes before, this probe) -> rate, from a controller with base 1 ms and no cap.
-        let cases: &[(&[Option<u64>], Option<u64>, u64)] = &[
+        // (probes before, this probe) -> rate, from a controller with base 1 ms and no cap;
+        // probes in ms, None for one that failed.
+        type Case = (&'static [Option<u64>], Option<u64>, u64);
+        let cases: &[Case] = &[
             // Slow start doubles while under the target.
             (&[], Some(1), 2 * START),
             (&[Some(1)], Some(3), 4 * START),
