@@ -13,7 +13,7 @@
 #   - with no write load: adaptive against off (the goal: within 10%).
 # etcd (SIZE, default 1GiB, compacted at nine tenths) and SeaweedFS (on tmpfs, at the lowest CPU
 # weight: the object store is remote in production) run in containers on loopback.
-#   bench/gentle.sh [SIZE]
+#   bench/gentle.sh [SIZE]          (GENTLE_QUICK=1: only off against adaptive, for tuning)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1GiB}
@@ -75,6 +75,15 @@ gc_during() {
 }
 
 off="env ETCD_SNAPSHOT_PACING=off"
+if [ -n "${GENTLE_QUICK:-}" ]; then
+  # A tuning run: only pacing off against adaptive, loaded and not.
+  loaded idle sleep 15
+  loaded off $off "$bin" backup
+  loaded adaptive "$bin" backup
+  for r in 1 2; do unloaded off $off "$bin" backup; unloaded adaptive "$bin" backup; done
+  cat "$work/results" "$work/unloaded"; grep -o 'adaptive pacing:[^"]*' "$work/err.adaptive"
+  exit 0
+fi
 loaded idle sleep 15
 loaded seed bash "$work/seed.sh"
 gc_during off $off "$bin" backup

@@ -17,7 +17,7 @@ use super::Rate;
 /// The key read: under our own prefix, never written.
 pub const KEY: &str = "/etcd-backup/pacing-probe";
 /// How often the member is probed while the snapshot is read.
-pub const INTERVAL: Duration = Duration::from_millis(100);
+pub const INTERVAL: Duration = Duration::from_millis(50);
 /// A probe slower than this counts as failed (so as over the target).
 pub const TIMEOUT: Duration = Duration::from_secs(1);
 /// Probes taken before reading, for the base delay.
