@@ -1,5 +1,5 @@
 # Tasks for etcd-backup. `make` alone lists them.
-.PHONY: help setup images demo test cargo-test image-test checks lint build bench pitr-bench latency fuzz manifests arm64
+.PHONY: help setup images demo test cargo-test image-test checks lint build bench pitr-bench latency gentle fuzz manifests arm64
 .DEFAULT_GOAL := help
 
 help: ## List the tasks
@@ -47,6 +47,9 @@ pitr-bench: setup images ## restore --to-revision of a 1 GiB base plus an hour o
 
 latency: setup images ## etcd's write latency during backups, and what ETCD_SNAPSHOT_RATE buys back (bench/latency.sh)
 	bash bench/latency.sh
+
+gentle: setup images ## how gentle a backup is with etcd: adaptive pacing, windows, the probe, gctrace (bench/gentle.sh)
+	bash bench/gentle.sh
 
 fuzz: ## Fuzz the snapshot checks, structure-aware, for 10 minutes (fuzz/run.sh)
 	bash fuzz/run.sh
