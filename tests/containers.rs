@@ -503,10 +503,7 @@ async fn three_members_with_one_and_then_two_down() {
     members[0].stop().await;
     let o = rig::run(rig::backup_cmd(&pki, &all, &s3, "backups"), 0).await;
     let log = text(&o);
-    assert!(
-        log.contains("endpoint unusable: grpc request error"),
-        "{log}"
-    );
+    assert!(log.contains("endpoint unusable: transport error"), "{log}");
     assert!(
         log.contains(&format!("endpoint={}", members[0].url)),
         "{log}"
