@@ -233,11 +233,10 @@ async fn attempt(
     let check = |file, verified| check_cluster(cfg, status, file, verified);
     let published =
         pipeline::publish(source, store, key, &cfg.pipeline, &limits, extra, check).await;
-    if let Some(summary) = match pacing {
-        Some(p) => p.finish().await,
-        None => None,
-    } {
-        tracing::info!("{summary}");
+    if let Some(p) = pacing {
+        if let Some(summary) = p.finish().await {
+            tracing::info!("{summary}");
+        }
     }
     published
 }

@@ -38,7 +38,7 @@ pub struct EtcdConfig {
     pub snapshot_rate: Option<u64>,
     /// How the snapshot read is paced below that cap.
     pub pacing: Pacing,
-    /// The HTTP/2 stream window of every connection to etcd.
+    /// The HTTP/2 stream window of the connection that reads the snapshot.
     pub window: u32,
     /// etcd stops accepting writes when its database reaches this size.
     pub quota: u64,

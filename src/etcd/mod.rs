@@ -120,8 +120,8 @@ pub struct Member {
 }
 
 /// The HTTP/2 connection window, per stream window: the stream's window is what paces etcd (a
-/// paced reader leaves at most that much in flight), and the connection's is larger so that a
-/// probe or a status call on the same connection is never stuck behind an unread snapshot.
+/// paced reader leaves at most that much in flight), so the connection's is larger and never
+/// the one that binds.
 const CONNECTION_WINDOWS: u32 = 4;
 
 fn options(cfg: &EtcdConfig) -> ConnectOptions {
