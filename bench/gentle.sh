@@ -39,22 +39,6 @@ target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
 compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
 echo "etcd database: $(status_field "$work/bin/etcdctl" "$ETCD_ENDPOINTS" dbSize) bytes"
 
-# loaded NAME CMD...: runs CMD under the paced load; appends "NAME seconds p50 p99 max puts
-# over25" to $work/results, and keeps the slow puts in $work/slow.NAME and CMD's log in
-# $work/err.NAME.
-loaded() {
-  local name=$1; shift
-  rm -f "$work/stop"
-  LATENCY_TRACE=$work/slow.$name target/release/examples/latency "$ETCD_ENDPOINTS" 200 "$work/stop" > "$work/lat.out" &
-  local lat=$! t0 t1
-  sleep 1
-  t0=$(date +%s.%N)
-  "$@" >/dev/null 2>"$work/err.$name" || { cat "$work/err.$name" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  touch "$work/stop"; wait "$lat"
-  echo "$name $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') $(cat "$work/lat.out")" >> "$work/results"
-  rm -f "$work"/*.db
-}
 # unloaded NAME CMD...: CMD's wall time with no write load; appends "NAME seconds".
 unloaded() {
   local name=$1 t0 t1; shift

@@ -37,20 +37,6 @@ compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
 start_link "${ETCD_ENDPOINTS#http://}" 0 252 "$work/link.port"
 capped=$link_url
 
-# loaded NAME CMD...: runs CMD under the paced load; appends "NAME seconds p50 p99 max puts".
-loaded() {
-  local name=$1; shift
-  rm -f "$work/stop"
-  target/release/examples/latency "$ETCD_ENDPOINTS" 200 "$work/stop" > "$work/lat.out" &
-  local lat=$! t0 t1
-  sleep 1
-  t0=$(date +%s.%N)
-  "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  touch "$work/stop"; wait "$lat"
-  echo "$name $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') $(cat "$work/lat.out")" >> "$work/results"
-  rm -f "$work"/*.db
-}
 # limited CORES CMD...: runs CMD in a cgroup of its own with a CPU limit of CORES, as the
 # CronJob's limit sets one (cgroup v1's cpu controller, or v2's cpu.max; root only).
 limited() {

@@ -113,3 +113,21 @@ gzip "\${SNAPSHOT_FILE}"
 rm -f "\${SNAPSHOT_FILE}.gz"
 SEED
 }
+
+# loaded NAME CMD...: runs CMD under the paced load of examples/latency.rs (built) on
+# ETCD_ENDPOINTS; appends "NAME seconds p50 p99 max puts
+# over25" to $work/results, and keeps the slow puts in $work/slow.NAME and CMD's log in
+# $work/err.NAME.
+loaded() {
+  local name=$1; shift
+  rm -f "$work/stop"
+  LATENCY_TRACE=$work/slow.$name target/release/examples/latency "$ETCD_ENDPOINTS" 200 "$work/stop" > "$work/lat.out" &
+  local lat=$! t0 t1
+  sleep 1
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>"$work/err.$name" || { cat "$work/err.$name" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  touch "$work/stop"; wait "$lat"
+  echo "$name $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') $(cat "$work/lat.out")" >> "$work/results"
+  rm -f "$work"/*.db
+}
