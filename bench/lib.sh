@@ -63,10 +63,11 @@ static_build() {
   RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --quiet --bin etcd-backup --target "$STATIC_TARGET" "$@"
 }
 
-# start_link UPSTREAM MS MBIT FILE: examples/link.rs in front of UPSTREAM (HOST:PORT), with MS
-# one way each direction and MBIT each way; waits until it listens. Sets link_pid and link_url.
+# start_link UPSTREAM MS MBIT FILE [per-connection]: examples/link.rs in front of UPSTREAM
+# (HOST:PORT), with MS one way each direction and MBIT each way (each connection's own with
+# per-connection); waits until it listens. Sets link_pid and link_url.
 start_link() {
-  target/release/examples/link "$1" "$2" "$3" > "$4" &
+  target/release/examples/link "$1" "$2" "$3" ${5:-} > "$4" &
   link_pid=$!
   for _ in $(seq 50); do [ -s "$4" ] && break; sleep 0.1; done
   link_url="http://127.0.0.1:$(cat "$4")"

@@ -1,9 +1,11 @@
 //! A link emulator for the benchmark (this kernel has no netem): a TCP proxy on loopback that
 //! delays every byte by a fixed one-way delay in each direction and caps each direction's
-//! bandwidth, shared by all connections, as one network path would. Prints its port, then
-//! serves until killed.
+//! bandwidth, shared by all connections, as one network path would (or, with `per-connection`
+//! last, each connection's own, as across regions where one TCP stream is held back by its
+//! window and losses rather than by the path). Prints its port, then serves until killed.
 //!
 //! cargo run --release --example link -- 127.0.0.1:8333 20 1000   # 40 ms round trip, 1 Gbit/s
+//! cargo run --release --example link -- 127.0.0.1:8333 20 200 per-connection
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,6 +70,7 @@ async fn main() {
     let target = args[1].clone();
     let delay = Duration::from_millis(args[2].parse().expect("one-way delay in ms"));
     let rate = args[3].parse::<f64>().expect("Mbit/s") * 1e6 / 8.0;
+    let per_connection = args.get(4).is_some_and(|a| a == "per-connection");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap().port());
     let direction = || {
@@ -79,7 +82,12 @@ async fn main() {
     let (up, down) = (direction(), direction());
     loop {
         let (client, _) = listener.accept().await.unwrap();
-        let (target, up, down) = (target.clone(), up.clone(), down.clone());
+        let (up, down) = if per_connection {
+            (direction(), direction())
+        } else {
+            (up.clone(), down.clone())
+        };
+        let target = target.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(&target).await else {
                 return;
