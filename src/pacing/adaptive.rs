@@ -5,6 +5,18 @@
 //! over, as a slow start); once it is over, the rate halves, at most once per [`HOLD`] probes
 //! so that a cut can show before the next one. A probe that fails or times out counts as over.
 //!
+//! The rate is a ceiling the reader may not reach (compression, the upload or etcd itself
+//! may be slower), so the controller also sees what was read since the last probe, as TCP's
+//! congestion window validation (RFC 7661) does: the rate never grows past twice that, and a
+//! cut halves the lesser of the two. Without it, slow start ran the rate up to 8 GiB/s while
+//! the reader took 80 MiB/s, and the six cuts it then needed before any of them slowed etcd
+//! took a second of unpaced reading.
+//!
+//! Queueing matters only while someone writes: the probe's answer carries the member's
+//! revision, and when it has not moved since the last probe, no write waited on us, however
+//! slow the probe was (our own compression and etcd's sending share the CPU with it). Such a
+//! probe counts as under the target, so with no writers the read runs as fast as pacing off.
+//!
 //! The controller is pure: it sees probe times and gives rates, so its behaviour is tested
 //! against a model of a member without a clock or a cluster.
 
@@ -56,16 +68,29 @@ impl Controller {
         self.base = Some(self.base.map_or(sample, |b| b.min(sample)));
     }
 
-    /// One probe during the read (`None`: it failed or timed out); the rate to read at now.
-    pub fn observe(&mut self, sample: Option<Duration>) -> u64 {
+    /// One probe during the read (`None`: it failed or timed out), whether the member's
+    /// revision moved since the last one (`wrote`), and the bytes a second read since the
+    /// last one (0 when nothing was: the reader waits on its downstream, or the stream has
+    /// not begun, which says nothing of the rate); the rate to read at now.
+    pub fn observe(&mut self, sample: Option<Duration>, wrote: bool, delivered: u64) -> u64 {
         let queued = sample.map(|s| {
             self.baseline(s);
-            s.saturating_sub(self.base.unwrap_or(s))
+            if wrote {
+                s.saturating_sub(self.base.unwrap_or(s))
+            } else {
+                // Nobody to slow down: as if there were no queue.
+                Duration::ZERO
+            }
         });
+        // What the reader took: the rate itself when nothing was read.
+        let taken = match delivered {
+            0 => self.rate,
+            d => d.min(self.rate),
+        };
         self.hold = self.hold.saturating_sub(1);
         match queued {
             Some(q) if q <= self.target => {
-                self.rate = if self.slow_start {
+                let grown = if self.slow_start {
                     self.rate.saturating_mul(2)
                 } else {
                     // In proportion to the room left: near the target, growth slows.
@@ -73,11 +98,14 @@ impl Controller {
                         / self.target.as_nanos().max(1);
                     self.rate.saturating_add(room as u64)
                 };
+                // Not past twice what was taken (a rate nobody reaches is no brake), nor
+                // below where it started.
+                self.rate = grown.min(taken.saturating_mul(2).max(START));
             }
             _ if self.hold > 0 => {}
             _ => {
                 self.slow_start = false;
-                self.rate /= 2;
+                self.rate = taken / 2;
                 self.hold = HOLD;
                 self.cuts += 1;
             }
@@ -107,6 +135,8 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+    /// A reader that kept up with every rate it was given.
+    const KEPT_UP: u64 = u64::MAX;
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -142,10 +172,10 @@ mod tests {
             let mut c = Controller::new(target, None);
             c.baseline(ms(1));
             for b in *before {
-                c.observe(b.map(ms));
+                c.observe(b.map(ms), true, KEPT_UP);
             }
             assert_eq!(
-                c.observe(now.map(ms)),
+                c.observe(now.map(ms), true, KEPT_UP),
                 *want,
                 "{before:?} then {now:?}: {} MiB/s",
                 c.rate() / MIB
@@ -154,56 +184,128 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_follows_what_the_reader_took() {
+        // (rate before, delivered, probe ms) -> rate, base 1 ms, target 5 ms, after slow start
+        // (except where said).
+        let cases = [
+            // The reader took 80 MiB/s of a 1 GiB/s rate: the cut halves what it took.
+            (1024 * MIB, 80 * MIB, 9, 40 * MIB),
+            // It took more than the rate (reads run ahead by the pacer's slack): the rate.
+            (64 * MIB, 100 * MIB, 9, 32 * MIB),
+            // Nothing read since the last probe: the rate is what is cut.
+            (64 * MIB, 0, 9, 32 * MIB),
+            // Under the target: growth, but not past twice what was taken...
+            (100 * MIB, 30 * MIB, 1, 60 * MIB),
+            (40 * MIB, 40 * MIB, 1, 40 * MIB + STEP),
+            // ...nor below the start, and with nothing read, as if all was taken.
+            (40 * MIB, MIB, 1, START),
+            (40 * MIB, 0, 1, 40 * MIB + STEP),
+        ];
+        for (before, delivered, probe, want) in cases {
+            let mut c = Controller::new(ms(5), None);
+            c.baseline(ms(1));
+            c.rate = before;
+            c.slow_start = false;
+            assert_eq!(
+                c.observe(Some(ms(probe)), true, delivered) / MIB,
+                want / MIB,
+                "{} MiB/s, {} MiB/s taken, probe {probe} ms",
+                before / MIB,
+                delivered / MIB
+            );
+        }
+        // Slow start doubles only up to twice what was taken.
+        let mut c = Controller::new(ms(5), None);
+        c.baseline(ms(1));
+        assert_eq!(c.observe(Some(ms(1)), true, 20 * MIB), 40 * MIB);
+        assert_eq!(c.observe(Some(ms(1)), true, 40 * MIB), 80 * MIB);
+        assert_eq!(c.observe(Some(ms(1)), true, 50 * MIB), 100 * MIB);
+    }
+
+    #[test]
+    fn a_slow_probe_with_no_writes_since_the_last_is_no_queue() {
+        let mut c = Controller::new(ms(5), None);
+        c.baseline(ms(1));
+        c.observe(Some(ms(9)), true, KEPT_UP);
+        let cut = c.rate();
+        // The revision did not move: grown as if the probe were at its base...
+        assert_eq!(c.observe(Some(ms(40)), false, KEPT_UP), cut + STEP);
+        assert_eq!(c.cuts(), 1);
+        // ...but a probe that failed is over, writers or not (after the hold).
+        c.observe(None, false, KEPT_UP);
+        assert_eq!(c.cuts(), 2);
+        // With writes, the same slow probe is a cut.
+        c.observe(Some(ms(1)), true, KEPT_UP);
+        c.observe(Some(ms(1)), true, KEPT_UP);
+        c.observe(Some(ms(40)), true, KEPT_UP);
+        assert_eq!(c.cuts(), 3);
+    }
+
+    #[test]
     fn the_rate_stays_between_the_floor_and_the_cap() {
         let mut c = Controller::new(ms(5), Some(40 * MIB));
         c.baseline(ms(1));
         assert_eq!(c.rate(), 32 * MIB);
         assert_eq!(
-            c.observe(Some(ms(1))),
+            c.observe(Some(ms(1)), true, KEPT_UP),
             40 * MIB,
             "the cap holds in slow start"
         );
         for _ in 0..50 {
-            c.observe(None);
+            c.observe(None, true, KEPT_UP);
         }
         assert_eq!(c.rate(), FLOOR);
         // A cap below the floor is the operator's word: it wins.
         let mut c = Controller::new(ms(5), Some(MIB));
         assert_eq!(c.rate(), MIB);
-        assert_eq!(c.observe(None), MIB);
-        assert_eq!(c.observe(Some(ms(0))), MIB);
+        assert_eq!(c.observe(None, true, KEPT_UP), MIB);
+        assert_eq!(c.observe(Some(ms(0)), true, KEPT_UP), MIB);
         // Unbounded growth saturates instead of overflowing.
         let mut c = Controller::new(ms(5), None);
         for _ in 0..100 {
-            c.observe(Some(ms(0)));
+            c.observe(Some(ms(0)), true, KEPT_UP);
         }
         assert_eq!(c.rate(), u64::MAX);
     }
 
     /// A model member: it serves `capacity` bytes a second beside its writers, and queueing
-    /// grows by 1 ms a probe for every 10% read beyond it and drains when below. The
-    /// controller must settle near the capacity rather than at the floor or far above it.
+    /// grows by 1 ms a probe for every 10% read beyond it and drains when below; the reader
+    /// takes at most `reader` bytes a second. The controller must settle near the capacity
+    /// rather than at the floor or far above it, and where the reader is slower than the
+    /// member, stay within twice the reader instead of growing without end.
     #[test]
     fn against_a_model_member_the_rate_settles_near_its_capacity() {
-        for capacity_mib in [8u64, 40, 120] {
+        // (member capacity, reader's speed, the mean rate's bounds as a share of the capacity)
+        let cases = [
+            (8u64, KEPT_UP, 0.5, 1.3),
+            (40, KEPT_UP, 0.5, 1.3),
+            (120, KEPT_UP, 0.5, 1.3),
+            (40, 100 * MIB, 0.5, 1.3),
+            (120, 30 * MIB, 0.25, 0.5),
+        ];
+        for (capacity_mib, reader, low, high) in cases {
             let capacity = capacity_mib * MIB;
             let mut c = Controller::new(ms(5), None);
             c.baseline(ms(1));
             let mut queue = 0.0f64;
             let mut rates = Vec::new();
             for _ in 0..400 {
-                let over = c.rate() as f64 / capacity as f64 - 1.0;
+                let read = c.rate().min(reader);
+                let over = read as f64 / capacity as f64 - 1.0;
                 queue = (queue + over * 10.0).max(0.0);
                 let probe = ms(1) + Duration::from_secs_f64(queue / 1000.0);
-                rates.push(c.observe(Some(probe)));
+                rates.push(c.observe(Some(probe), true, read));
             }
             let tail = &rates[200..];
             let mean = tail.iter().sum::<u64>() as f64 / tail.len() as f64 / capacity as f64;
             assert!(
-                (0.5..=1.3).contains(&mean),
-                "capacity {capacity_mib} MiB/s: the rate settled at {mean:.2} of it"
+                (low..=high).contains(&mean),
+                "capacity {capacity_mib} MiB/s, reader {} MiB/s: the rate settled at {mean:.2} of the capacity",
+                reader.min(u64::MAX / MIB * MIB) / MIB
             );
-            assert!(c.cuts() > 0);
+            if reader > capacity {
+                assert!(c.cuts() > 0);
+            }
         }
     }
 }

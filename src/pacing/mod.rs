@@ -14,21 +14,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The rate a [`Pacer`] reads at, in bytes a second; shared, so that the adaptive controller
-/// can change it while the stream is read. `u64::MAX` reads unpaced.
+/// can change it while the stream is read, and counting the bytes read, so that the controller
+/// knows what the reader really took. `u64::MAX` reads unpaced.
 #[derive(Debug, Clone)]
-pub struct Rate(Arc<AtomicU64>);
+pub struct Rate(Arc<[AtomicU64; 2]>);
 
 impl Rate {
     pub fn new(bytes_per_second: u64) -> Rate {
-        Rate(Arc::new(AtomicU64::new(bytes_per_second)))
+        Rate(Arc::new([
+            AtomicU64::new(bytes_per_second),
+            AtomicU64::new(0),
+        ]))
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0[0].load(Ordering::Relaxed)
     }
 
     pub fn set(&self, bytes_per_second: u64) {
-        self.0.store(bytes_per_second, Ordering::Relaxed);
+        self.0[0].store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    /// The bytes read through pacers at this rate so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.0[1].load(Ordering::Relaxed)
     }
 }
 
@@ -57,6 +66,7 @@ impl Pacer {
     /// `len` bytes were just read: waits while reading is more than [`SLACK`] ahead of the
     /// schedule.
     pub async fn read(&mut self, len: u64) {
+        self.rate.0[1].fetch_add(len, Ordering::Relaxed);
         let rate = self.rate.get();
         if rate == u64::MAX {
             return;

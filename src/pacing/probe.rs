@@ -52,15 +52,16 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// One timed probe; `None` when it failed or took longer than [`TIMEOUT`].
-async fn time(client: &mut Client) -> Option<Duration> {
+/// One timed probe and the member's revision it answered at; `None` when it failed or took
+/// longer than [`TIMEOUT`].
+async fn time(client: &mut Client) -> Option<(Duration, i64)> {
     let opts = GetOptions::new()
         .with_serializable()
         .with_keys_only()
         .with_limit(1);
     let start = tokio::time::Instant::now();
     match tokio::time::timeout(TIMEOUT, client.get(KEY, Some(opts))).await {
-        Ok(Ok(_)) => Some(start.elapsed()),
+        Ok(Ok(r)) => Some((start.elapsed(), r.header().map_or(0, |h| h.revision()))),
         Ok(Err(e)) => {
             tracing::debug!("pacing probe failed: {e}");
             None
@@ -87,9 +88,11 @@ impl Running {
 /// Takes the base delay with [`BASELINE`] probes, then probes every [`INTERVAL`] and sets the
 /// returned rate from `controller`.
 pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Running) {
+    let mut revision = None;
     for _ in 0..BASELINE {
-        if let Some(d) = time(&mut client).await {
+        if let Some((d, r)) = time(&mut client).await {
             controller.baseline(d);
+            revision = Some(r);
         }
     }
     let rate = Rate::new(controller.rate());
@@ -108,17 +111,30 @@ pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Run
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let (mut read, mut since) = (shared.bytes_read(), tokio::time::Instant::now());
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
                 _ = tick.tick() => {}
             }
-            let sample = time(&mut client).await;
-            let r = controller.observe(sample);
+            let probe = time(&mut client).await;
+            let sample = probe.map(|(d, _)| d);
+            // Unknown (no answer before, or none now) counts as written.
+            let now_revision = probe.map(|(_, r)| r);
+            let wrote = revision.is_none() || now_revision.is_none() || now_revision != revision;
+            revision = now_revision.or(revision);
+            // Bytes a second read since the last probe (the probe's own time included).
+            let (now_read, now) = (shared.bytes_read(), tokio::time::Instant::now());
+            let secs = now.duration_since(since).as_secs_f64().max(1e-3);
+            let delivered = (now_read.saturating_sub(read) as f64 / secs) as u64;
+            (read, since) = (now_read, now);
+            let r = controller.observe(sample, wrote, delivered);
             shared.set(r);
             tracing::debug!(
                 probe_ms = sample.map(|d| d.as_secs_f64() * 1e3),
                 rate_mib = r >> 20,
+                read_mib = delivered >> 20,
+                wrote,
                 "pacing"
             );
             s.probes += 1;
