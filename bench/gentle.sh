@@ -10,7 +10,11 @@
 #     least 5 ms over its base within 200 ms, and how many such probes had no slow put near;
 #   - etcd's garbage collection (GODEBUG=gctrace=1 on etcd for the whole run): collections and
 #     their summed stop-the-world pauses during the unpaced backup;
-#   - with no write load: adaptive against off (the goal: within 10%).
+#   - with no write load: adaptive against off (the goal: within 10%);
+#   - `etcdctl endpoint hashkv` alone, and adaptive with ETCD_HASHKV_MEMBERS=none: what the
+#     HashKV check's scan costs the writers, whatever the pace;
+#   - for every row, how many of the puts over 25 ms came in stalls (30 or more, each within
+#     100 ms of the last), the rest being spread over the run.
 # etcd (SIZE, default 1GiB, compacted at nine tenths) and SeaweedFS (on tmpfs, at the lowest CPU
 # weight: the object store is remote in production) run in containers on loopback.
 #   bench/gentle.sh [SIZE]          (GENTLE_QUICK=1: only off against adaptive, for tuning)
@@ -72,6 +76,9 @@ loaded idle sleep 15
 loaded seed bash "$work/seed.sh"
 gc_during off $off "$bin" backup
 loaded adaptive "$bin" backup
+loaded hashkv "$work/bin/etcdctl" --endpoints "$ETCD_ENDPOINTS" endpoint hashkv
+loaded adaptive-none env ETCD_HASHKV_MEMBERS=none "$bin" backup
+loaded adaptive-2ms env ETCD_SNAPSHOT_PACING_TARGET=2ms "$bin" backup
 loaded adaptive-512k env ETCD_SNAPSHOT_WINDOW=512KiB "$bin" backup
 loaded adaptive-2m env ETCD_SNAPSHOT_WINDOW=2MiB "$bin" backup
 loaded off-2m env ETCD_SNAPSHOT_PACING=off ETCD_SNAPSHOT_WINDOW=2MiB "$bin" backup
@@ -83,28 +90,38 @@ for r in 1 2; do
   unloaded adaptive "$bin" backup
 done
 
+# Puts over 25 ms that came in stalls: runs of 30 or more, each within 100 ms of the last.
+for name in $(cut -d' ' -f1 "$work/results"); do
+  sort -n "$work/slow.$name" | awk -v n="$name" '$2 > 25 {
+      if (run && $1 - last > 100) { if (run >= 30) s += run; run = 0 }
+      run++; last = $1 }
+    END { if (run >= 30) s += run; print n, s + 0 }'
+done > "$work/stalls"
 echo "etcd put latency under 200 puts/s of 2 KiB (ms from each put's scheduled start), one run:"
 awk '
+  FNR == NR { stall[$1] = $2; next }
   BEGIN {
     d["idle"] = "idle (15 s)"; d["seed"] = "the seed'\''s script"; d["off"] = "backup, ETCD_SNAPSHOT_PACING=off"
     d["adaptive"] = "backup, adaptive (default, window 256KiB)"; d["adaptive-512k"] = "backup, adaptive, window 512KiB"
     d["adaptive-2m"] = "backup, adaptive, window 2MiB"; d["off-2m"] = "backup, off, window 2MiB (hyper'\''s default)"
     d["observe"] = "backup, probe only (target 1h)"; d["fixed-15"] = "backup, off, ETCD_SNAPSHOT_RATE=15MiB"
-    d["fixed-8"] = "backup, off, ETCD_SNAPSHOT_RATE=8MiB"
-    printf "| during | wall s | p50 ms | p99 ms | max ms | puts | over 25 ms |\n|---|---|---|---|---|---|---|\n"
+    d["fixed-8"] = "backup, off, ETCD_SNAPSHOT_RATE=8MiB"; d["hashkv"] = "etcdctl endpoint hashkv"
+    d["adaptive-none"] = "backup, adaptive, ETCD_HASHKV_MEMBERS=none"
+    d["adaptive-2ms"] = "backup, adaptive, ETCD_SNAPSHOT_PACING_TARGET=2ms"
+    printf "| during | wall s | p50 ms | p99 ms | max ms | puts | over 25 ms | of them in stalls |\n|---|---|---|---|---|---|---|---|\n"
   }
-  { printf "| %s | %.1f | %.1f | %.1f | %.1f | %d | %d |\n", d[$1], $2, $3, $4, $5, $6, $7; t[$1] = $2 }
+  { printf "| %s | %.1f | %.1f | %.1f | %.1f | %d | %d | %d |\n", d[$1], $2, $3, $4, $5, $6, $7, stall[$1]; t[$1] = $2 }
   END {
     printf "\n  fixed 8MiB / adaptive wall time   %.2f (goal: at least 2 when both meet 25 ms)\n", t["fixed-8"] / t["adaptive"]
     printf "  fixed 15MiB / adaptive wall time  %.2f\n", t["fixed-15"] / t["adaptive"]
-  }' "$work/results"
+  }' "$work/stalls" "$work/results"
 echo
 echo "with no write load (mean of 2 alternating rounds):"
 awk '{ t[$1] += $2; n[$1]++ } END { printf "  off %.2f s, adaptive %.2f s, adaptive / off %.3f (goal at most 1.10)\n", t["off"]/n["off"], t["adaptive"]/n["adaptive"], (t["adaptive"]/n["adaptive"]) / (t["off"]/n["off"]) }' "$work/unloaded"
 echo
 echo "etcd's garbage collection during the unpaced backup (GODEBUG=gctrace=1): $(cat "$work/gc.off")"
 echo
-for name in adaptive adaptive-512k adaptive-2m; do
+for name in adaptive adaptive-2ms adaptive-512k adaptive-2m; do
   echo "$name: $(grep -o 'adaptive pacing:[^"]*' "$work/err.$name" | tail -n1)"
 done
 echo

@@ -82,10 +82,15 @@ impl Controller {
                 Duration::ZERO
             }
         });
-        // What the reader took: the rate itself when nothing was read.
+        // What the reader took: the rate itself when nothing was read (a cut still halves it;
+        // growth waits until reading shows the rate is used).
         let taken = match delivered {
             0 => self.rate,
             d => d.min(self.rate),
+        };
+        let ceiling = match delivered {
+            0 => self.rate,
+            _ => taken.saturating_mul(2).max(START),
         };
         self.hold = self.hold.saturating_sub(1);
         match queued {
@@ -100,7 +105,7 @@ impl Controller {
                 };
                 // Not past twice what was taken (a rate nobody reaches is no brake), nor
                 // below where it started.
-                self.rate = grown.min(taken.saturating_mul(2).max(START));
+                self.rate = grown.min(ceiling);
             }
             _ if self.hold > 0 => {}
             _ => {
@@ -197,9 +202,10 @@ mod tests {
             // Under the target: growth, but not past twice what was taken...
             (100 * MIB, 30 * MIB, 1, 60 * MIB),
             (40 * MIB, 40 * MIB, 1, 40 * MIB + STEP),
-            // ...nor below the start, and with nothing read, as if all was taken.
+            // ...nor below the start; with nothing read (after the stream, or while the upload
+            // holds the reader), no growth.
             (40 * MIB, MIB, 1, START),
-            (40 * MIB, 0, 1, 40 * MIB + STEP),
+            (40 * MIB, 0, 1, 40 * MIB),
         ];
         for (before, delivered, probe, want) in cases {
             let mut c = Controller::new(ms(5), None);
