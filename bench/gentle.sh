@@ -33,7 +33,7 @@ bin=${BENCH_BIN:-$PWD/target/$STATIC_TARGET/release/etcd-backup}
 wheel_tools "$work/bin" etcdctl
 
 etcd=$(ETCD_GODEBUG=gctrace=1 start_etcd --quota-backend-bytes=8589934592)
-s3=$(start_s3 --tmpfs /data:size=12g --cpu-shares 2)
+s3=$(start_s3 --tmpfs /data:size=16g --cpu-shares 2)
 trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
 export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"

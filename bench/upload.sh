@@ -22,7 +22,7 @@ bin=${BENCH_BIN:-$PWD/target/$STATIC_TARGET/release/etcd-backup}
 wheel_tools "$work/bin" etcdctl
 
 etcd=$(start_etcd --quota-backend-bytes=8589934592)
-s3=$(start_s3 --tmpfs /data:size=12g)
+s3=$(start_s3)
 link_pid=
 trap 'kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
 export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
