@@ -1,5 +1,5 @@
 # Tasks for etcd-backup. `make` alone lists them.
-.PHONY: help setup images demo test cargo-test image-test checks lint build bench pitr-bench latency gentle fuzz manifests arm64
+.PHONY: help setup images demo test cargo-test image-test checks lint build bench pitr-bench latency gentle upload fuzz manifests arm64
 .DEFAULT_GOAL := help
 
 help: ## List the tasks
@@ -50,6 +50,9 @@ latency: setup images ## etcd's write latency during backups, and what ETCD_SNAP
 
 gentle: setup images ## how gentle a backup is with etcd: adaptive pacing, windows, the probe, gctrace (bench/gentle.sh)
 	bash bench/gentle.sh
+
+upload: setup images ## the backup through a 40 ms link at 200 Mbit/s per connection, per upload concurrency (bench/upload.sh)
+	bash bench/upload.sh
 
 fuzz: ## Fuzz the snapshot checks, structure-aware, for 10 minutes (fuzz/run.sh)
 	bash fuzz/run.sh

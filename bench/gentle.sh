@@ -47,7 +47,7 @@ echo "etcd database: $(status_field "$work/bin/etcdctl" "$ETCD_ENDPOINTS" dbSize
 unloaded() {
   local name=$1 t0 t1; shift
   t0=$(date +%s.%N)
-  "$@" >/dev/null 2>"$work/err.$name" || { cat "$work/err.$name" >&2; exit 1; }
+  "$@" >/dev/null 2>"$work/err.nl-$name" || { cat "$work/err.nl-$name" >&2; exit 1; }
   t1=$(date +%s.%N)
   echo "$name $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" >> "$work/unloaded"
 }
@@ -121,7 +121,7 @@ awk '{ t[$1] += $2; n[$1]++ } END { printf "  off %.2f s, adaptive %.2f s, adapt
 echo
 echo "etcd's garbage collection during the unpaced backup (GODEBUG=gctrace=1): $(cat "$work/gc.off")"
 echo
-for name in adaptive adaptive-2ms adaptive-512k adaptive-2m; do
+for name in adaptive adaptive-2ms adaptive-512k adaptive-2m nl-adaptive; do
   echo "$name: $(grep -o 'adaptive pacing:[^"]*' "$work/err.$name" | tail -n1)"
 done
 echo

@@ -139,12 +139,12 @@ vars! {
     EtcdSnapshotPacing {
         name: "ETCD_SNAPSHOT_PACING",
         default: "adaptive",
-        doc: "adaptive: read the snapshot as fast as the member stays responsive, slowing down while a probe of it is slower than its idle baseline by more than ETCD_SNAPSHOT_PACING_TARGET; off: as fast as the stages take it (ETCD_SNAPSHOT_RATE still caps both).",
+        doc: "adaptive: read the snapshot as fast as the member stays responsive, slowing down while a probe of it is slower than its idle baseline by more than ETCD_SNAPSHOT_PACING_TARGET and someone writes; off: as fast as the stages take it (ETCD_SNAPSHOT_RATE still caps both).",
     }
     EtcdSnapshotPacingTarget {
         name: "ETCD_SNAPSHOT_PACING_TARGET",
-        default: "5ms",
-        doc: "How much slower than its idle baseline the probe of the member being read may get before adaptive pacing slows down.",
+        default: "2ms",
+        doc: "How much slower than its idle baseline the probe of the member being read may get before adaptive pacing slows down (2ms: fewer slow writes than 5ms, a longer read; no effect while nobody writes).",
     }
     EtcdSnapshotRate {
         name: "ETCD_SNAPSHOT_RATE",
