@@ -19,7 +19,7 @@ use crate::etcd::tls::{not_after, ClientCert, Pem};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pacing {
     /// By [`crate::pacing::adaptive`]: slower while the member's probe is more than `target`
-    /// above its idle baseline.
+    /// above its idle baseline while the member is written to.
     Adaptive { target: Duration },
     /// As fast as the stages take it.
     Off,

@@ -46,13 +46,19 @@ fn defaults_for_backup() {
     assert_eq!(cfg.etcd.endpoints[0].as_str(), "https://127.0.0.1:2379/");
     assert_eq!(cfg.etcd.dial_timeout, Duration::from_secs(5));
     assert_eq!(cfg.etcd.snapshot_timeout, Duration::from_secs(1800));
+    assert_eq!(
+        cfg.etcd.pacing,
+        Pacing::Adaptive {
+            target: Duration::from_millis(2)
+        }
+    );
     assert!(cfg.etcd.identity.is_none());
     assert_eq!(cfg.store.prefix, "etcd/");
     assert_eq!(cfg.store.region, "us-east-1");
     assert_eq!(cfg.pipeline.codec, Codec::Gzip);
     assert_eq!(cfg.pipeline.level, 4);
-    assert_eq!(cfg.pipeline.part_size, 8 << 20);
-    assert_eq!(cfg.pipeline.concurrency, 2);
+    assert_eq!(cfg.pipeline.part_size, 5 << 20);
+    assert_eq!(cfg.pipeline.concurrency, 4);
     assert_eq!(
         cfg.policy,
         Policy {
