@@ -73,21 +73,27 @@ start_link() {
   link_url="http://127.0.0.1:$(cat "$4")"
 }
 
-# bench_rig EXAMPLE...: the rig the stream, signing and pitr benchmarks share: a scratch folder
-# ($work), the test images, the examples named and the static build ($bin), etcd with an 8 GiB
-# quota ($etcd) and SeaweedFS ($s3) on loopback, ETCD_ENDPOINTS and AWS_ENDPOINT_URL set and the
-# bucket made, etcdctl in $work/bin; all removed on exit.
-bench_rig() {
-  local examples=() e
+# bench_prepare NAME EXAMPLE...: a scratch folder ($work, /var/tmp/etcd-backup-NAME.*) with the
+# S3 credentials, the bucket's name and BACKUP_TMP_DIR exported, the test images, the examples
+# named and the static build ($bin; BENCH_BIN overrides), etcdctl in $work/bin.
+bench_prepare() {
+  local name=$1 examples=() e; shift
   for e in "$@"; do examples+=(--example "$e"); done
-  work=$(mktemp -d /var/tmp/etcd-backup-bench.XXXXXX)
+  work=$(mktemp -d "/var/tmp/etcd-backup-$name.XXXXXX")
   export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
   export AWS_DEFAULT_REGION=us-east-1
   bash tests/images/build.sh >/dev/null
   cargo build --locked --release --quiet "${examples[@]}"
   static_build
-  bin=$PWD/target/$STATIC_TARGET/release/etcd-backup
+  bin=${BENCH_BIN:-$PWD/target/$STATIC_TARGET/release/etcd-backup}
   wheel_tools "$work/bin" etcdctl
+}
+
+# bench_rig EXAMPLE...: the rig the stream, signing and pitr benchmarks share: bench_prepare's,
+# and etcd with an 8 GiB quota ($etcd) and SeaweedFS ($s3) on loopback, ETCD_ENDPOINTS and
+# AWS_ENDPOINT_URL set and the bucket made; all removed on exit.
+bench_rig() {
+  bench_prepare bench "$@"
   etcd=$(start_etcd --quota-backend-bytes=8589934592)
   s3=$(start_s3)
   trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT

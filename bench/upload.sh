@@ -11,15 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1GiB}; ROUNDS=${2:-2}
 source bench/lib.sh
-work=$(mktemp -d /var/tmp/etcd-backup-upload.XXXXXX)
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key BACKUP_BUCKET=bench BACKUP_TMP_DIR=$work
-export AWS_DEFAULT_REGION=us-east-1
-
-bash tests/images/build.sh >/dev/null
-cargo build --locked --release --quiet --example load --example link
-static_build
-bin=${BENCH_BIN:-$PWD/target/$STATIC_TARGET/release/etcd-backup}
-wheel_tools "$work/bin" etcdctl
+bench_prepare upload load link
 
 etcd=$(start_etcd --quota-backend-bytes=8589934592)
 s3=$(start_s3)
