@@ -17,27 +17,35 @@ use std::time::Duration;
 /// can change it while the stream is read, and counting the bytes read, so that the controller
 /// knows what the reader really took. `u64::MAX` reads unpaced.
 #[derive(Debug, Clone)]
-pub struct Rate(Arc<[AtomicU64; 2]>);
+pub struct Rate(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    bytes_per_second: AtomicU64,
+    read: AtomicU64,
+}
 
 impl Rate {
     pub fn new(bytes_per_second: u64) -> Rate {
-        Rate(Arc::new([
-            AtomicU64::new(bytes_per_second),
-            AtomicU64::new(0),
-        ]))
+        Rate(Arc::new(Shared {
+            bytes_per_second: AtomicU64::new(bytes_per_second),
+            read: AtomicU64::new(0),
+        }))
     }
 
     pub fn get(&self) -> u64 {
-        self.0[0].load(Ordering::Relaxed)
+        self.0.bytes_per_second.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, bytes_per_second: u64) {
-        self.0[0].store(bytes_per_second, Ordering::Relaxed);
+        self.0
+            .bytes_per_second
+            .store(bytes_per_second, Ordering::Relaxed);
     }
 
     /// The bytes read through pacers at this rate so far.
     pub fn bytes_read(&self) -> u64 {
-        self.0[1].load(Ordering::Relaxed)
+        self.0.read.load(Ordering::Relaxed)
     }
 }
 
@@ -66,7 +74,7 @@ impl Pacer {
     /// `len` bytes were just read: waits while reading is more than [`SLACK`] ahead of the
     /// schedule.
     pub async fn read(&mut self, len: u64) {
-        self.rate.0[1].fetch_add(len, Ordering::Relaxed);
+        self.rate.0.read.fetch_add(len, Ordering::Relaxed);
         let rate = self.rate.get();
         if rate == u64::MAX {
             return;

@@ -52,16 +52,16 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// One timed probe and the member's revision it answered at; `None` when it failed or took
-/// longer than [`TIMEOUT`].
-async fn time(client: &mut Client) -> Option<(Duration, i64)> {
+/// One timed probe and the member's revision it answered at (if its answer said); `None` when
+/// it failed or took longer than [`TIMEOUT`].
+async fn time(client: &mut Client) -> Option<(Duration, Option<i64>)> {
     let opts = GetOptions::new()
         .with_serializable()
         .with_keys_only()
         .with_limit(1);
     let start = tokio::time::Instant::now();
     match tokio::time::timeout(TIMEOUT, client.get(KEY, Some(opts))).await {
-        Ok(Ok(r)) => Some((start.elapsed(), r.header().map_or(0, |h| h.revision()))),
+        Ok(Ok(r)) => Some((start.elapsed(), r.header().map(|h| h.revision()))),
         Ok(Err(e)) => {
             tracing::debug!("pacing probe failed: {e}");
             None
@@ -92,7 +92,7 @@ pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Run
     for _ in 0..BASELINE {
         if let Some((d, r)) = time(&mut client).await {
             controller.baseline(d);
-            revision = Some(r);
+            revision = r.or(revision);
         }
     }
     let rate = Rate::new(controller.rate());
@@ -119,9 +119,12 @@ pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Run
             }
             let probe = time(&mut client).await;
             let sample = probe.map(|(d, _)| d);
-            // Unknown (no answer before, or none now) counts as written.
-            let now_revision = probe.map(|(_, r)| r);
-            let wrote = revision.is_none() || now_revision.is_none() || now_revision != revision;
+            // A revision not known, before or now, counts as written.
+            let now_revision = probe.and_then(|(_, r)| r);
+            let wrote = match (revision, now_revision) {
+                (Some(before), Some(now)) => before != now,
+                _ => true,
+            };
             revision = now_revision.or(revision);
             // Bytes a second read since the last probe (the probe's own time included).
             let (now_read, now) = (shared.bytes_read(), tokio::time::Instant::now());
