@@ -31,9 +31,7 @@ export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
 wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
 seed_script "$work/seed.sh" "${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}"
-target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
-compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
-echo "etcd database: $(status_field "$work/bin/etcdctl" "$ETCD_ENDPOINTS" dbSize) bytes"
+fill "$SIZE"
 
 # unloaded NAME CMD...: CMD's wall time with no write load; appends "NAME seconds".
 unloaded() {

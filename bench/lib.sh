@@ -49,6 +49,14 @@ status_field() {
   "$1" --endpoints "$2" endpoint status -w json | grep -o "\"$3\":[0-9]*" | head -n1 | cut -d: -f2
 }
 
+# fill SIZE: ETCD_ENDPOINTS filled to SIZE by examples/load.rs (built), compacted as
+# compact_like_kubernetes does, and its database size printed; etcdctl in $work/bin.
+fill() {
+  target/release/examples/load "$ETCD_ENDPOINTS" "$1"
+  compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
+  echo "etcd database: $(status_field "$work/bin/etcdctl" "$ETCD_ENDPOINTS" dbSize) bytes"
+}
+
 # compact_like_kubernetes ETCDCTL ENDPOINT: compacts at nine tenths of the revisions, as the
 # API server leaves a database (it compacts every five minutes): the last tenth is the tail
 # written since, which the offline HashKV tracks.
@@ -122,9 +130,8 @@ SEED
 }
 
 # loaded NAME CMD...: runs CMD under the paced load of examples/latency.rs (built) on
-# ETCD_ENDPOINTS; appends "NAME seconds p50 p99 max puts
-# over25" to $work/results, and keeps the slow puts in $work/slow.NAME and CMD's log in
-# $work/err.NAME.
+# ETCD_ENDPOINTS; appends "NAME seconds p50 p99 max puts over25" to $work/results, and keeps
+# the slow puts in $work/slow.NAME and CMD's log in $work/err.NAME.
 loaded() {
   local name=$1; shift
   rm -f "$work/stop"

@@ -15,9 +15,7 @@ tools=$(bash scripts/tools.sh)
 "$tools/age-keygen" -o "$work/age.key" 2>/dev/null
 export BACKUP_AGE_RECIPIENTS; BACKUP_AGE_RECIPIENTS=$("$tools/age-keygen" -y "$work/age.key")
 "$bin" keygen -f "$work/signing" >/dev/null
-target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE" >/dev/null
-compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
-echo "etcd database: $(status_field "$work/bin/etcdctl" "$ETCD_ENDPOINTS" dbSize) bytes"
+fill "$SIZE"
 
 # run NAME [ENV...]: one backup at its own --now, appending "NAME wall_s cpu_s maxrss_kib".
 t=0

@@ -21,9 +21,7 @@ export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
 wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
 start_link "127.0.0.1:$(port "$s3" 8333)" 20 "${LINK_MBIT:-200}" "$work/link.port" per-connection
-target/release/examples/load "$ETCD_ENDPOINTS" "$SIZE"
-compact_like_kubernetes "$work/bin/etcdctl" "$ETCD_ENDPOINTS"
-echo "etcd database: $(status_field "$work/bin/etcdctl" "$ETCD_ENDPOINTS" dbSize) bytes"
+fill "$SIZE"
 
 # run NAME ENV...: a backup with ENV; appends "NAME seconds peak_rss_kib" to $work/results.
 run() {

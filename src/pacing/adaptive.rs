@@ -82,15 +82,15 @@ impl Controller {
                 Duration::ZERO
             }
         });
-        // What the reader took: the rate itself when nothing was read (a cut still halves it;
-        // growth waits until reading shows the rate is used).
-        let taken = match delivered {
-            0 => self.rate,
-            d => d.min(self.rate),
-        };
-        let ceiling = match delivered {
-            0 => self.rate,
-            _ => taken.saturating_mul(2).max(START),
+        // What the reader took, and the most the rate may grow to: twice that (a rate nobody
+        // reaches is no brake), not below the start. With nothing read, the rate itself: a cut
+        // still halves it, and growth waits until reading shows the rate is used.
+        let (taken, ceiling) = match delivered {
+            0 => (self.rate, self.rate),
+            d => {
+                let taken = d.min(self.rate);
+                (taken, taken.saturating_mul(2).max(START))
+            }
         };
         self.hold = self.hold.saturating_sub(1);
         match queued {
@@ -103,8 +103,6 @@ impl Controller {
                         / self.target.as_nanos().max(1);
                     self.rate.saturating_add(room as u64)
                 };
-                // Not past twice what was taken (a rate nobody reaches is no brake), nor
-                // below where it started.
                 self.rate = grown.min(ceiling);
             }
             _ if self.hold > 0 => {}
