@@ -16,9 +16,11 @@ wheel_tools() {
 }
 
 # start_etcd [ETCD FLAG...]: an etcd on a loopback port, plain http; prints the container id.
-# With ETCD_GODEBUG set, etcd runs with GODEBUG=$ETCD_GODEBUG (gctrace=1: a line per collection).
+# With ETCD_GODEBUG set, etcd runs with GODEBUG=$ETCD_GODEBUG (gctrace=1: a line per collection);
+# ETCD_DOCKER_FLAGS are more flags for its container (such as --cpu-shares 102).
 start_etcd() {
-  docker run -d --rm ${ETCD_GODEBUG:+-e GODEBUG=$ETCD_GODEBUG} -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
+  # shellcheck disable=SC2086 # ETCD_DOCKER_FLAGS is a list of flags
+  docker run -d --rm ${ETCD_GODEBUG:+-e GODEBUG=$ETCD_GODEBUG} ${ETCD_DOCKER_FLAGS:-} -p 127.0.0.1::2379 --entrypoint /usr/local/bin/etcd "$ETCD_IMAGE" \
     --data-dir /var/lib/etcd/bench --listen-client-urls http://0.0.0.0:2379 \
     --advertise-client-urls http://127.0.0.1:2379 "$@"
 }
