@@ -77,6 +77,11 @@ fn hint(e: &object_store::Error) -> &'static str {
             "\ncheck the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the role) and the bucket policy"
         }
         _ if text.contains("connect") || text.contains("dns") => "\ncheck AWS_ENDPOINT_URL and that the object store is reachable",
+        // What reqwest says when it finds no CA certificate to trust (a binary copied into a
+        // FROM scratch image), even for a plain http endpoint; or a proxy URL it cannot parse.
+        _ if text.contains("builder error") => {
+            "\nthe HTTP client could not be set up: check that CA certificates are installed (/etc/ssl/certs; a FROM scratch image has none, the released image does) and that HTTPS_PROXY, HTTP_PROXY and NO_PROXY, if set, are valid"
+        }
         _ => "",
     }
 }

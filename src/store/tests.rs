@@ -518,3 +518,21 @@ async fn a_shutdown_during_the_upload_aborts_it() {
         "interrupted by SIGTERM: the upload was aborted"
     );
 }
+
+#[test]
+fn a_client_that_cannot_be_built_points_at_the_ca_certificates() {
+    // The words reqwest gave for an image without CA certificates (bench/weights.sh's first run).
+    let e = StoreError {
+        doing: "configuring the S3 client for",
+        location: "s3://bench".into(),
+        error: object_store::Error::Generic {
+            store: "S3",
+            source: "Generic HTTP client error: builder error".into(),
+        },
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("builder error") && text.contains("CA certificates are installed"),
+        "{text}"
+    );
+}
