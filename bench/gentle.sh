@@ -22,14 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1GiB}
 source bench/lib.sh
-bench_prepare gentle load latency
-
-etcd=$(ETCD_GODEBUG=gctrace=1 start_etcd --quota-backend-bytes=8589934592)
-s3=$(start_s3 --tmpfs /data:size=16g --cpu-shares 2)
-trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
-export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
-export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
-wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
+BENCH_NAME=gentle S3_TMPFS=1 ETCD_GODEBUG=gctrace=1 bench_rig load latency
 seed_script "$work/seed.sh" "${BENCH_VENV:-$HOME/.cache/etcd-backup-bench}"
 fill "$SIZE"
 

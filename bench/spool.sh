@@ -13,14 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1GiB}; ROUNDS=${2:-2}
 source bench/lib.sh
-bench_prepare spool load latency
-etcd=$(start_etcd --quota-backend-bytes=8589934592)
-s3=$(start_s3 --tmpfs /data:size=16g --cpu-shares 2)
+BENCH_NAME=spool S3_TMPFS=1 bench_rig load latency
 shm=$(mktemp -d /dev/shm/etcd-backup-spool.XXXXXX)
-trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work" "$shm"' EXIT
-export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
-export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
-wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
+cleanup=$shm
 fill "$SIZE"
 
 for r in $(seq "$ROUNDS"); do
