@@ -101,8 +101,8 @@ bench_prepare() {
 
 # bench_rig EXAMPLE...: the rig most benchmarks share: bench_prepare's, and etcd with an 8 GiB
 # quota ($etcd) and SeaweedFS ($s3) on loopback, ETCD_ENDPOINTS and AWS_ENDPOINT_URL set and the
-# bucket made; all removed on exit, with the paths in $cleanup (set before, or after: the trap
-# reads it on exit). BENCH_NAME names $work (default bench); with S3_TMPFS set, SeaweedFS keeps
+# bucket made; all removed on exit, with start_link's proxy and the paths in $cleanup (set
+# before, or after: the trap reads them on exit). BENCH_NAME names $work (default bench); with S3_TMPFS set, SeaweedFS keeps
 # its data on tmpfs at the lowest CPU weight (the object store is remote in production);
 # ETCD_DOCKER_FLAGS go to etcd's container (start_etcd).
 bench_rig() {
@@ -110,7 +110,7 @@ bench_rig() {
   etcd=$(start_etcd --quota-backend-bytes=8589934592)
   if [ -n "${S3_TMPFS:-}" ]; then s3=$(start_s3 --tmpfs /data:size=16g --cpu-shares 2); else s3=$(start_s3); fi
   # shellcheck disable=SC2154 # cleanup is the caller's, possibly set later
-  trap 'docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work" ${cleanup:-}' EXIT
+  trap '[ -z "${link_pid:-}" ] || kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work" ${cleanup:-}' EXIT
   export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)" ETCDCTL_API=3
   export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
   wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"

@@ -11,15 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1GiB}; ROUNDS=${2:-2}
 source bench/lib.sh
-bench_prepare upload load link
-
-etcd=$(start_etcd --quota-backend-bytes=8589934592)
-s3=$(start_s3)
-link_pid=
-trap 'kill "$link_pid" 2>/dev/null; docker rm -f "$etcd" "$s3" >/dev/null; rm -rf "$work"' EXIT
-export ETCD_ENDPOINTS="http://127.0.0.1:$(port "$etcd" 2379)"
-export AWS_ENDPOINT_URL="http://127.0.0.1:$(port "$s3" 8333)"
-wait_ready "$work/bin/etcdctl" "$ETCD_ENDPOINTS" "$s3" "$BACKUP_BUCKET"
+BENCH_NAME=upload bench_rig load link
 start_link "127.0.0.1:$(port "$s3" 8333)" 20 "${LINK_MBIT:-200}" "$work/link.port" per-connection
 fill "$SIZE"
 
