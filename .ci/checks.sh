@@ -14,6 +14,35 @@ for o in kustomize/overlays/*/; do
     || { "$venv/bin/kubernetes-validate" --strict --kubernetes-version 1.30.0 "/tmp/overlay-$(basename "$o").yaml"; exit 1; }
   echo "overlay $(basename "$o"): renders and validates"
 done
+# A component no overlay includes, on top of the kubeadm overlay (kustomize takes relative
+# paths only), rendered and validated like the overlays.
+extra=$(mktemp -d)
+trap 'rm -rf "$extra"' EXIT
+cat > "$extra/kustomization.yaml" <<KUST
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [$(realpath --relative-to="$extra" kustomize/overlays/kubeadm)]
+components: [$(realpath --relative-to="$extra" kustomize/components/scratch-in-memory)]
+KUST
+kubectl kustomize "$extra" > /tmp/component-scratch-in-memory.yaml
+"$venv/bin/kubernetes-validate" --strict --kubernetes-version 1.30.0 /tmp/component-scratch-in-memory.yaml >/dev/null
+# Its arithmetic: the memory-backed scratch is charged to the pod, so the limit must hold the
+# job's own 256Mi beside the whole of sizeLimit.
+"$venv/bin/python" - /tmp/component-scratch-in-memory.yaml <<'PY'
+import sys, yaml
+mib = lambda q: int(q[:-2]) * {"Mi": 1, "Gi": 1024}[q[-2:]]
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc["kind"] == "CronJob" and doc["metadata"]["name"] == "etcd-backup":
+        pod = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        scratch = next(v["emptyDir"] for v in pod["volumes"] if v["name"] == "scratch")
+        limit = mib(pod["containers"][0]["resources"]["limits"]["memory"])
+        assert scratch.get("medium") == "Memory", scratch
+        assert limit >= mib(scratch["sizeLimit"]) + 256, (limit, scratch)
+        print(f"component scratch-in-memory: renders and validates; memory limit {limit} MiB >= 256 MiB + sizeLimit {scratch['sizeLimit']}")
+        break
+else:
+    sys.exit("component scratch-in-memory: no etcd-backup CronJob rendered")
+PY
 [ -x "$venv/bin/checkov" ] || "$venv/bin/pip" install --quiet checkov
 for o in kustomize/overlays/*/; do
   # --skip-download: no network here; skips are annotations on the CronJob, each with its reason.
