@@ -254,7 +254,11 @@ async fn pace(
     let controller = Controller::new(target, cfg.snapshot_rate);
     match etcd::connect(cfg, &status.endpoint, None).await {
         Ok(client) => {
-            let (rate, running) = probe::start(client, controller).await;
+            let deadline = probe::Deadline {
+                size: status.db_size,
+                timeout: cfg.snapshot_timeout,
+            };
+            let (rate, running) = probe::start(client, controller, deadline).await;
             (Some(rate), Some(running))
         }
         Err(e) => {

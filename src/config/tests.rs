@@ -49,7 +49,7 @@ fn defaults_for_backup() {
     assert_eq!(
         cfg.etcd.pacing,
         Pacing::Adaptive {
-            target: Duration::from_millis(2)
+            target: Duration::from_millis(1)
         }
     );
     assert!(cfg.etcd.identity.is_none());

@@ -25,8 +25,11 @@ use std::time::Duration;
 /// The rate reading starts at, before any probe has spoken: about what etcd's own snapshot
 /// path costs a tenth of a core on this bench (4-5 CPU-seconds per GB).
 pub const START: u64 = 32 << 20;
-/// The lowest rate a cut goes to: a 8 GiB database still reads in about 70 minutes.
+/// The lowest rate a cut goes to, unless the deadline needs more ([`deadline_floor`]).
 pub const FLOOR: u64 = 2 << 20;
+/// The share of `ETCD_SNAPSHOT_TIMEOUT` pacing may plan to use; the rest is margin for etcd's
+/// own slow stretches and the stages downstream, so that politeness never fails a backup.
+pub const DEADLINE_SHARE: f64 = 0.8;
 /// What one probe interval with no queueing at all adds to the rate: at most 80 MiB/s a
 /// second, so that a halved rate comes back within about a second rather than at once (with
 /// 16 MiB a probe, the bench saw the rate swing from 21 to 586 MiB/s and p99 stay at 85 ms).
@@ -45,6 +48,8 @@ pub struct Controller {
     slow_start: bool,
     hold: u32,
     cuts: u32,
+    /// The rate the deadline needs now (0: none).
+    deadline: u64,
 }
 
 impl Controller {
@@ -60,7 +65,15 @@ impl Controller {
             slow_start: true,
             hold: 0,
             cuts: 0,
+            deadline: 0,
         }
+    }
+
+    /// The rate the read needs from now on to finish in time ([`deadline_floor`]): no cut goes
+    /// below it, though the cap (the operator's word, checked against the timeout before the
+    /// snapshot) still does.
+    pub fn need(&mut self, rate: u64) {
+        self.deadline = rate;
     }
 
     /// A probe taken before reading: it sets the base delay and leaves the rate.
@@ -113,8 +126,15 @@ impl Controller {
                 self.cuts += 1;
             }
         }
-        self.rate = self.rate.clamp(FLOOR.min(self.cap), self.cap);
+        self.rate = self
+            .rate
+            .clamp(FLOOR.max(self.deadline).min(self.cap), self.cap);
         self.rate
+    }
+
+    /// Whether the deadline, not the member, sets the rate now.
+    pub fn at_deadline(&self) -> bool {
+        self.deadline > FLOOR && self.rate == self.deadline.min(self.cap)
     }
 
     /// The rate to read at now.
@@ -130,6 +150,22 @@ impl Controller {
     /// The base delay: the fastest probe seen.
     pub fn base(&self) -> Option<Duration> {
         self.base
+    }
+}
+
+/// The lowest rate that reads the rest of a `size`-byte snapshot, `read` bytes of it done
+/// `elapsed` into the stream, within [`DEADLINE_SHARE`] of `timeout`: 0 when nothing is left
+/// (or the size is unknown: 0), unpaced (`u64::MAX`) once that share is spent.
+pub fn deadline_floor(size: u64, read: u64, elapsed: Duration, timeout: Duration) -> u64 {
+    let left = size.saturating_sub(read);
+    let time_left = timeout.mul_f64(DEADLINE_SHARE).saturating_sub(elapsed);
+    if left == 0 {
+        0
+    } else if time_left.is_zero() {
+        u64::MAX
+    } else {
+        // `as` saturates: a huge size over a tiny time is u64::MAX, never a panic.
+        (left as f64 / time_left.as_secs_f64()).ceil() as u64
     }
 }
 
@@ -270,6 +306,76 @@ mod tests {
             c.observe(Some(ms(0)), true, KEPT_UP);
         }
         assert_eq!(c.rate(), u64::MAX);
+    }
+
+    #[test]
+    fn the_deadline_floor_is_what_the_rest_needs_in_the_time_left() {
+        let min = |m: u64| Duration::from_secs(60 * m);
+        // (size, read, elapsed, timeout) -> bytes a second
+        let cases = [
+            // 8 GiB in 30 minutes: 24 of them planned, 5.7 MiB/s.
+            (8192 * MIB, 0, min(0), min(30), 8192 * MIB / (24 * 60) + 1),
+            // Half read after 12 minutes: the other half in the 12 left, the same rate.
+            (
+                8192 * MIB,
+                4096 * MIB,
+                min(12),
+                min(30),
+                8192 * MIB / (24 * 60) + 1,
+            ),
+            // Behind: a quarter read after 20 minutes needs three quarters in 4.
+            (
+                8192 * MIB,
+                2048 * MIB,
+                min(20),
+                min(30),
+                6144 * MIB / (4 * 60) + 1,
+            ),
+            // All read, or a size not known: nothing needed.
+            (MIB, MIB, min(1), min(30), 0),
+            (0, 0, min(0), min(30), 0),
+            // Read past the size etcd reported (the file grew): nothing needed.
+            (MIB, 2 * MIB, min(1), min(30), 0),
+            // The planned share spent: as fast as it goes.
+            (MIB, 0, min(24), min(30), u64::MAX),
+            (
+                u64::MAX,
+                0,
+                Duration::ZERO,
+                Duration::from_nanos(1),
+                u64::MAX,
+            ),
+        ];
+        for (size, read, elapsed, timeout, want) in cases {
+            assert_eq!(
+                deadline_floor(size, read, elapsed, timeout),
+                want,
+                "{size} bytes, {read} read, {elapsed:?} of {timeout:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_cut_goes_below_what_the_deadline_needs_but_the_cap_still_holds() {
+        let mut c = Controller::new(ms(5), None);
+        c.baseline(ms(1));
+        c.need(12 * MIB);
+        for _ in 0..50 {
+            c.observe(None, true, KEPT_UP);
+        }
+        assert_eq!(c.rate(), 12 * MIB);
+        assert!(c.at_deadline());
+        // Once the member is quick again the rate grows past it as before.
+        c.observe(Some(ms(1)), true, KEPT_UP);
+        assert_eq!(c.rate(), 12 * MIB + STEP);
+        assert!(!c.at_deadline());
+        // Spent: unpaced, whatever the probe says.
+        c.need(u64::MAX);
+        assert_eq!(c.observe(None, true, KEPT_UP), u64::MAX);
+        // An operator's cap wins over the deadline.
+        let mut c = Controller::new(ms(5), Some(8 * MIB));
+        c.need(12 * MIB);
+        assert_eq!(c.observe(None, true, KEPT_UP), 8 * MIB);
     }
 
     /// A model member: it serves `capacity` bytes a second beside its writers, and queueing

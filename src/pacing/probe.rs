@@ -11,7 +11,7 @@ use etcd_client::{Client, GetOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::adaptive::Controller;
+use super::adaptive::{deadline_floor, Controller};
 use super::Rate;
 
 /// The key read: under our own prefix, never written.
@@ -33,6 +33,16 @@ pub struct Summary {
     pub lowest: u64,
     pub highest: u64,
     pub last: u64,
+    /// Probes after which the deadline, not the member, set the rate.
+    pub at_deadline: u32,
+}
+
+/// What the read must finish within: the snapshot's size as the member reported it, and
+/// `ETCD_SNAPSHOT_TIMEOUT`.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub size: u64,
+    pub timeout: Duration,
 }
 
 impl std::fmt::Display for Summary {
@@ -48,7 +58,15 @@ impl std::fmt::Display for Summary {
             mib(self.lowest),
             mib(self.highest),
             mib(self.last)
-        )
+        )?;
+        if self.at_deadline > 0 {
+            write!(
+                f,
+                "; the deadline (ETCD_SNAPSHOT_TIMEOUT) set the rate after {} probes",
+                self.at_deadline
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -86,8 +104,13 @@ impl Running {
 }
 
 /// Takes the base delay with [`BASELINE`] probes, then probes every [`INTERVAL`] and sets the
-/// returned rate from `controller`.
-pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Running) {
+/// returned rate from `controller`, never so slow that the rest of the snapshot would miss
+/// `deadline` (counted from here, a little before the stream starts).
+pub async fn start(
+    mut client: Client,
+    mut controller: Controller,
+    deadline: Deadline,
+) -> (Rate, Running) {
     let mut revision = None;
     for _ in 0..BASELINE {
         if let Some((d, r)) = time(&mut client).await {
@@ -107,7 +130,9 @@ pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Run
             lowest: controller.rate(),
             highest: controller.rate(),
             last: controller.rate(),
+            at_deadline: 0,
         };
+        let started = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -131,7 +156,14 @@ pub async fn start(mut client: Client, mut controller: Controller) -> (Rate, Run
             let secs = now.duration_since(since).as_secs_f64().max(1e-3);
             let delivered = (now_read.saturating_sub(read) as f64 / secs) as u64;
             (read, since) = (now_read, now);
+            controller.need(deadline_floor(
+                deadline.size,
+                now_read,
+                now.duration_since(started),
+                deadline.timeout,
+            ));
             let r = controller.observe(sample, wrote, delivered);
+            s.at_deadline += u32::from(controller.at_deadline());
             shared.set(r);
             tracing::debug!(
                 probe_ms = sample.map(|d| d.as_secs_f64() * 1e3),
