@@ -132,9 +132,9 @@ impl Controller {
         self.rate
     }
 
-    /// Whether the deadline, not the member, sets the rate now.
+    /// Whether the deadline, not the member or the cap, sets the rate now.
     pub fn at_deadline(&self) -> bool {
-        self.deadline > FLOOR && self.rate == self.deadline.min(self.cap)
+        self.deadline > FLOOR && self.deadline <= self.cap && self.rate == self.deadline
     }
 
     /// The rate to read at now.
@@ -376,6 +376,7 @@ mod tests {
         let mut c = Controller::new(ms(5), Some(8 * MIB));
         c.need(12 * MIB);
         assert_eq!(c.observe(None, true, KEPT_UP), 8 * MIB);
+        assert!(!c.at_deadline(), "the cap, not the deadline, set it");
     }
 
     /// A model member: it serves `capacity` bytes a second beside its writers, and queueing

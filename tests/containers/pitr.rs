@@ -200,7 +200,17 @@ async fn stream_and_record(
     let mut revs = workload(client, &mut rng, 150).await;
     // A pause, then a time between two revisions for --to-time.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let at = (chrono::Utc::now(), *revs.last().unwrap());
+    // The cluster's revision, not the workload's last: a lease of the workload may expire
+    // in the pause and write a revision of its own.
+    let now_rev = client
+        .clone()
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let at = (chrono::Utc::now(), now_rev);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Long enough for a second base (every 10 s) to be taken among the segments.
     for _ in 0..3 {
