@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use etcd_backup::commands::defrag::DefragArgs;
-use etcd_backup::commands::pitr::Point;
+use etcd_backup::commands::diff::DiffArgs;
+use etcd_backup::commands::get::GetArgs;
+use etcd_backup::commands::history::HistoryArgs;
 use etcd_backup::commands::prune::PruneArgs;
 use etcd_backup::commands::restore::RestoreArgs;
 use etcd_backup::config;
@@ -57,35 +59,22 @@ pub enum Command {
     /// time received, put or delete, size, lease, and for Kubernetes objects kind, namespace,
     /// name and whether their deletion had begun.
     History {
-        key: String,
-        /// KEY is a prefix: every key under it.
-        #[arg(long)]
-        prefix: bool,
-        /// Only changes received at or after this time (RFC 3339).
-        #[arg(long)]
-        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        args: HistoryArgs,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
     /// One key's value as it was at a revision or time, from the stream, without a restore.
     Get {
-        key: String,
-        /// A revision, or an RFC 3339 time (the last revision received by then).
-        #[arg(long)]
-        at: Point,
-        /// Write the value's bytes to this file.
-        #[arg(long, value_name = "FILE")]
-        value_file: Option<PathBuf>,
+        #[command(flatten)]
+        args: GetArgs,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
     /// The keys that changed between two points (revisions or RFC 3339 times) of the stream.
     Diff {
-        from: Point,
-        to: Point,
-        /// Only keys under this prefix.
-        #[arg(long, default_value = "")]
-        prefix: String,
+        #[command(flatten)]
+        args: DiffArgs,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },

@@ -21,43 +21,10 @@ use std::time::Duration;
 
 use etcd_client::Client;
 
-use crate::config::EtcdConfig;
+use crate::config::{Asked, EtcdConfig};
 use crate::describe as chain;
 use crate::etcd::{probe, MemberId, MemberStatus, Members};
 use crate::snapshot::hashkv::HashKv;
-
-/// Which members the check asks (`ETCD_HASHKV_MEMBERS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Asked {
-    #[default]
-    All,
-    /// Every voter but the leader.
-    Followers,
-    /// None: the snapshot is not compared with the cluster.
-    None,
-}
-
-impl std::str::FromStr for Asked {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Asked, ()> {
-        match s {
-            "all" => Ok(Asked::All),
-            "followers" => Ok(Asked::Followers),
-            "none" => Ok(Asked::None),
-            _ => Err(()),
-        }
-    }
-}
-
-impl fmt::Display for Asked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Asked::All => "all",
-            Asked::Followers => "followers",
-            Asked::None => "none",
-        })
-    }
-}
 
 /// The members in the order they are asked, each with why it is not asked, if it is not:
 /// followers in the cluster's order, then the leader; learners are never asked (they do not

@@ -1,15 +1,15 @@
 //! The `etcd-backup` binary: logging, configuration, dispatch. This is the one place that
-//! prints a fatal error and picks the exit code: 0 success, 1 runtime failure, 2 configuration
-//! or usage error.
+//! prints a fatal error and picks the exit code: 0 success, 1 runtime failure or a check that
+//! failed, 2 configuration or usage error.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use etcd_backup::commands::{self, restore};
-use etcd_backup::config::{Env, LogFormat, Problems, Process};
-use etcd_backup::output::Format;
+use etcd_backup::commands::{self, Context, Outcome, Verdict};
+use etcd_backup::config::{Env, LogFormat, Problems, Process, StoreConfig};
+use etcd_backup::output::{Format, Render};
 use etcd_backup::shutdown::Shutdown;
 use etcd_backup::{store::Store, Usage};
 
@@ -33,10 +33,8 @@ fn main() -> ExitCode {
     let niced = rustix::process::nice(process.nice);
     init_logging(&process);
     if let Err(e) = niced {
-        tracing::warn!(
-            "could not lower the priority (BACKUP_NICE={}): {e}",
-            process.nice
-        );
+        let nice = process.nice;
+        tracing::warn!("could not lower the priority (BACKUP_NICE={nice}): {e}");
     }
     // Two TLS stacks share rustls (tonic for etcd, reqwest for S3); name the provider once.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -52,12 +50,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
     };
     let result = runtime.block_on(async {
-        let shutdown = Shutdown::on_signals()?;
+        let ctx = Context {
+            now: cli.now.unwrap_or_else(chrono::Utc::now),
+            shutdown: Shutdown::on_signals()?,
+        };
         let command = cli.command.unwrap_or(Command::Backup);
-        let now = cli.now.unwrap_or_else(chrono::Utc::now);
-        shutdown
-            .bounded(dispatch(command, &env, now, &shutdown))
-            .await
+        ctx.shutdown.bounded(dispatch(command, &env, &ctx)).await
     });
     // Dropping a runtime waits for its blocking threads (a bbolt walk, a decode) to finish;
     // after a shutdown, that could outlast the grace period. Their scratch files are already
@@ -97,47 +95,38 @@ fn init_logging(logging: &Process) {
     }
 }
 
-fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
-    Ok(write!(std::io::stdout().lock(), "{text}")?)
+/// Prints `outcome` in `format`, then turns a failed verdict into the run's error (exit 1).
+fn show(format: Format, outcome: &(impl Render + Outcome)) -> anyhow::Result<()> {
+    write!(std::io::stdout().lock(), "{}", format.render(outcome)?)?;
+    match outcome.verdict() {
+        Verdict::Pass => Ok(()),
+        Verdict::Fail(why) => Err(anyhow::anyhow!(why)),
+    }
 }
 
-/// Runs `command` as if the clock said `now`.
-async fn dispatch(
-    command: Command,
-    env: &Env,
-    now: chrono::DateTime<chrono::Utc>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
+/// The one store of a run.
+fn store(cfg: &StoreConfig) -> anyhow::Result<Store> {
+    Ok(Store::s3(cfg)?)
+}
+
+/// Reads the command's settings, builds what it needs, runs it and shows its outcome.
+async fn dispatch(command: Command, env: &Env, ctx: &Context) -> anyhow::Result<()> {
+    use commands::*;
     match command {
         Command::Backup => {
             let cfg = env.backup()?;
-            let store = Store::s3(&cfg.store)?;
-            commands::backup::run(&cfg, &store, now, shutdown)
-                .await?
-                .log();
+            backup::run(&store(&cfg.store)?, &cfg, ctx).await?.log();
         }
         Command::Stream => {
             let cfg = env.stream()?;
-            let store = Store::s3(&cfg.backup.store)?;
-            let status = std::sync::Arc::default();
-            commands::stream::run(&cfg, &store, status, shutdown)
+            stream::run(&store(&cfg.backup.store)?, &cfg, ctx)
                 .await?
                 .log();
         }
         Command::Prune { args, output } => {
             let cfg = env.prune()?;
-            let store = Store::s3(&cfg.store)?;
-            let pruned = commands::prune::prune(
-                &store,
-                &cfg.policy,
-                now,
-                None,
-                cfg.verify_keys.as_ref(),
-                args,
-                shutdown,
-            )
-            .await?;
-            print(output.render(&pruned)?)?;
+            let pruned = prune::run(&store(&cfg.store)?, &cfg, args, ctx).await?;
+            show(output, &pruned)?;
             pruned.log(args.dry_run);
         }
         Command::List {
@@ -146,12 +135,7 @@ async fn dispatch(
             check: true,
         } => {
             let cfg = env.restore()?;
-            let checks = commands::pitr::cross_check(cfg, shutdown).await?;
-            print(output.render(&checks)?)?;
-            let bad = checks.iter().filter(|c| !c.ok()).count();
-            if bad > 0 {
-                anyhow::bail!("{bad} of {} cross-checks failed (see above)", checks.len());
-            }
+            show(output, &pitr::check(&store(&cfg.store)?, &cfg, ctx).await?)?;
         }
         Command::List {
             output,
@@ -159,99 +143,41 @@ async fn dispatch(
             ..
         } => {
             let cfg = env.prune()?;
-            let store = Store::s3(&cfg.store)?;
-            let rows = shutdown
-                .or_interrupted(commands::generations::generations(&store))
-                .await?;
-            print(output.render(&rows)?)?;
+            show(output, &list::generations(&store(&cfg.store)?, ctx).await?)?;
         }
         Command::List { output, .. } => {
             let cfg = env.prune()?;
-            let store = Store::s3(&cfg.store)?;
-            let rows =
-                commands::list::list(&store, &cfg.policy, now, cfg.verify_keys.as_ref(), shutdown)
-                    .await?;
-            print(output.render(&rows)?)?;
+            show(output, &list::run(&store(&cfg.store)?, &cfg, ctx).await?)?;
         }
         Command::Restore(args) => {
-            if args.point.bump_revision.is_some() && args.point.point().is_none() {
-                return Err(Usage(
-                    "--bump-revision goes with --to-revision or --to-time (a backup's file is restored as it was taken; pass --bump-revision to etcdutl instead)".into(),
-                )
-                .into());
-            }
             let cfg = env.restore()?;
-            match args.point.point() {
-                Some(point) => {
-                    let rebuilt = commands::pitr::restore_to(
-                        cfg,
-                        point,
-                        args.point.bump_revision,
-                        &args.output,
-                        args.force,
-                        &args.flags,
-                        shutdown,
-                    )
-                    .await?;
-                    print(Format::Table.render(&rebuilt)?)?;
-                }
-                None => {
-                    let restored = restore::run(cfg, &args, shutdown).await?;
-                    print(Format::Table.render(&restored)?)?;
-                }
-            }
+            let restored = restore::run(&store(&cfg.store)?, &cfg, &args, ctx).await?;
+            show(Format::Table, &restored)?;
         }
-        Command::History {
-            key,
-            prefix,
-            since,
-            output,
-        } => {
+        Command::History { args, output } => {
             let cfg = env.restore()?;
-            let rows =
-                commands::pitr::history(cfg, key.as_bytes(), prefix, since, shutdown).await?;
-            print(output.render(&rows)?)?;
+            show(
+                output,
+                &history::run(&store(&cfg.store)?, &cfg, &args, ctx).await?,
+            )?;
         }
-        Command::Get {
-            key,
-            at,
-            value_file,
-            output,
-        } => {
+        Command::Get { args, output } => {
             let cfg = env.restore()?;
-            let got = commands::pitr::get(cfg, key.as_bytes(), at, shutdown).await?;
-            if let (Some(path), Some(v)) = (&value_file, &got.found) {
-                std::fs::write(path, &v.bytes)
-                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-            }
-            print(output.render(&got)?)?;
-            if got.found.is_none() {
-                anyhow::bail!(
-                    "{key} did not exist at revision {} (deleted, or not yet created)",
-                    got.revision
-                );
-            }
+            show(
+                output,
+                &get::run(&store(&cfg.store)?, &cfg, &args, ctx).await?,
+            )?;
         }
-        Command::Diff {
-            from,
-            to,
-            prefix,
-            output,
-        } => {
+        Command::Diff { args, output } => {
             let cfg = env.restore()?;
-            let rows = commands::pitr::diff(cfg, from, to, prefix.as_bytes(), shutdown).await?;
-            print(output.render(&rows)?)?;
+            show(
+                output,
+                &diff::run(&store(&cfg.store)?, &cfg, &args, ctx).await?,
+            )?;
         }
-        Command::Status { output } => {
-            let cfg = env.etcd()?;
-            let rows = commands::status::status(&cfg, now).await;
-            print(output.render(&rows)?)?;
-            commands::status::healthy(&rows)?;
-        }
+        Command::Status { output } => show(output, &status::run(&env.etcd()?, ctx).await)?,
         Command::Defrag { args, output } => {
-            let cfg = env.defrag()?;
-            let defragged = commands::defrag::run(&cfg, args, now, shutdown).await?;
-            print(output.render(&defragged)?)?;
+            show(output, &defrag::run(&env.defrag()?, args, ctx).await?)?;
         }
         Command::Check {
             max_lag: Some(max_lag),
@@ -259,49 +185,29 @@ async fn dispatch(
             ..
         } => {
             let cfg = env.check(None)?;
-            let store = Store::s3(&cfg.store)?;
-            let rows = shutdown
-                .or_interrupted(commands::generations::generations(&store))
-                .await?;
-            let lag = commands::generations::lag(&rows, now, max_lag);
-            print(output.render(&lag)?)?;
-            if let Some(p) = lag.problem {
-                anyhow::bail!("{p} ({})", store.url_prefix());
-            }
+            show(
+                output,
+                &check::lag(&store(&cfg.store)?, max_lag, ctx).await?,
+            )?;
         }
         Command::Check {
             max_age, output, ..
         } => {
             let cfg = env.check(max_age)?;
-            let store = Store::s3(&cfg.store)?;
-            let f = commands::check::check(
-                &store,
-                now,
-                cfg.max_age,
-                cfg.verify_keys.as_ref(),
-                shutdown,
-            )
-            .await?;
-            print(output.render(&f)?)?;
-            f.verdict(store.url_prefix())?;
+            show(output, &check::run(&store(&cfg.store)?, &cfg, ctx).await?)?;
         }
         Command::Doctor { output } => {
             let cfg = env.backup()?;
-            let store = Store::s3(&cfg.store)?;
-            let findings = shutdown
-                .or_interrupted(async { Ok(commands::doctor::run(&cfg, &store, now).await) })
+            let store = store(&cfg.store)?;
+            let findings = ctx
+                .shutdown
+                .or_interrupted(async { Ok(doctor::run(&store, &cfg, ctx).await) })
                 .await?;
-            print(output.render(&findings)?)?;
-            commands::doctor::verdict(&findings)?;
+            show(output, &findings)?;
         }
-        Command::Keygen { file, output } => {
-            let generated = etcd_backup::sign::keygen(&file)?;
-            print(output.render(&generated)?)?;
-        }
+        Command::Keygen { file, output } => show(output, &keygen::run(&file)?)?,
         Command::Verify { path, output } => {
-            let cfg = env.verify()?;
-            let checked = commands::verify::run(path, cfg, shutdown).await?;
-            print(output.render(&checked.valid()?)?)?;
+            show(output, &verify::run(&env.verify()?, &path, ctx).await?)?;
         }
     }
     Ok(())

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_backup::commands::{list, prune, restore};
+use etcd_backup::commands::{list, prune, Context};
 use etcd_backup::compress::{self, Codec};
 use etcd_backup::config::PipelineConfig;
 use etcd_backup::key::BackupKey;
 use etcd_backup::pipeline::{no_check, publish, Limits};
+use etcd_backup::restore;
 use etcd_backup::shutdown::{self, Shutdown};
 use etcd_backup::store::Store;
 use etcd_backup::trust::Trust;
@@ -268,31 +269,24 @@ async fn prune_deletes_only_what_the_plan_says() {
         pitr_window: std::time::Duration::from_secs(7 * 86_400),
         tiers: Default::default(),
     };
-    let dry = prune::prune(
-        &store,
-        &policy,
+    let by = prune::Pruning {
+        policy: &policy,
+        protect: None,
+        verify: None,
+    };
+    let ctx = Context {
         now,
-        None,
-        None,
-        prune::PruneArgs { dry_run: true },
-        &Shutdown::never(),
-    )
-    .await
-    .unwrap();
+        shutdown: Shutdown::never(),
+    };
+    let dry = prune::prune(&store, &by, prune::PruneArgs { dry_run: true }, &ctx)
+        .await
+        .unwrap();
     assert_eq!(dry.plan.delete_count(), 2);
     assert!(dry.deleted.is_empty());
     assert_eq!(store.list().await.unwrap().backups.len(), 3);
-    let done = prune::prune(
-        &store,
-        &policy,
-        now,
-        None,
-        None,
-        prune::PruneArgs::default(),
-        &Shutdown::never(),
-    )
-    .await
-    .unwrap();
+    let done = prune::prune(&store, &by, prune::PruneArgs::default(), &ctx)
+        .await
+        .unwrap();
     let deleted: Vec<_> = done.deleted.iter().map(|k| k.to_string()).collect();
     assert_eq!(deleted, ["20260102-000000.db.gz", "20260101-000000.db.gz"]);
     let left = store.list().await.unwrap();
@@ -372,20 +366,21 @@ async fn restore_and_list_stop_on_a_signal_and_leave_no_part_file() {
         pitr_window: std::time::Duration::from_secs(7 * 86_400),
         tiers: Default::default(),
     };
-    let e = list::list(&store, &policy, chrono::Utc::now(), None, &stop)
-        .await
-        .unwrap_err();
+    let by = prune::Pruning {
+        policy: &policy,
+        protect: None,
+        verify: None,
+    };
+    let at = |shutdown: &Shutdown| Context {
+        now: chrono::Utc::now(),
+        shutdown: shutdown.clone(),
+    };
+    let e = list::rows(&store, &by, &at(&stop)).await.unwrap_err();
     assert!(format!("{e:#}").contains("interrupted by SIGTERM"), "{e:#}");
     // Without the signal both run: the test above failed for the signal alone.
-    let rows = list::list(
-        &store,
-        &policy,
-        chrono::Utc::now(),
-        None,
-        &Shutdown::never(),
-    )
-    .await
-    .unwrap();
+    let rows = list::rows(&store, &by, &at(&Shutdown::never()))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     restore::restore(
         &store,
@@ -642,17 +637,18 @@ async fn restore_relies_only_on_a_manifest_signed_for_that_very_object() {
     };
     let now = planted.time + chrono::TimeDelta::days(1);
     for (verify, kept) in [(None, planted), (Some(&keys), new)] {
-        let p = prune::prune(
-            &store,
-            &policy,
-            now,
-            None,
+        let by = prune::Pruning {
+            policy: &policy,
+            protect: None,
             verify,
-            prune::PruneArgs { dry_run: true },
-            &never,
-        )
-        .await
-        .unwrap();
+        };
+        let ctx = Context {
+            now,
+            shutdown: never.clone(),
+        };
+        let p = prune::prune(&store, &by, prune::PruneArgs { dry_run: true }, &ctx)
+            .await
+            .unwrap();
         let keep: Vec<_> = p
             .plan
             .decisions

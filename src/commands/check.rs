@@ -1,4 +1,5 @@
-//! `check`: is the newest verified backup young enough? It reads the bucket alone (no etcd
+//! `check`: is the newest verified backup young enough (or, with `--max-lag`, is the stream
+//! keeping up: [`crate::stream::report::lag`])? It reads the bucket alone (no etcd
 //! settings), so it runs as a second CronJob, or from any monitor that runs commands, where
 //! there is no Prometheus. A backup counts once its manifest is there: the manifest is written
 //! only after the upload completed, which happens only after every check passed.
@@ -8,10 +9,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::{Context, Outcome, Verdict};
+use crate::config::CheckConfig;
 use crate::retention::human;
-use crate::shutdown::Shutdown;
-use crate::sign::VerifyKeys;
 use crate::store::{Listed, Store};
+use crate::stream::records::StreamView;
+use crate::stream::report::{self, Lag};
 
 /// The verdict, for a table or JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,12 +32,10 @@ pub struct Freshness {
     /// pass, each with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// Where it looked, for the verdict's message.
+    #[serde(skip)]
+    pub url: String,
 }
-
-/// The stale verdict as an error: `check` exits 1 with it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Stale(pub String);
 
 /// The pure part: the newest backup with a manifest, against `max_age` at `now`.
 pub fn judge(prefix: &str, backups: &[Listed], now: DateTime<Utc>, max_age: Duration) -> Freshness {
@@ -48,14 +49,15 @@ pub fn judge(prefix: &str, backups: &[Listed], now: DateTime<Utc>, max_age: Dura
         fresh: age.is_some_and(|a| a < max_age),
         unverified: backups.iter().filter(|b| !b.manifest).count(),
         refused: Vec::new(),
+        url: String::new(),
     }
 }
 
 impl Freshness {
-    /// `Ok` when fresh; else what is wrong and what to check.
-    pub fn verdict(&self, url: &str) -> Result<(), Stale> {
+    /// `None` when fresh; else what is wrong and what to check.
+    pub fn problem(&self, url: &str) -> Option<String> {
         if self.fresh {
-            return Ok(());
+            return None;
         }
         let max = human(Duration::from_secs(self.max_age_seconds));
         let refused = if self.refused.is_empty() {
@@ -67,7 +69,7 @@ impl Freshness {
                 self.refused.join("; ")
             )
         };
-        Err(Stale(match (&self.newest, self.age_seconds) {
+        Some(match (&self.newest, self.age_seconds) {
             (Some(key), Some(age)) => format!(
                 "the newest verified backup {key} is {} old, older than the maximum {max} (--max-age, BACKUP_MAX_AGE){refused}: check the backup CronJob's recent runs and their logs",
                 human(Duration::from_secs(age))
@@ -80,20 +82,15 @@ impl Freshness {
                     String::new()
                 }
             ),
-        }))
+        })
     }
 }
 
 /// Lists the bucket and judges it. With verify keys, a backup counts only when its signature
 /// passes: the newest are judged until one does.
-pub async fn check(
-    store: &Store,
-    now: DateTime<Utc>,
-    max_age: Duration,
-    keys: Option<&VerifyKeys>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Freshness> {
-    shutdown
+pub async fn run(store: &Store, cfg: &CheckConfig, ctx: &Context) -> anyhow::Result<Freshness> {
+    let (now, max_age, keys) = (ctx.now, cfg.max_age, cfg.verify_keys.as_ref());
+    ctx.shutdown
         .or_interrupted(async {
             let mut backups = store.list().await?.backups;
             let unverified = backups.iter().filter(|b| !b.manifest).count();
@@ -116,9 +113,36 @@ pub async fn check(
             let mut f = judge(store.prefix(), &backups, now, max_age);
             f.refused = refused;
             f.unverified = unverified;
+            f.url = store.url_prefix().to_string();
             Ok(f)
         })
         .await
+}
+
+impl Outcome for Freshness {
+    fn verdict(&self) -> Verdict {
+        self.problem(&self.url).map_or(Verdict::Pass, Verdict::Fail)
+    }
+}
+
+/// `check --max-lag`: the stream's newest generation judged at `ctx.now`.
+pub async fn lag(store: &Store, max_lag: Duration, ctx: &Context) -> anyhow::Result<Lag> {
+    let view = ctx
+        .shutdown
+        .or_interrupted(async { Ok(StreamView::read(store).await?) })
+        .await?;
+    let mut lag = report::lag(&report::summarize(&view), ctx.now, max_lag);
+    lag.url = store.url_prefix().to_string();
+    Ok(lag)
+}
+
+impl Outcome for Lag {
+    fn verdict(&self) -> Verdict {
+        match &self.problem {
+            Some(p) => Verdict::Fail(format!("{p} ({})", self.url)),
+            None => Verdict::Pass,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -160,10 +184,10 @@ mod tests {
             let f = judge("etcd/", &list, now, max);
             assert_eq!(f.fresh, *fresh, "{backups:?}");
             assert_eq!(f.age_seconds, age.map(|h| h * 3600), "{backups:?}");
-            assert_eq!(f.verdict("s3://b/etcd/").is_ok(), *fresh);
+            assert_eq!(f.problem("s3://b/etcd/").is_none(), *fresh);
         }
         let f = judge("etcd/", &[listed(1, false, now)], now, max);
-        let e = f.verdict("s3://b/etcd/").unwrap_err().to_string();
+        let e = f.problem("s3://b/etcd/").unwrap();
         assert!(
             e.contains("no verified backup under s3://b/etcd/ (1 backups without a manifest"),
             "{e}"

@@ -2,24 +2,25 @@
 //! retention would do with each and, on a bucket with object lock, until when each is locked.
 //! Reads the bucket only.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::commands::prune::{survey, Survey};
-use crate::retention::{Plan, Policy};
-use crate::shutdown::Shutdown;
-use crate::sign::VerifyKeys;
+use super::prune::{survey, Pruning, Survey};
+use super::{Context, Outcome};
+use crate::config::PruneConfig;
+use crate::retention::Plan;
 use crate::store::{Listed, Store};
+use crate::stream::records::StreamView;
+use crate::stream::report::{summarize, GenerationRow};
+
+/// The `list` command.
+pub async fn run(store: &Store, cfg: &PruneConfig, ctx: &Context) -> anyhow::Result<Vec<ListRow>> {
+    rows(store, &Pruning::of(cfg), ctx).await
+}
 
 /// The rows of `list`. A shutdown stops it wherever it is waiting on the bucket.
-pub async fn list(
-    store: &Store,
-    policy: &Policy,
-    now: DateTime<Utc>,
-    keys: Option<&VerifyKeys>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Vec<ListRow>> {
-    shutdown
+pub async fn rows(store: &Store, by: &Pruning<'_>, ctx: &Context) -> anyhow::Result<Vec<ListRow>> {
+    let keys = by.verify;
+    ctx.shutdown
         .or_interrupted(async {
             let Survey {
                 listing,
@@ -27,7 +28,7 @@ pub async fn list(
                 refused,
                 mut vouched,
                 ..
-            } = survey(store, policy, now, None, keys).await?;
+            } = survey(store, by, ctx.now).await?;
             let mut meta = Vec::new();
             for b in &listing.backups {
                 meta.push(match vouched.remove(&b.key) {
@@ -61,6 +62,18 @@ pub async fn list(
         })
         .await
 }
+
+/// `list --generations`: the stream's generations, oldest first.
+pub async fn generations(store: &Store, ctx: &Context) -> anyhow::Result<Vec<GenerationRow>> {
+    let view = ctx
+        .shutdown
+        .or_interrupted(async { Ok(StreamView::read(store).await?) })
+        .await?;
+    Ok(summarize(&view))
+}
+
+impl Outcome for Vec<ListRow> {}
+impl Outcome for Vec<GenerationRow> {}
 
 /// One backup in `list`: the listing, its metadata, and what retention would do with it.
 #[derive(Debug, Clone, Serialize)]

@@ -5,12 +5,14 @@
 
 use chrono::{DateTime, Utc};
 
+use super::{Context, Outcome};
+use crate::config::PruneConfig;
 use crate::key::BackupKey;
 use crate::retention::{self, Policy};
-use crate::shutdown::Shutdown;
 use crate::sign::{Refused, VerifyKeys};
 use crate::store::{Listing, Store};
 use crate::stream::names::Name;
+use crate::stream::objects;
 use crate::stream::retention::StreamPlan;
 use std::collections::HashMap;
 
@@ -59,16 +61,35 @@ pub struct Survey {
     pub stream: StreamPlan,
 }
 
+/// What prune works by: the policy, the backup it must never delete (the one just written),
+/// and the keys whose signatures count toward BACKUP_KEEP_LAST.
+#[derive(Debug, Clone, Copy)]
+pub struct Pruning<'a> {
+    pub policy: &'a Policy,
+    pub protect: Option<&'a BackupKey>,
+    pub verify: Option<&'a VerifyKeys>,
+}
+
+impl<'a> Pruning<'a> {
+    /// Prune's settings as `prune` and `list` read them.
+    pub fn of(cfg: &'a PruneConfig) -> Pruning<'a> {
+        Pruning {
+            policy: &cfg.policy,
+            protect: None,
+            verify: cfg.verify_keys.as_ref(),
+        }
+    }
+}
+
 /// Our backups and what retention would do with each. `protect` is never planned for deletion.
 /// With verify keys, each backup is judged, and only those whose signature passes fill the
 /// newest places.
-pub async fn survey(
-    store: &Store,
-    policy: &Policy,
-    now: DateTime<Utc>,
-    protect: Option<&BackupKey>,
-    verify: Option<&VerifyKeys>,
-) -> anyhow::Result<Survey> {
+pub async fn survey(store: &Store, by: &Pruning<'_>, now: DateTime<Utc>) -> anyhow::Result<Survey> {
+    let Pruning {
+        policy,
+        protect,
+        verify,
+    } = *by;
     let listing = store.list().await?;
     if !listing.skipped.is_empty() {
         tracing::info!(
@@ -97,7 +118,8 @@ pub async fn survey(
     let plan = retention::plan_counting(&keys, policy, now, protect, |k| !refused.contains_key(k));
     // The bases a stream generation needs for its window are kept whatever their age.
     let stream = if listing.stream_objects > 0 {
-        let views = crate::commands::generations::views(store).await?;
+        let view = crate::stream::records::StreamView::read(store).await?;
+        let views: Vec<_> = view.generations.iter().map(|g| g.retention()).collect();
         crate::stream::retention::plan(&views, now, policy.pitr_window)
     } else {
         StreamPlan::default()
@@ -128,18 +150,27 @@ pub async fn survey(
     })
 }
 
+/// The `prune` command.
+pub async fn run(
+    store: &Store,
+    cfg: &PruneConfig,
+    args: PruneArgs,
+    ctx: &Context,
+) -> anyhow::Result<Pruned> {
+    prune(store, &Pruning::of(cfg), args, ctx).await
+}
+
+impl Outcome for Pruned {}
+
 /// Lists, plans and (unless `dry_run`) deletes. Deletion stops at the first failure.
 pub async fn prune(
     store: &Store,
-    policy: &Policy,
-    now: DateTime<Utc>,
-    protect: Option<&BackupKey>,
-    verify: Option<&VerifyKeys>,
+    by: &Pruning<'_>,
     args: PruneArgs,
-    shutdown: &Shutdown,
+    ctx: &Context,
 ) -> anyhow::Result<Pruned> {
-    let dry_run = args.dry_run;
-    let Survey { plan, stream, .. } = survey(store, policy, now, protect, verify).await?;
+    let (dry_run, shutdown) = (args.dry_run, &ctx.shutdown);
+    let Survey { plan, stream, .. } = survey(store, by, ctx.now).await?;
     let mut deleted = Vec::new();
     let mut stream_deleted = Vec::new();
     if !dry_run {
@@ -147,7 +178,7 @@ pub async fn prune(
         // prune stopped midway leaves nothing that reads as a gap.
         for name in &stream.trims {
             let body = serde_json::json!({ "trimmed-to": name.to_string() }).to_string();
-            store.put_stream_object(name, body.into()).await?;
+            objects::put(store, name, body.into()).await?;
         }
         // Then the stream's objects, in the plan's order (segments before the records that
         // name their base): a prune stopped midway leaves no segment without its base.
@@ -155,8 +186,8 @@ pub async fn prune(
             if let Some(why) = shutdown.fired() {
                 return Err(crate::shutdown::Interrupted(why).into());
             }
-            store.delete_stream_object(name).await?;
-            tracing::info!(object = %store.stream_url(name), reason = %why, "deleted");
+            objects::delete(store, name).await?;
+            tracing::info!(object = %objects::url(store, name), reason = %why, "deleted");
             stream_deleted.push(*name);
         }
         for key in plan.to_delete() {

@@ -3,21 +3,27 @@
 
 use serde::Serialize;
 
+use super::{Context, Outcome, Verdict};
 use crate::config::EtcdConfig;
 use crate::etcd::{self, MemberStatus, Members};
 
 /// Fails (exit 1) when no endpoint answered.
-pub fn healthy(rows: &[EndpointRow]) -> anyhow::Result<()> {
-    if rows.iter().any(|r| r.healthy) {
-        Ok(())
-    } else {
-        anyhow::bail!("no endpoint is healthy: check ETCD_ENDPOINTS and the PKI settings")
+impl Outcome for Vec<EndpointRow> {
+    fn verdict(&self) -> Verdict {
+        if self.iter().any(|r| r.healthy) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(
+                "no endpoint is healthy: check ETCD_ENDPOINTS and the PKI settings".into(),
+            )
+        }
     }
 }
 
 /// One row per endpoint; an endpoint that does not answer is a row with its error. A member
 /// past 80% of its quota is logged as a warning and flagged in its row.
-pub async fn status(cfg: &EtcdConfig, now: chrono::DateTime<chrono::Utc>) -> Vec<EndpointRow> {
+pub async fn run(cfg: &EtcdConfig, ctx: &Context) -> Vec<EndpointRow> {
+    let now = ctx.now;
     if let Some(w) = cfg
         .identity
         .as_ref()

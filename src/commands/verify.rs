@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
+use super::{Context, Outcome};
 use crate::compress::{self, Codec};
 use crate::config::VerifyConfig;
 use crate::crypt::{self, Identities};
@@ -57,18 +58,21 @@ impl Checked {
     }
 }
 
-/// [`verify`] on a blocking thread.
-pub async fn run(
-    path: std::path::PathBuf,
-    cfg: VerifyConfig,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Checked> {
-    let stop = shutdown.clone();
-    tokio::task::spawn_blocking(move || {
-        verify(&path, &cfg.tmp_dir, cfg.identities.as_deref(), &stop)
-    })
-    .await?
+/// The `verify` command: [`verify`] on a blocking thread; a file judged invalid is an error
+/// (exit 1), printed as nothing else.
+pub async fn run(cfg: &VerifyConfig, path: &Path, ctx: &Context) -> anyhow::Result<VerifiedFile> {
+    let (stop, path, tmp, ids) = (
+        ctx.shutdown.clone(),
+        path.to_path_buf(),
+        cfg.tmp_dir.clone(),
+        cfg.identities.clone(),
+    );
+    let checked =
+        tokio::task::spawn_blocking(move || verify(&path, &tmp, ids.as_deref(), &stop)).await??;
+    Ok(checked.valid()?)
 }
+
+impl Outcome for VerifiedFile {}
 
 /// Checks the snapshot at `path`, decoding into `tmp` when compressed. Blocking: run it on a
 /// blocking thread. A shutdown stops the decode at its next read.

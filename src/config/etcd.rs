@@ -1,5 +1,5 @@
 //! The etcd section: endpoints as etcdctl reads them, the mTLS files (read and checked here,
-//! typed in [`crate::etcd::tls`]), timeouts, the snapshot's rate cap and the quota; and the
+//! typed in [`crate::credentials`]), timeouts, the snapshot's rate cap and the quota; and the
 //! defrag rule's settings, which need the same connection.
 
 use std::path::PathBuf;
@@ -12,8 +12,7 @@ use url::Url;
 use super::reader::{parse_size, Reader};
 use super::vars::Key;
 use super::Secret;
-use crate::consistency::Asked;
-use crate::etcd::tls::{not_after, ClientCert, Pem};
+use crate::credentials::{not_after, ClientCert, Pem};
 
 /// How the snapshot read is paced below `ETCD_SNAPSHOT_RATE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,4 +283,37 @@ pub(super) fn defrag_rule(r: &mut Reader<'_>) -> Option<(u64, bool)> {
     );
     let compact = r.flag(Key::EtcdDefragCompact);
     Some((min_free?, compact?))
+}
+
+/// Which members the check asks (`ETCD_HASHKV_MEMBERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Asked {
+    #[default]
+    All,
+    /// Every voter but the leader.
+    Followers,
+    /// None: the snapshot is not compared with the cluster.
+    None,
+}
+
+impl std::str::FromStr for Asked {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Asked, ()> {
+        match s {
+            "all" => Ok(Asked::All),
+            "followers" => Ok(Asked::Followers),
+            "none" => Ok(Asked::None),
+            _ => Err(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Asked::All => "all",
+            Asked::Followers => "followers",
+            Asked::None => "none",
+        })
+    }
 }

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::etcd::{EtcdConfig, Pacing};
+pub use self::etcd::{Asked, EtcdConfig, Pacing};
 pub use self::metrics::MetricsConfig;
 pub use self::pipeline::PipelineConfig;
 pub use self::reader::parse_size;
@@ -32,29 +32,10 @@ pub use self::stream::StreamSettings;
 pub use self::vars::{help_table, vars, Key, Var};
 
 use self::reader::Reader;
+pub use crate::credentials::Secret;
 use crate::crypt::Identities;
 use crate::retention::Policy;
 use crate::sign::VerifyKeys;
-
-/// A value whose `Debug` never shows it (and which has no `Display`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("**redacted**")
-    }
-}
 
 /// Phase one: the raw variables, as given.
 #[derive(Clone, Default)]

@@ -1,14 +1,15 @@
 //! The etcd side: client options, one member's status, and the submodules that use them:
-//! [`members`] owns which member a run talks to (probing, the choice, what failed), and
-//! [`snapshot`] streams one member's snapshot.
+//! [`members`] owns which member a run talks to (probing, the choice, what failed),
+//! [`snapshot`] streams one member's snapshot, and [`defrag`] decides which members `defrag`
+//! visits in which order.
 //!
 //! Endpoints are not handed to the client's load balancer, because a snapshot is served by one
 //! member from its local database and the operator needs to know which one and why the others
 //! were passed over.
 
+pub mod defrag;
 pub mod members;
 pub mod snapshot;
-pub mod tls;
 
 pub use members::Members;
 pub use snapshot::Snapshot;
@@ -272,7 +273,10 @@ pub async fn probe(cfg: &EtcdConfig, endpoint: &Url) -> Result<Member, ProbeErro
 pub const CERT_WARN_DAYS: i64 = 30;
 
 /// A warning when the client certificate expires within [`CERT_WARN_DAYS`] of `now`, or has.
-pub fn cert_warning(id: &tls::ClientCert, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+pub fn cert_warning(
+    id: &crate::credentials::ClientCert,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
     expiry_warning(id.not_after, &id.cert.path, now)
 }
 

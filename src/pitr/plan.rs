@@ -7,8 +7,70 @@
 //! revision nothing reaches is refused with the runs that can be reached, nearest first.
 
 use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
 
 use crate::stream::names::{Generation, Name};
+use crate::stream::records::StreamView;
+
+/// A point in the stream: a revision, or a time (RFC 3339) meaning the last revision the
+/// stream had received by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    Revision(i64),
+    Time(DateTime<Utc>),
+}
+
+impl FromStr for Point {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Point, String> {
+        if let Ok(r) = s.parse::<i64>() {
+            return if r >= 1 {
+                Ok(Point::Revision(r))
+            } else {
+                Err(format!("revision {r}: revisions start at 1"))
+            };
+        }
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| Point::Time(t.with_timezone(&Utc)))
+            .map_err(|e| {
+                format!("{s:?} is neither a revision (a number) nor an RFC 3339 time such as 2026-12-04T10:30:00Z ({e})")
+            })
+    }
+}
+
+/// Every generation of `view` that has a start record, as the plan reads them.
+pub fn sources(view: &StreamView) -> Vec<Source> {
+    view.generations
+        .iter()
+        .filter_map(|v| {
+            let start = v.start.as_ref()?;
+            let mut bases = vec![(start.base_revision, start.base.clone())];
+            bases.extend(
+                v.bases
+                    .iter()
+                    .filter_map(|b| Some((b.revision, b.record.as_ref()?.base.clone()))),
+            );
+            Some(Source {
+                generation: v.generation,
+                cluster_id: start.cluster_id.clone(),
+                bases,
+                floor: v.floor()?,
+                segments: v
+                    .segments
+                    .iter()
+                    .map(|s| Segment {
+                        name: s.name,
+                        first: s.first,
+                        last: s.last,
+                        uploaded: s.uploaded,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
 
 /// One generation, as the bucket lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +91,7 @@ pub struct Segment {
     pub first: i64,
     pub last: i64,
     /// When it reached the bucket: every revision in it was received before.
-    pub uploaded: chrono::DateTime<chrono::Utc>,
+    pub uploaded: DateTime<Utc>,
 }
 
 /// How to rebuild one revision.

@@ -33,7 +33,7 @@ use crate::shutdown::Shutdown;
 
 pub mod bucket;
 mod manifest;
-pub mod stream;
+pub mod objects;
 mod upload;
 use bucket::Bucket;
 pub use manifest::{manifest_body, Signed};
@@ -107,7 +107,7 @@ pub struct Listing {
     pub skipped: Vec<String>,
     /// Manifests and signatures whose backup is not there.
     pub orphan_manifests: usize,
-    /// Objects of `stream` (under `stream/`): listed by [`Store::list_stream`], never pruned
+    /// Objects of `stream` (under `stream/`): listed by [`crate::stream::records::StreamView`], never pruned
     /// as backups.
     pub stream_objects: usize,
 }
@@ -317,7 +317,7 @@ impl Store {
         for o in objects {
             let name = o.location.as_ref();
             let ours = name.strip_prefix(&self.prefix);
-            if ours.is_some_and(|n| n.starts_with(crate::stream::names::DIR)) {
+            if ours.is_some_and(|n| n.starts_with(objects::STREAM_DIR)) {
                 listing.stream_objects += 1;
                 continue;
             }

@@ -431,7 +431,7 @@ async fn upload(
                 );
             }
             let put = tokio::select! {
-                r = store.put_stream_object(&sealed.name, body.clone()) => r,
+                r = super::objects::put(store, &sealed.name, body.clone()) => r,
                 _ = &mut deadline, if !expired => {
                     expired = true;
                     continue;
@@ -462,7 +462,7 @@ async fn upload(
         status.safe_at_ms.store(now_ms(), Ordering::Relaxed);
         status.segments.fetch_add(1, Ordering::Relaxed);
         status.bytes.fetch_add(sealed.len, Ordering::Relaxed);
-        tracing::info!(segment = %store.stream_url(&sealed.name), revisions = sealed.revisions, bytes = sealed.len, "segment uploaded");
+        tracing::info!(segment = %super::objects::url(store, &sealed.name), revisions = sealed.revisions, bytes = sealed.len, "segment uploaded");
     }
     Ok(())
 }

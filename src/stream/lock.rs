@@ -13,6 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::names::DIR;
+use super::objects::MAX_RECORD;
+use crate::shutdown::{Interrupted, Shutdown};
+use crate::store::objects::Kind;
+use crate::store::{Store, StoreError};
+
 /// How long a lock holds without renewal.
 pub const TTL: Duration = Duration::from_secs(30);
 /// How often the holder renews it.
@@ -63,6 +69,133 @@ pub fn holder() -> String {
         });
     let nonce = Utc::now().timestamp_subsec_nanos();
     format!("{host}/{}/{nonce:08x}", std::process::id())
+}
+
+/// The lock object, beside the generations.
+const LOCK: &str = "lock.json";
+
+fn path() -> String {
+    format!("{DIR}{LOCK}")
+}
+
+/// The lock object's URL, for messages.
+pub fn url(store: &Store) -> String {
+    store.url_of(&path())
+}
+
+/// The lock as stored; `None` when there is none, or it is not a lock we wrote (which a stream
+/// may then take: only streams write it).
+pub async fn read(store: &Store) -> Result<Option<Lock>, StoreError> {
+    let body = store.get_small(&path(), MAX_RECORD).await?;
+    Ok(body.and_then(|b| match serde_json::from_slice(&b) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("{} is not a lock ({e}); taking it over", url(store));
+            None
+        }
+    }))
+}
+
+async fn write(store: &Store, lock: &Lock) -> Result<(), StoreError> {
+    let body = serde_json::to_vec(lock).expect("plain struct");
+    store.put_object(&path(), body.into(), Kind::Record).await
+}
+
+/// Waits until this stream holds the lock; an error only for a shutdown.
+pub async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(), Interrupted> {
+    let mut told = false;
+    let pause = |d: Duration| async move {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            i = shutdown.requested() => Err(i),
+        }
+    };
+    loop {
+        let now = Utc::now();
+        let current = match read(store).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("reading the stream's lock failed: {e}; trying again");
+                pause(Duration::from_secs(5)).await?;
+                continue;
+            }
+        };
+        match decide(current.as_ref(), me, now) {
+            Decision::Take => {
+                let mine = Lock {
+                    holder: me.to_string(),
+                    expires: now + TTL,
+                };
+                if let Err(e) = write(store, &mine).await {
+                    tracing::warn!("writing the stream's lock failed: {e}; trying again");
+                    pause(Duration::from_secs(5)).await?;
+                    continue;
+                }
+                pause(SETTLE).await?;
+                if let Ok(Some(l)) = read(store).await {
+                    if l.holder == me {
+                        tracing::info!(lock = %url(store), holder = me, "this stream writes to the prefix");
+                        return Ok(());
+                    }
+                }
+            }
+            Decision::Wait { holder, until } => {
+                if !told {
+                    tracing::warn!(lock = %url(store), "another stream ({holder}) writes to this prefix; waiting until it stops or its lock expires (at {until})");
+                    told = true;
+                }
+                let left = (until - now).to_std().unwrap_or_default();
+                pause(left.min(RENEW) + Duration::from_secs(1)).await?;
+            }
+        }
+    }
+}
+
+/// Renews the lock every [`RENEW`] while the stream runs; returns only when another
+/// stream holds it. A renewal that fails (the bucket is away) is tried again at the next
+/// interval.
+pub async fn hold(store: &Store, me: &str, shutdown: &Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW) => {}
+            // The stream is stopping: it lets go of the lock itself.
+            _ = shutdown.requested() => std::future::pending::<()>().await,
+        }
+        match read(store).await {
+            Ok(Some(l)) if l.holder != me => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "reading the stream's lock failed: {e}; trying again in {}s",
+                    RENEW.as_secs()
+                );
+                continue;
+            }
+        }
+        let mine = Lock {
+            holder: me.to_string(),
+            expires: Utc::now() + TTL,
+        };
+        if let Err(e) = write(store, &mine).await {
+            tracing::warn!(
+                "renewing the stream's lock failed: {e}; trying again in {}s",
+                RENEW.as_secs()
+            );
+        }
+    }
+}
+
+/// Lets go of the lock if it is still ours, so that a waiting stream continues at once.
+pub async fn release(store: &Store, me: &str) {
+    match read(store).await {
+        Ok(Some(l)) if l.holder == me => {
+            if let Err(e) = store.delete_object(&path()).await {
+                tracing::warn!("deleting the stream's lock failed: {e}; it expires by itself");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the stream's lock failed: {e}; it expires by itself"),
+    }
 }
 
 #[cfg(test)]

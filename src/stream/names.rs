@@ -17,7 +17,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 /// The folder of stream objects under the prefix.
-pub const DIR: &str = "stream/";
+pub const DIR: &str = crate::store::objects::STREAM_DIR;
 
 const TIME: &str = "%Y%m%dT%H%M%SZ";
 

@@ -212,11 +212,10 @@ async fn stream_and_record(
         .revision();
     let at = (chrono::Utc::now(), now_rev);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Long enough for a second base (every 10 s) to be taken among the segments.
-    for _ in 0..3 {
-        revs.extend(workload(client, &mut rng, 100).await);
-        tokio::time::sleep(Duration::from_secs(4)).await;
-    }
+    // Writes before and after a second base (every 10 s), so that it lies among the segments.
+    revs.extend(workload(client, &mut rng, 100).await);
+    stream.until("a new base of the generation", 1).await;
+    revs.extend(workload(client, &mut rng, 100).await);
     let newest = *revs.last().unwrap();
     let mut chosen: Vec<i64> = (0..count)
         .map(|_| revs[rng.below(revs.len() as u64) as usize])

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_backup::commands::stream::{EndRecord, StartRecord};
 use etcd_backup::stream::names::{Name, DIR};
+use etcd_backup::stream::records::{BaseRecord, EndRecord, StartRecord};
 use etcd_backup::stream::segment::{Kind, Record};
 use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
 use object_store::ObjectStoreExt;
@@ -245,6 +245,18 @@ pub(super) struct Churned {
 /// The write mix a stream must follow: puts, an overwrite, a delete and a re-create, a
 /// three-operation transaction, a DeleteRange of 200 keys in one revision, a value near etcd's
 /// request limit, and leases kept, expired (2 s) and revoked.
+/// Waits until the 2 s lease of [`churn`]'s `/short` has expired and etcd has deleted the key.
+pub(super) async fn short_lease_expired(kv: &etcd_client::KvClient) {
+    let mut kv = kv.clone();
+    for _ in 0..300 {
+        if kv.get("/short", None).await.unwrap().kvs().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the 2 s lease of /short did not expire within 30 s");
+}
+
 pub(super) async fn churn(client: &etcd_client::Client) -> Churned {
     let mut kv = client.kv_client();
     let mut lease = client.lease_client();
@@ -370,8 +382,8 @@ async fn every_revision_is_in_the_bucket_once_across_sigstop_sigkill_and_bursts(
             .await
             .unwrap();
     }
-    // The short lease has expired by now: its key's delete is one more revision.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The short lease expires: its key's delete is one more revision.
+    short_lease_expired(&kv).await;
     let port = rig::free_port();
     let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
     c.env("BACKUP_METRICS_LISTEN", format!("127.0.0.1:{port}"));
@@ -499,7 +511,7 @@ async fn a_stream_away_past_a_compaction_ends_its_generation_and_starts_another(
     let (revision, key) = &later[0];
     assert!((new.start.base_revision..=newest).contains(revision));
     let (body, _) = s3.get("backups", key).await;
-    let record: etcd_backup::commands::stream::BaseRecord = serde_json::from_slice(&body).unwrap();
+    let record: BaseRecord = serde_json::from_slice(&body).unwrap();
     assert_eq!(record.revision, *revision);
     assert!(s3
         .backups("backups")
@@ -623,8 +635,8 @@ async fn etcd_3_4_is_followed_revision_by_revision() {
     let stream = Streaming::spawn_with(rig::cmd(&pki, &etcd.url, &s3, "backups"));
     stream.until("watching", 1).await;
     let churned = churn(&client).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut kv = client.kv_client();
+    short_lease_expired(&kv).await;
     kv.put("/after", "3.4", None).await.unwrap();
     let newest = kv
         .get("/after", None)

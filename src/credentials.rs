@@ -1,5 +1,6 @@
-//! The files mTLS to etcd needs, read and checked once at start-up: the CA certificate and the
-//! client certificate with its key. The key is a [`Secret`] and never printed.
+//! Credentials, read and checked once at start-up and held where nothing prints them: a
+//! [`Secret`] (an S3 key, a private key), and the PEM files mTLS to etcd needs. A leaf module:
+//! both [`crate::config`], which reads them, and [`crate::etcd`], which uses them, import it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,7 +8,25 @@ use std::path::PathBuf;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::config::Secret;
+/// A value whose `Debug` never shows it (and which has no `Display`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
 
 /// A PEM file's path and contents.
 #[derive(Debug, Clone)]

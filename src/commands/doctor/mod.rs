@@ -1,0 +1,205 @@
+//! The `doctor` command: what a first install gets wrong, checked one line at a time, each
+//! with what to do. Nothing it does leaves a trace: the throwaway object and the multipart
+//! upload it makes are deleted and aborted, and it pushes no metrics.
+//!
+//! The verdicts on what was found are pure functions ([`versioning`], [`multipart_rule`],
+//! [`scratch`], [`certificate`]); the I/O that finds it sits in [`run`].
+
+mod rules;
+
+use std::time::Duration;
+
+pub use rules::{
+    certificate, finding, multipart_rule, scratch, signing, versioning, Finding, Level,
+};
+
+use super::{Context, Outcome, Verdict};
+use crate::config::BackupConfig;
+use crate::etcd::{self, Members};
+use crate::store::bucket::ObjectLock;
+use crate::store::Store;
+
+/// Runs every check. Never fails as a whole: a check that cannot run is a finding.
+pub async fn run(store: &Store, cfg: &BackupConfig, ctx: &Context) -> Vec<Finding> {
+    let now = ctx.now;
+    let mut out = Vec::new();
+
+    // etcd: each endpoint, then the largest database for the scratch check.
+    let members = Members::new(&cfg.etcd);
+    let mut db_size = None;
+    for (endpoint, probed) in members.probe_all().await {
+        let check = format!("etcd {endpoint}");
+        match probed {
+            Ok(m) => {
+                let s = &m.status;
+                db_size = db_size.max(Some(s.db_size));
+                let level = if s.errors.is_empty() {
+                    Level::Ok
+                } else {
+                    Level::Warn
+                };
+                let mut detail = format!(
+                    "member {} (etcd {}), TLS accepted, database {} bytes",
+                    s.member_id, s.version, s.db_size
+                );
+                if !s.errors.is_empty() {
+                    detail.push_str(&format!("; reports: {}", s.errors.join("; ")));
+                }
+                if let Some(w) = etcd::quota_warning(s, cfg.etcd.quota) {
+                    detail.push_str(&format!("; {w}"));
+                }
+                out.push(finding(check, level, detail));
+            }
+            Err(why) => out.push(finding(
+                check,
+                Level::Fail,
+                format!("{why}; check ETCD_ENDPOINTS, ETCD_CACERT, ETCD_CERT and ETCD_KEY"),
+            )),
+        }
+    }
+    if let Some(id) = &cfg.etcd.identity {
+        out.push(certificate(id.not_after, &id.cert.path, now));
+    }
+
+    // The bucket: exists and lists, then a throwaway object and a multipart upload.
+    let bucket_ok = match store.check().await {
+        Ok(()) => {
+            out.push(finding(
+                "bucket",
+                Level::Ok,
+                format!("{} exists and lists", store.url_prefix()),
+            ));
+            true
+        }
+        Err(e) => {
+            out.push(finding("bucket", Level::Fail, e.to_string()));
+            false
+        }
+    };
+    if bucket_ok {
+        out.push(match store.round_trip().await {
+            Ok(()) => finding(
+                "write, read back, delete",
+                Level::Ok,
+                "a throwaway object under the prefix was written, read back whole and deleted",
+            ),
+            Err(e) => finding("write, read back, delete", Level::Fail, format!("{e}; the credentials need s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket on the prefix")),
+        });
+        out.push(match store.multipart_probe().await {
+            Ok(()) => finding(
+                "multipart upload",
+                Level::Ok,
+                "started and aborted one",
+            ),
+            Err(e) => finding("multipart upload", Level::Fail, format!("{e}; the credentials need s3:AbortMultipartUpload and s3:ListMultipartUploadParts as well")),
+        });
+        if let Some(b) = store.bucket() {
+            let rules = match b.lifecycle().await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    out.push(finding("lifecycle rules", Level::Warn, format!("{e}; check that the credentials may read the lifecycle configuration (s3:GetLifecycleConfiguration)")));
+                    None
+                }
+            };
+            match b.versioning().await {
+                Ok(v) => out.push(versioning(
+                    v,
+                    rules.as_deref().unwrap_or_default(),
+                    store.prefix(),
+                )),
+                Err(e) => out.push(finding("bucket versioning", Level::Warn, e.to_string())),
+            }
+            if let Some(r) = &rules {
+                out.push(multipart_rule(r, store.prefix()));
+            }
+            out.push(match b.object_lock().await {
+                Ok(Some(ObjectLock {
+                    default_retention: Some((mode, period)),
+                })) => finding("object lock", Level::Ok, format!("on: every backup is retained {period} in {mode} mode; prune keeps what is locked")),
+                Ok(Some(ObjectLock { default_retention: None })) => finding("object lock", Level::Warn, "on, without a default retention: backups are not protected; set one (put-object-lock-configuration)"),
+                Ok(None) => finding("object lock", Level::Ok, "off (turn it on with a default retention to make backups immutable)"),
+                Err(e) => finding("object lock", Level::Warn, e.to_string()),
+            });
+        }
+    }
+
+    // Scratch space against the largest database that answered.
+    let dir = &cfg.pipeline.tmp_dir;
+    out.push(match (crate::scratch::free_space(dir), db_size) {
+        (Ok(free), Some(db)) => scratch(free, crate::scratch::space_needed(db), dir),
+        (Ok(free), None) => finding(
+            format!("scratch space in {}", dir.display()),
+            Level::Warn,
+            format!("{free} bytes free; no member answered, so the database size is unknown"),
+        ),
+        (Err(e), _) => finding(
+            format!("scratch space in {}", dir.display()),
+            Level::Fail,
+            format!("{e}; BACKUP_TMP_DIR must be a writable directory"),
+        ),
+    });
+
+    // Encryption and the Pushgateway, when set.
+    out.push(if cfg.pipeline.recipients.is_empty() {
+        finding(
+            "encryption",
+            Level::Warn,
+            "off: backups hold every Secret of the cluster in the clear; set BACKUP_AGE_RECIPIENTS",
+        )
+    } else {
+        finding(
+            "encryption",
+            Level::Ok,
+            format!(
+                "age, to {} recipient(s); keep the identity outside the cluster",
+                cfg.pipeline.recipients.len()
+            ),
+        )
+    });
+    out.push(signing(
+        cfg.pipeline.signing.as_deref(),
+        cfg.verify_keys.as_ref(),
+    ));
+    if let Some(url) = &cfg.metrics.pushgateway {
+        out.push(pushgateway(url, cfg.metrics.timeout).await);
+    }
+    out
+}
+
+/// Exit 1 on any failure; warnings pass.
+impl Outcome for Vec<Finding> {
+    fn verdict(&self) -> Verdict {
+        match self.iter().filter(|f| f.level == Level::Fail).count() {
+            0 => Verdict::Pass,
+            n => Verdict::Fail(format!(
+                "{n} of the checks failed: fix the lines marked fail above"
+            )),
+        }
+    }
+}
+
+/// The Pushgateway answers its readiness probe (nothing is pushed).
+async fn pushgateway(url: &url::Url, timeout: Duration) -> Finding {
+    let ready = url.join("-/ready").expect("a base URL joins");
+    let client = reqwest::Client::builder().timeout(timeout).build();
+    let answer = match client {
+        Ok(c) => c.get(ready.clone()).send().await.map(|r| r.status()),
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(s) if s.is_success() => finding("pushgateway", Level::Ok, format!("{url} is ready")),
+        Ok(s) => finding(
+            "pushgateway",
+            Level::Fail,
+            format!("{ready} answered {s}; check BACKUP_PUSHGATEWAY_URL"),
+        ),
+        Err(e) => finding(
+            "pushgateway",
+            Level::Fail,
+            format!(
+                "{ready}: {}; check BACKUP_PUSHGATEWAY_URL",
+                crate::describe(&e)
+            ),
+        ),
+    }
+}

@@ -1,0 +1,451 @@
+//! The stream's segments on the way back: fetched one ahead of the thread that reads them,
+//! each to an unnamed scratch file while its SHA-256 is computed (memory holds one revision,
+//! disk one segment or two), and each checked against the plan before a record of it is
+//! used: it must name the plan's generation and cluster, hold the revisions its name says, and,
+//! where it follows a segment read before it, name that segment's hash. A segment planted in
+//! the bucket, renamed, or written by another stream is refused by name, never restored.
+//!
+//! Also here: the revisions between two points ([`revisions_between`]) and the time lookup
+//! ([`resolve`]: a time is the last revision the stream had received by then).
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::plan::{Plan, Point, Source};
+use crate::crypt::Identities;
+use crate::shutdown::Shutdown;
+use crate::snapshot::verify;
+use crate::store::Store;
+use crate::stream::names::Name;
+use crate::stream::objects;
+use crate::stream::segment::{Reader, Record, Revision};
+
+/// What reading segments needs besides the store: where to put them while they are read, the
+/// identities that open encrypted ones, and the shutdown that stops it all.
+#[derive(Clone, Copy)]
+pub struct Reading<'a> {
+    pub tmp_dir: &'a Path,
+    pub identities: &'a Option<std::sync::Arc<Identities>>,
+    pub shutdown: &'a Shutdown,
+}
+
+/// One downloaded segment: its stored bytes on an unnamed scratch file, and their SHA-256.
+struct Fetched {
+    name: Name,
+    file: File,
+    sha256: String,
+}
+
+async fn fetch_one(store: &Store, name: Name, dir: &Path) -> anyhow::Result<Fetched> {
+    let (_, mut stream) = objects::download(store, &name).await?;
+    let mut file = tempfile::tempfile_in(dir)
+        .with_context(|| format!("creating a scratch file in {}", dir.display()))?;
+    let mut sha = Sha256::new();
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| anyhow!("reading {}: {}", objects::url(store, &name), e))?
+    {
+        sha.update(&chunk);
+        file.write_all(&chunk)
+            .with_context(|| format!("writing a scratch file in {}", dir.display()))?;
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(Fetched {
+        name,
+        file,
+        sha256: verify::hex(&sha.finalize()),
+    })
+}
+
+/// Downloads `names` in order into `tx`, one ahead of the reader; stops when it goes.
+async fn fetch(
+    store: &Store,
+    names: Vec<Name>,
+    dir: &Path,
+    tx: mpsc::Sender<anyhow::Result<Fetched>>,
+) {
+    for name in names {
+        let got = fetch_one(store, name, dir).await;
+        let failed = got.is_err();
+        if tx.send(got).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The records of a run of segments, in order, each segment checked as the module says.
+struct Feed<'a> {
+    rx: mpsc::Receiver<anyhow::Result<Fetched>>,
+    ids: Option<&'a Identities>,
+    url: String,
+    generation: String,
+    cluster_id: String,
+    /// The revision, hash and name of the segment read last; at first, the base the run
+    /// starts at when the generation's first segment chains to it.
+    previous: Option<(i64, String, String)>,
+    current: Option<(Name, Reader<Box<dyn Read + Send + 'a>>)>,
+}
+
+impl<'a> Feed<'a> {
+    fn new(
+        rx: mpsc::Receiver<anyhow::Result<Fetched>>,
+        ids: Option<&'a Identities>,
+        url: String,
+        plan: &Plan,
+    ) -> Feed<'a> {
+        Feed {
+            rx,
+            ids,
+            url,
+            generation: plan.generation.to_string(),
+            cluster_id: plan.cluster_id.clone(),
+            previous: plan.start_base.then(|| {
+                let base = format!("base:{}", plan.base_revision);
+                (plan.base_revision, base.clone(), base)
+            }),
+            current: None,
+        }
+    }
+
+    fn next(&mut self) -> anyhow::Result<Option<Record>> {
+        loop {
+            if let Some((name, r)) = &mut self.current {
+                match r
+                    .next_record()
+                    .with_context(|| format!("reading {}{name}", self.url))?
+                {
+                    Some(rec) => return Ok(Some(rec)),
+                    None => self.current = None,
+                }
+            }
+            let Some(got) = self.rx.blocking_recv() else {
+                return Ok(None);
+            };
+            let f = got?;
+            let at = format!("{}{}", self.url, f.name);
+            let r = crate::stream::seal::open(BufReader::with_capacity(1 << 16, f.file), self.ids)
+                .with_context(|| format!("opening {at}"))?;
+            let h = r.header().clone();
+            let Name::Segment { first, last, .. } = f.name else {
+                bail!("{at} is not a segment");
+            };
+            if h.generation != self.generation || h.cluster_id != self.cluster_id {
+                bail!("refusing {at}: it says it is of generation {} of cluster {}, but it is stored under generation {} of cluster {} (it was copied or planted there)", h.generation, h.cluster_id, self.generation, self.cluster_id);
+            }
+            if (h.first, h.last) != (first, last) {
+                bail!("refusing {at}: it holds revisions {}..={}, not those its name says (it was renamed or planted)", h.first, h.last);
+            }
+            if let Some((prev_last, prev_sha, prev_name)) = &self.previous {
+                if h.first <= *prev_last {
+                    bail!("refusing {at}: its revisions {}..={} overlap those of {}{prev_name}, read before it (two writers, or a segment planted beside the real ones); `list --generations` shows the overlap", h.first, h.last, self.url);
+                }
+                if h.first == prev_last + 1 && &h.previous != prev_sha {
+                    bail!("refusing {at}: it does not continue the segment before it (it names {}, the one before is {prev_sha}); a segment was replaced or planted", h.previous);
+                }
+            }
+            self.previous = Some((h.last, f.sha256, f.name.to_string()));
+            self.current = Some((f.name, r));
+        }
+    }
+}
+
+/// Runs `work` on a blocking thread over the records of `plan`'s segments, downloaded beside
+/// it. A shutdown stops both.
+pub async fn over_segments<T: Send + 'static>(
+    store: &Store,
+    plan: &Plan,
+    names: Vec<Name>,
+    read: &Reading<'_>,
+    work: impl FnOnce(&mut dyn FnMut() -> anyhow::Result<Option<Record>>) -> anyhow::Result<T>
+        + Send
+        + 'static,
+) -> anyhow::Result<T> {
+    let (tx, rx) = mpsc::channel(1);
+    let ids = read.identities.clone();
+    let url = objects::url(store, &Name::Start(plan.generation));
+    let url = url.trim_end_matches("generation.json").to_string();
+    let plan = plan.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut feed = Feed::new(rx, ids.as_deref(), url, &plan);
+        work(&mut || feed.next())
+    });
+    let fetching = fetch(store, names, read.tmp_dir, tx);
+    let (_, done) = read
+        .shutdown
+        .or_interrupted(async {
+            Ok(tokio::join!(fetching, async {
+                worker
+                    .await
+                    .context("the thread reading the segments panicked")
+            }))
+        })
+        .await?;
+    done?
+}
+
+/// Feeds `f` each revision after `after` up to `upto` from `next`, in order, and stops there.
+pub fn revisions_between(
+    next: &mut dyn FnMut() -> anyhow::Result<Option<Record>>,
+    after: i64,
+    upto: i64,
+    mut f: impl FnMut(Revision),
+) -> anyhow::Result<()> {
+    while let Some(rec) = next()? {
+        let Record::Revision(r) = rec else { continue };
+        if r.revision > upto {
+            break;
+        }
+        if r.revision > after {
+            f(r);
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a point to a revision: a time is the last revision received at or before it, in
+/// the newest generation started by then.
+pub async fn resolve(
+    store: &Store,
+    sources: &[Source],
+    point: Point,
+    read: &Reading<'_>,
+) -> anyhow::Result<i64> {
+    let t = match point {
+        Point::Revision(r) => return Ok(r),
+        Point::Time(t) => t,
+    };
+    let Some(s) = sources.iter().rev().find(|s| s.generation.0 <= t) else {
+        bail!(
+            "no stream generation under {} had started by {t} (`list --generations` shows when each began)",
+            store.url_prefix()
+        );
+    };
+    let mut segments = s.segments.clone();
+    segments.sort_by_key(|g| (g.first, g.last));
+    let start = s.bases.iter().map(|b| b.0).min().unwrap_or(0);
+    // Segments stored by T hold only revisions received by T; the answer is in the first one
+    // stored after, or a later one whose upload was delayed, or is the last of those before.
+    let split = segments.iter().position(|g| g.uploaded > t);
+    let Some(split) = split else {
+        return Ok(segments.iter().map(|g| g.last).max().unwrap_or(start));
+    };
+    let before = if split == 0 {
+        start
+    } else {
+        segments[split - 1].last
+    };
+    let names: Vec<Name> = segments[split..].iter().map(|g| g.name).collect();
+    let plan = Plan {
+        generation: s.generation,
+        cluster_id: s.cluster_id.clone(),
+        base_revision: before,
+        base: String::new(),
+        start_base: false,
+        segments: names.clone(),
+        revision: 0,
+    };
+    let t_ms = t.timestamp_millis();
+    over_segments(store, &plan, names, read, move |next| {
+        let mut found = before;
+        while let Some(rec) = next()? {
+            if let Record::Revision(r) = rec {
+                if r.received_ms > t_ms {
+                    break;
+                }
+                found = found.max(r.revision);
+            }
+        }
+        Ok(found)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::stream::names::Generation;
+    use crate::stream::segment::tests::{put, sealed};
+    use crate::stream::segment::Header;
+
+    const CLUSTER: &str = "cafe";
+
+    fn generation(s: &str) -> Generation {
+        Generation::parse(s).unwrap()
+    }
+
+    fn gen() -> Generation {
+        generation("20261204T170000Z")
+    }
+
+    /// A segment of revisions `first..=last` as the stream seals it (zstd, no age), with the
+    /// header fields the test gives.
+    fn segment(g: Generation, cluster: &str, first: i64, last: i64, previous: &str) -> Vec<u8> {
+        let records: Vec<Record> = (first..=last)
+            .map(|r| {
+                Record::Revision(Revision {
+                    revision: r,
+                    received_ms: r * 1000,
+                    events: vec![put(r, &format!("/k/{r}"), b"v")],
+                })
+            })
+            .collect();
+        let header = Header {
+            generation: g.to_string(),
+            cluster_id: cluster.into(),
+            first,
+            last,
+            revisions: records.len() as u64,
+            events: records.len() as u64,
+            previous: previous.into(),
+        };
+        zstd::encode_all(&sealed(&records, &header)[..], 3).unwrap()
+    }
+
+    fn name(g: Generation, first: i64, last: i64) -> Name {
+        Name::Segment {
+            generation: g,
+            first,
+            last,
+            encrypted: false,
+        }
+    }
+
+    /// Stores `body` as `name`; returns its hash, as the next segment names it.
+    async fn store_as(store: &Store, name: Name, body: Vec<u8>) -> String {
+        let sha = verify::hex(&Sha256::digest(&body));
+        objects::put(store, &name, body.into()).await.unwrap();
+        sha
+    }
+
+    fn plan(segments: &[Name]) -> Plan {
+        Plan {
+            generation: gen(),
+            cluster_id: CLUSTER.into(),
+            base_revision: 10,
+            base: "20261204-170000.db.zst".into(),
+            start_base: true,
+            segments: segments.to_vec(),
+            revision: 40,
+        }
+    }
+
+    /// Reads every record of `names` through the feed; the revisions read, or the refusal.
+    async fn read(store: &Store, names: &[Name]) -> Result<Vec<i64>, String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let reading = Reading {
+            tmp_dir: tmp.path(),
+            identities: &None,
+            shutdown: &Shutdown::never(),
+        };
+        over_segments(store, &plan(names), names.to_vec(), &reading, |next| {
+            let mut seen = Vec::new();
+            revisions_between(next, 0, i64::MAX, |r| seen.push(r.revision))?;
+            Ok(seen)
+        })
+        .await
+        .map_err(|e| format!("{e:#}"))
+    }
+
+    /// A whole chain of three segments after the base at 10: 11-20, 21-30, 31-40.
+    async fn chain() -> (Store, Vec<Name>) {
+        let store = Store::new(Arc::new(InMemory::new()), "memory://b", "etcd/", None);
+        let mut previous = "base:10".to_string();
+        let mut names = Vec::new();
+        for (first, last) in [(11, 20), (21, 30), (31, 40)] {
+            let n = name(gen(), first, last);
+            previous = store_as(&store, n, segment(gen(), CLUSTER, first, last, &previous)).await;
+            names.push(n);
+        }
+        (store, names)
+    }
+
+    #[tokio::test]
+    async fn a_whole_chain_is_read_in_order() {
+        let (store, names) = chain().await;
+        assert_eq!(
+            read(&store, &names).await.unwrap(),
+            (11..=40).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn every_segment_that_is_not_the_chain_is_refused_by_name() {
+        let (store, names) = chain().await;
+        let real_sha = |i: usize| {
+            let store = &store;
+            let n = names[i];
+            async move { verify::hex(&objects::sha256(store, &n).await.unwrap().unwrap().0) }
+        };
+        let after_first = real_sha(0).await;
+        let other = generation("20261203T090000Z");
+        // (what, the stored name, its bytes, the segments the plan reads, the refusal)
+        type Case<'a> = (&'a str, Name, Vec<u8>, Vec<Name>, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                "rewritten with a changed chain (its hash recomputed)",
+                names[1],
+                segment(gen(), CLUSTER, 21, 30, "0000"),
+                names.clone(),
+                "does not continue the segment before it",
+            ),
+            (
+                "planted from another generation",
+                names[1],
+                segment(other, CLUSTER, 21, 30, &after_first),
+                names.clone(),
+                "it says it is of generation 20261203T090000Z",
+            ),
+            (
+                "planted from another cluster",
+                names[1],
+                segment(gen(), "beef", 21, 30, &after_first),
+                names.clone(),
+                "of cluster beef",
+            ),
+            (
+                "renamed to another range",
+                name(gen(), 21, 31),
+                segment(gen(), CLUSTER, 21, 30, &after_first),
+                vec![names[0], name(gen(), 21, 31)],
+                "it holds revisions 21..=30, not those its name says",
+            ),
+            (
+                "an overlapping segment beside the real ones",
+                name(gen(), 15, 25),
+                segment(gen(), CLUSTER, 15, 25, "whatever"),
+                vec![names[0], name(gen(), 15, 25), names[1], names[2]],
+                "overlap those of",
+            ),
+            (
+                "a segment whose first is not the base's next",
+                names[0],
+                segment(gen(), CLUSTER, 11, 20, "base:9"),
+                names.clone(),
+                "does not continue the segment before it",
+            ),
+        ];
+        for (what, stored_as, body, read_names, refusal) in cases {
+            let (store, _) = chain().await;
+            store_as(&store, stored_as, body).await;
+            let e = read(&store, &read_names).await.unwrap_err();
+            assert!(e.contains(refusal), "{what}: {e}");
+            assert!(
+                e.contains(&stored_as.to_string()),
+                "{what}: names the segment: {e}"
+            );
+        }
+        // The bite: the same reads pass on the untouched chain.
+        assert!(read(&store, &names).await.is_ok());
+    }
+}

@@ -1,0 +1,295 @@
+//! A generation's records (start, base, trimmed, end) and [`StreamView`], the one read of the
+//! stream's prefix: it lists it once, reads each record once, and is what `list
+//! --generations`, `check --max-lag`, prune's survey, the point-in-time plan and a resuming
+//! stream all look at.
+//!
+//! A record that is not ours (unparsable, larger than [`MAX_RECORD`], a base record that names
+//! another revision than its object's name) is logged and left out, never trusted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::names::{continuity, floor, Generation, Name, Span};
+use super::objects::{self, Listed};
+use super::retention::{Base, View};
+use crate::store::{Store, StoreError};
+
+pub use super::objects::MAX_RECORD;
+
+/// A generation's start record (`generation.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRecord {
+    pub cluster_id: String,
+    /// The base backup's object name under the prefix.
+    pub base: String,
+    /// The base's revision, read from the snapshot file itself.
+    pub base_revision: i64,
+    pub started: DateTime<Utc>,
+}
+
+/// A base taken inside a generation (`base-{revision}.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRecord {
+    /// The backup's object name under the prefix.
+    pub base: String,
+    pub revision: i64,
+    pub taken: DateTime<Utc>,
+}
+
+/// A generation's end record (`end.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndRecord {
+    pub reason: String,
+    /// The newest revision the generation holds.
+    pub last: i64,
+    pub ended: DateTime<Utc>,
+}
+
+/// Writes a record whole.
+pub async fn put<T: Serialize>(store: &Store, name: &Name, record: &T) -> Result<(), StoreError> {
+    let body = serde_json::to_vec_pretty(record).expect("plain struct");
+    objects::put(store, name, body.into()).await
+}
+
+/// Writes the end record of a generation that broke. Retried: without it, a restart would try
+/// to continue the generation and find the same break again (which is safe, only slower).
+pub async fn put_end(store: &Store, generation: Generation, record: &EndRecord) {
+    let name = Name::End(generation);
+    for attempt in 1..=3 {
+        match put(store, &name, record).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "writing {} failed (attempt {attempt} of 3): {e}",
+                    objects::url(store, &name)
+                );
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// A record read and parsed; `None` when it is missing or not ours (logged).
+async fn get<T: for<'de> Deserialize<'de>>(
+    store: &Store,
+    name: &Name,
+) -> Result<Option<Result<T, String>>, StoreError> {
+    let Some(body) = objects::get_record(store, name).await? else {
+        return Ok(None);
+    };
+    Ok(Some(serde_json::from_slice(&body).map_err(|e| {
+        let why = format!(
+            "{} is not a record of ours ({e}); ignoring it",
+            objects::url(store, name)
+        );
+        tracing::warn!("{why}");
+        why
+    })))
+}
+
+/// A segment as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub name: Name,
+    pub first: i64,
+    pub last: i64,
+    pub size: u64,
+    /// When it reached the bucket (the server's clock).
+    pub uploaded: DateTime<Utc>,
+}
+
+/// A later base of a generation, as listed, with its record when that is readable and ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaterBase {
+    pub name: Name,
+    pub revision: i64,
+    pub record: Option<BaseRecord>,
+}
+
+/// That a generation ended, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: String,
+    /// When its end record reached the bucket.
+    pub listed: DateTime<Utc>,
+}
+
+/// One generation as the bucket holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationView {
+    pub generation: Generation,
+    /// `None` when the start record is missing or not ours: nothing of it can be restored.
+    pub start: Option<StartRecord>,
+    /// Later bases, by revision.
+    pub bases: Vec<LaterBase>,
+    /// Segments, by name (so by revision).
+    pub segments: Vec<Segment>,
+    /// Revisions prune trimmed it to (`trimmed-` markers).
+    pub trims: Vec<i64>,
+    pub end: Option<Ending>,
+}
+
+impl GenerationView {
+    fn new(generation: Generation) -> GenerationView {
+        GenerationView {
+            generation,
+            start: None,
+            bases: Vec::new(),
+            segments: Vec::new(),
+            trims: Vec::new(),
+            end: None,
+        }
+    }
+
+    /// The revision its history counts from: its base's, or the newest base prune trimmed it
+    /// to. `None` without a start record.
+    pub fn floor(&self) -> Option<i64> {
+        self.start
+            .as_ref()
+            .map(|s| floor(s.base_revision, &self.trims))
+    }
+
+    /// Runs, gaps and overlaps of its revisions after the floor.
+    pub fn continuity(&self) -> Vec<Span> {
+        let spans: Vec<(i64, i64)> = self.segments.iter().map(|s| (s.first, s.last)).collect();
+        self.floor()
+            .map(|f| continuity(f, &spans))
+            .unwrap_or_default()
+    }
+
+    /// The newest revision it holds: its newest segment's, else its base's.
+    pub fn last_revision(&self) -> Option<i64> {
+        self.segments
+            .iter()
+            .map(|s| s.last)
+            .max()
+            .or(self.start.as_ref().map(|s| s.base_revision))
+    }
+
+    /// What prune's stream retention needs to know of it.
+    pub fn retention(&self) -> View {
+        View {
+            generation: self.generation,
+            start: self.start.as_ref().map(|r| Base {
+                revision: r.base_revision,
+                key: r.base.clone(),
+                taken: r.started,
+                record: None,
+            }),
+            bases: self
+                .bases
+                .iter()
+                .filter_map(|b| {
+                    let r = b.record.as_ref()?;
+                    Some(Base {
+                        revision: b.revision,
+                        key: r.base.clone(),
+                        taken: r.taken,
+                        record: Some(b.name),
+                    })
+                })
+                .collect(),
+            segments: self
+                .segments
+                .iter()
+                .map(|s| (s.name, s.first, s.last, s.uploaded))
+                .collect(),
+            trims: self.trims.clone(),
+            ended: self.end.as_ref().map(|e| e.listed),
+        }
+    }
+}
+
+/// Every generation under the prefix, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamView {
+    pub generations: Vec<GenerationView>,
+}
+
+impl StreamView {
+    /// Lists the stream's prefix once and reads each record in it once.
+    pub async fn read(store: &Store) -> Result<StreamView, StoreError> {
+        let listed = objects::list(store).await?;
+        let mut records = BTreeMap::new();
+        for o in &listed {
+            let record = match o.name {
+                Name::Start(_) => get(store, &o.name).await?.map(|r| r.map(Record::Start)),
+                Name::Base { .. } => get(store, &o.name).await?.map(|r| r.map(Record::Base)),
+                Name::End(_) => get(store, &o.name).await?.map(|r| r.map(Record::End)),
+                Name::Segment { .. } | Name::Trimmed { .. } => continue,
+            };
+            records.insert(o.name, record);
+        }
+        Ok(StreamView::of(&listed, &records))
+    }
+
+    /// The view of a listing, given the records read for it (pure).
+    pub fn of(
+        listed: &[Listed],
+        records: &BTreeMap<Name, Option<Result<Record, String>>>,
+    ) -> StreamView {
+        let mut by: BTreeMap<Generation, GenerationView> = BTreeMap::new();
+        for o in listed {
+            let g = o.name.generation();
+            let v = by.entry(g).or_insert_with(|| GenerationView::new(g));
+            let record = records.get(&o.name);
+            match o.name {
+                Name::Start(_) => {
+                    if let Some(Some(Ok(Record::Start(r)))) = record {
+                        v.start = Some(r.clone());
+                    }
+                }
+                Name::Segment { first, last, .. } => v.segments.push(Segment {
+                    name: o.name,
+                    first,
+                    last,
+                    size: o.size,
+                    uploaded: o.last_modified,
+                }),
+                Name::Base { revision, .. } => v.bases.push(LaterBase {
+                    name: o.name,
+                    revision,
+                    record: match record {
+                        Some(Some(Ok(Record::Base(r)))) if r.revision == revision => {
+                            Some(r.clone())
+                        }
+                        _ => None,
+                    },
+                }),
+                Name::Trimmed { revision, .. } => v.trims.push(revision),
+                Name::End(_) => {
+                    let reason = match record {
+                        Some(Some(Ok(Record::End(r)))) => r.reason.clone(),
+                        _ => "ended (its end record is not readable)".into(),
+                    };
+                    v.end = Some(Ending {
+                        reason,
+                        listed: o.last_modified,
+                    });
+                }
+            }
+        }
+        for v in by.values_mut() {
+            v.bases.sort_by_key(|b| b.revision);
+        }
+        StreamView {
+            generations: by.into_values().collect(),
+        }
+    }
+
+    /// The newest generation.
+    pub fn newest(&self) -> Option<&GenerationView> {
+        self.generations.last()
+    }
+}
+
+/// A record, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Start(StartRecord),
+    Base(BaseRecord),
+    End(EndRecord),
+}
