@@ -119,9 +119,8 @@ async fn dispatch(command: Command, env: &Env, ctx: &Context) -> anyhow::Result<
         }
         Command::Stream => {
             let cfg = env.stream()?;
-            stream::run(&store(&cfg.backup.store)?, &cfg, ctx)
-                .await?
-                .log();
+            let s = store(&cfg.backup.store)?;
+            stream::run(&s, &cfg, ctx).await?.log();
         }
         Command::Prune { args, output } => {
             let cfg = env.prune()?;
@@ -131,79 +130,59 @@ async fn dispatch(command: Command, env: &Env, ctx: &Context) -> anyhow::Result<
         }
         Command::List {
             output,
-            generations: true,
-            check: true,
+            generations,
+            check,
         } => {
-            let cfg = env.restore()?;
-            show(output, &pitr::check(&store(&cfg.store)?, &cfg, ctx).await?)?;
-        }
-        Command::List {
-            output,
-            generations: true,
-            ..
-        } => {
+            if check {
+                let cfg = env.restore()?;
+                return show(output, &pitr::check(&store(&cfg.store)?, &cfg, ctx).await?);
+            }
             let cfg = env.prune()?;
-            show(output, &list::generations(&store(&cfg.store)?, ctx).await?)?;
-        }
-        Command::List { output, .. } => {
-            let cfg = env.prune()?;
-            show(output, &list::run(&store(&cfg.store)?, &cfg, ctx).await?)?;
+            let s = store(&cfg.store)?;
+            match generations {
+                true => show(output, &list::generations(&s, ctx).await?)?,
+                false => show(output, &list::run(&s, &cfg, ctx).await?)?,
+            }
         }
         Command::Restore(args) => {
             let cfg = env.restore()?;
-            let restored = restore::run(&store(&cfg.store)?, &cfg, &args, ctx).await?;
-            show(Format::Table, &restored)?;
+            let s = store(&cfg.store)?;
+            show(Format::Table, &restore::run(&s, &cfg, &args, ctx).await?)?;
         }
         Command::History { args, output } => {
             let cfg = env.restore()?;
-            show(
-                output,
-                &history::run(&store(&cfg.store)?, &cfg, &args, ctx).await?,
-            )?;
+            let s = store(&cfg.store)?;
+            show(output, &history::run(&s, &cfg, &args, ctx).await?)?;
         }
         Command::Get { args, output } => {
             let cfg = env.restore()?;
-            show(
-                output,
-                &get::run(&store(&cfg.store)?, &cfg, &args, ctx).await?,
-            )?;
+            let s = store(&cfg.store)?;
+            show(output, &get::run(&s, &cfg, &args, ctx).await?)?;
         }
         Command::Diff { args, output } => {
             let cfg = env.restore()?;
-            show(
-                output,
-                &diff::run(&store(&cfg.store)?, &cfg, &args, ctx).await?,
-            )?;
+            let s = store(&cfg.store)?;
+            show(output, &diff::run(&s, &cfg, &args, ctx).await?)?;
         }
         Command::Status { output } => show(output, &status::run(&env.etcd()?, ctx).await)?,
         Command::Defrag { args, output } => {
             show(output, &defrag::run(&env.defrag()?, args, ctx).await?)?;
         }
         Command::Check {
-            max_lag: Some(max_lag),
+            max_age,
+            max_lag,
             output,
-            ..
-        } => {
-            let cfg = env.check(None)?;
-            show(
-                output,
-                &check::lag(&store(&cfg.store)?, max_lag, ctx).await?,
-            )?;
-        }
-        Command::Check {
-            max_age, output, ..
         } => {
             let cfg = env.check(max_age)?;
-            show(output, &check::run(&store(&cfg.store)?, &cfg, ctx).await?)?;
+            let s = store(&cfg.store)?;
+            match max_lag {
+                Some(lag) => show(output, &check::lag(&s, lag, ctx).await?)?,
+                None => show(output, &check::run(&s, &cfg, ctx).await?)?,
+            }
         }
         Command::Doctor { output } => {
             let cfg = env.backup()?;
-            let store = store(&cfg.store)?;
-            let findings = ctx
-                .shutdown
-                .or_interrupted(async { Ok(doctor::run(&store, &cfg, ctx).await) })
-                .await?;
-            show(output, &findings)?;
+            show(output, &doctor::run(&store(&cfg.store)?, &cfg, ctx).await?)?;
         }
         Command::Keygen { file, output } => show(output, &keygen::run(&file)?)?,
         Command::Verify { path, output } => {

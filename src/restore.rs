@@ -312,6 +312,47 @@ fn hash_kv_mismatch(recorded: Option<&str>, verified: &Verified) -> Option<HashK
     }
 }
 
+/// Values for the `etcdutl snapshot restore` command we print; placeholders where unknown.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RestoreFlags {
+    /// For the printed etcdutl command: this member's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// For the printed etcdutl command: e.g. cp1=https://10.0.1.10:2380,cp2=...
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// For the printed etcdutl command: this member's peer URL.
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// For the printed etcdutl command: the new data directory.
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Also extract the backup's files archive (BACKUP_INCLUDE_PATHS) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
+}
+
+/// The next step, as the seed's runbook runs it.
+pub fn etcdutl_command(path: &Path, f: &RestoreFlags) -> String {
+    let name = f.name.clone().unwrap_or_else(|| "<member-name>".into());
+    let peer = f
+        .initial_advertise_peer_urls
+        .clone()
+        .unwrap_or_else(|| "https://<member-ip>:2380".into());
+    let cluster = f
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| format!("{name}={peer}"));
+    let data_dir = f
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| "/var/lib/etcd-restored".into());
+    format!(
+        "etcdutl snapshot restore {} \\\n  --name {name} \\\n  --initial-cluster {cluster} \\\n  --initial-cluster-token etcd-cluster-restored \\\n  --initial-advertise-peer-urls {peer} \\\n  --data-dir {data_dir}",
+        path.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +403,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("or latest"));
+    }
+
+    #[test]
+    fn command_uses_flags_or_placeholders() {
+        let c = etcdutl_command(Path::new("/tmp/s.db"), &RestoreFlags::default());
+        assert!(c.contains("--name <member-name>"));
+        assert!(c.contains("--initial-cluster <member-name>=https://<member-ip>:2380"));
+        let f = RestoreFlags {
+            name: Some("cp1".into()),
+            initial_advertise_peer_urls: Some("https://10.0.1.10:2380".into()),
+            ..Default::default()
+        };
+        let c = etcdutl_command(Path::new("/tmp/s.db"), &f);
+        assert!(
+            c.contains("--initial-cluster cp1=https://10.0.1.10:2380"),
+            "{c}"
+        );
+        assert!(c.contains("--data-dir /var/lib/etcd-restored"));
     }
 }

@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context as _};
 use serde::Serialize;
 
-use super::restore::{etcdutl_command, RestoreArgs};
 use super::{Context, Outcome, Verdict};
 use crate::config::RestoreConfig;
 use crate::pitr::archive::{base_name, Archive};
 use crate::pitr::plan::{self, Plan, Point};
 use crate::pitr::rebuild::Rebuilt;
-use crate::restore::{part_file, publish, Destination};
+use crate::restore::{etcdutl_command, part_file, publish, Destination, RestoreFlags};
 use crate::snapshot::verify::{self, Verified};
 use crate::store::Store;
 
@@ -21,6 +20,15 @@ use crate::store::Store;
 /// after its last segment are not known. A million is over ten minutes at 1,500 writes/s
 /// (etcd's own recovery guide sizes a week's bump from that rate).
 pub const BUMP_MARGIN: i64 = 1_000_000;
+
+/// Where `restore --to-revision` writes, and what the etcdutl command it prints says.
+pub struct Target<'a> {
+    pub output: &'a std::path::Path,
+    pub force: bool,
+    /// `--bump-revision`: written into the file when given; else printed for etcdutl.
+    pub bump: Option<i64>,
+    pub flags: &'a RestoreFlags,
+}
 
 /// What `restore --to-revision` did.
 #[derive(Debug, Clone)]
@@ -44,13 +52,13 @@ pub struct PointRestored {
 pub async fn restore_to(
     way: Archive<'_>,
     point: Point,
-    args: &RestoreArgs,
+    to: &Target<'_>,
 ) -> anyhow::Result<PointRestored> {
     let started = std::time::Instant::now();
-    let (bump, output, flags) = (args.point.bump_revision, args.output.as_path(), &args.flags);
+    let (bump, output, flags) = (to.bump, to.output, to.flags);
     let to = Destination {
         path: output.to_path_buf(),
-        force: args.force,
+        force: to.force,
     };
     // Before anything is read: a file in the way is known at once.
     let (part, out) = part_file(&to)?;

@@ -2,20 +2,22 @@
 //! `--to-revision`/`--to-time` the database rebuilt from the stream ([`super::pitr`]), and the
 //! `etcdutl snapshot restore` command to run next.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 
 use serde::Serialize;
 
-use super::pitr::PointRestored;
+use super::pitr::{PointRestored, Target};
 use super::{Context, Outcome};
 use crate::config::RestoreConfig;
 use crate::key::BackupKey;
 use crate::pitr::archive::Archive;
 use crate::pitr::plan::Point;
-use crate::restore::{choose, restore, Destination, Restored, Which};
+use crate::restore::{
+    choose, etcdutl_command, restore, Destination, RestoreFlags, Restored, Which,
+};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::trust::Trust;
@@ -109,7 +111,13 @@ pub async fn run(
         cfg,
         shutdown: &ctx.shutdown,
     };
-    super::pitr::restore_to(way, point, args)
+    let to = Target {
+        output: &args.output,
+        force: args.force,
+        bump: args.point.bump_revision,
+        flags: &args.flags,
+    };
+    super::pitr::restore_to(way, point, &to)
         .await
         .map(Restoring::Point)
 }
@@ -181,68 +189,4 @@ pub struct Restoration {
     pub signed_by: Option<String>,
     /// With verify keys, `latest`: the newer backups refused, with why.
     pub passed_over: Vec<(String, String)>,
-}
-
-/// Values for the `etcdutl snapshot restore` command we print; placeholders where unknown.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct RestoreFlags {
-    /// For the printed etcdutl command: this member's name.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// For the printed etcdutl command: e.g. cp1=https://10.0.1.10:2380,cp2=...
-    #[arg(long)]
-    pub initial_cluster: Option<String>,
-    /// For the printed etcdutl command: this member's peer URL.
-    #[arg(long)]
-    pub initial_advertise_peer_urls: Option<String>,
-    /// For the printed etcdutl command: the new data directory.
-    #[arg(long)]
-    pub data_dir: Option<String>,
-    /// Also extract the backup's files archive (BACKUP_INCLUDE_PATHS) into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub files: Option<PathBuf>,
-}
-
-/// The next step, as the seed's runbook runs it.
-pub fn etcdutl_command(path: &Path, f: &RestoreFlags) -> String {
-    let name = f.name.clone().unwrap_or_else(|| "<member-name>".into());
-    let peer = f
-        .initial_advertise_peer_urls
-        .clone()
-        .unwrap_or_else(|| "https://<member-ip>:2380".into());
-    let cluster = f
-        .initial_cluster
-        .clone()
-        .unwrap_or_else(|| format!("{name}={peer}"));
-    let data_dir = f
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| "/var/lib/etcd-restored".into());
-    format!(
-        "etcdutl snapshot restore {} \\\n  --name {name} \\\n  --initial-cluster {cluster} \\\n  --initial-cluster-token etcd-cluster-restored \\\n  --initial-advertise-peer-urls {peer} \\\n  --data-dir {data_dir}",
-        path.display()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn command_uses_flags_or_placeholders() {
-        let c = etcdutl_command(Path::new("/tmp/s.db"), &RestoreFlags::default());
-        assert!(c.contains("--name <member-name>"));
-        assert!(c.contains("--initial-cluster <member-name>=https://<member-ip>:2380"));
-        let f = RestoreFlags {
-            name: Some("cp1".into()),
-            initial_advertise_peer_urls: Some("https://10.0.1.10:2380".into()),
-            ..Default::default()
-        };
-        let c = etcdutl_command(Path::new("/tmp/s.db"), &f);
-        assert!(
-            c.contains("--initial-cluster cp1=https://10.0.1.10:2380"),
-            "{c}"
-        );
-        assert!(c.contains("--data-dir /var/lib/etcd-restored"));
-    }
 }

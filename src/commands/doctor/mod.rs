@@ -19,8 +19,14 @@ use crate::etcd::{self, Members};
 use crate::store::bucket::ObjectLock;
 use crate::store::Store;
 
-/// Runs every check. Never fails as a whole: a check that cannot run is a finding.
-pub async fn run(store: &Store, cfg: &BackupConfig, ctx: &Context) -> Vec<Finding> {
+/// Runs every check. Fails as a whole only on a shutdown: a check that cannot run is a finding.
+pub async fn run(store: &Store, cfg: &BackupConfig, ctx: &Context) -> anyhow::Result<Vec<Finding>> {
+    ctx.shutdown
+        .or_interrupted(async { Ok(checks(store, cfg, ctx).await) })
+        .await
+}
+
+async fn checks(store: &Store, cfg: &BackupConfig, ctx: &Context) -> Vec<Finding> {
     let now = ctx.now;
     let mut out = Vec::new();
 
