@@ -9,19 +9,15 @@ use super::prune::{prune, PruneArgs, Pruning};
 use super::Context;
 use crate::backup::{take, Taken};
 use crate::config::BackupConfig;
-use crate::consistency;
 use crate::etcd::{self, MemberStatus};
 use crate::metrics;
-use crate::pipeline::Published;
 use crate::store::Store;
 
 /// The summary of a whole `backup` run.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    pub published: Published,
-    pub member: MemberStatus,
-    /// The snapshot against every member; `None` when its HashKV could not be computed.
-    pub cluster: Option<consistency::Comparison>,
+    /// What was published, from which member, against the cluster.
+    pub taken: Taken,
     pub pruned: usize,
     pub prune_time: Duration,
     pub prune_error: Option<String>,
@@ -33,7 +29,11 @@ impl Summary {
     /// The run's one summary line: what was published, from which member, how long each part
     /// took, and whether the prune and the manifest went through.
     pub fn log(&self) {
-        let p = &self.published;
+        let Taken {
+            published: p,
+            member,
+            cluster,
+        } = &self.taken;
         tracing::info!(
             key = %p.url,
             raw_bytes = p.raw_bytes,
@@ -42,9 +42,9 @@ impl Summary {
             revision = p.verified.status.revision,
             hash = p.verified.status.hash,
             hash_kv = p.verified.status.hash_kv.map(|h| h.hash),
-            members = self.cluster.as_ref().map(|c| c.members()).unwrap_or_else(|| "unchecked".into()),
+            members = cluster.as_ref().map(|c| c.members()).unwrap_or_else(|| "unchecked".into()),
             total_keys = p.verified.status.total_key,
-            member = %self.member.member_id,
+            member = %member.member_id,
             stream_s = format!("{:.2}", p.stream_time.as_secs_f64()),
             verify_s = format!("{:.2}", p.verify_time.as_secs_f64()),
             finish_s = format!("{:.2}", p.finish_time.as_secs_f64()),
@@ -78,11 +78,11 @@ pub async fn run(store: &Store, cfg: &BackupConfig, ctx: &Context) -> anyhow::Re
         duration: started.elapsed(),
         success: result.is_ok(),
         published: result.as_ref().ok().map(|s| metrics::Published {
-            snapshot_bytes: s.published.raw_bytes,
-            stored_bytes: s.published.stored_bytes,
-            revision: s.published.verified.status.revision,
-            members_differing: s.cluster.as_ref().map_or(0, |c| c.differing().len()),
-            members_unchecked: s.cluster.as_ref().map_or(0, |c| c.unchecked().len()),
+            snapshot_bytes: s.taken.published.raw_bytes,
+            stored_bytes: s.taken.published.stored_bytes,
+            revision: s.taken.published.verified.status.revision,
+            members_differing: s.taken.cluster.as_ref().map_or(0, |c| c.differing().len()),
+            members_unchecked: s.taken.cluster.as_ref().map_or(0, |c| c.unchecked().len()),
         }),
         db: used.map(|m: MemberStatus| metrics::DbSizes {
             size: m.db_size,
@@ -102,12 +102,8 @@ async fn back_up(
     ctx: &Context,
     used: &mut Option<MemberStatus>,
 ) -> anyhow::Result<Summary> {
-    let Taken {
-        published,
-        member: status,
-        cluster,
-    } = take(cfg, store, ctx.now, &ctx.shutdown, used).await?;
-    let key = published.key;
+    let taken = take(cfg, store, ctx.now, &ctx.shutdown, used).await?;
+    let key = taken.published.key;
     // The backup is published: a prune failure is reported but does not undo or fail it.
     let t = Instant::now();
     let by = Pruning {
@@ -124,9 +120,7 @@ async fn back_up(
         }
     };
     Ok(Summary {
-        published,
-        member: status,
-        cluster,
+        taken,
         pruned,
         prune_time: t.elapsed(),
         prune_error,

@@ -29,11 +29,7 @@ pub async fn run(
     args: &DiffArgs,
     ctx: &Context,
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let way = Archive {
-        store,
-        cfg,
-        shutdown: &ctx.shutdown,
-    };
+    let way = Archive::new(store, cfg, &ctx.shutdown);
     diff(way, args.from, args.to, args.prefix.as_bytes()).await
 }
 

@@ -36,11 +36,7 @@ pub async fn run(
     args: &GetArgs,
     ctx: &Context,
 ) -> anyhow::Result<Got> {
-    let way = Archive {
-        store,
-        cfg,
-        shutdown: &ctx.shutdown,
-    };
+    let way = Archive::new(store, cfg, &ctx.shutdown);
     let got = get(way, args.key.as_bytes(), args.at).await?;
     if let (Some(path), Some(v)) = (&args.value_file, &got.found) {
         std::fs::write(path, &v.bytes)

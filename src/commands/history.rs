@@ -32,11 +32,7 @@ pub async fn run(
     args: &HistoryArgs,
     ctx: &Context,
 ) -> anyhow::Result<Vec<HistoryRow>> {
-    let way = Archive {
-        store,
-        cfg,
-        shutdown: &ctx.shutdown,
-    };
+    let way = Archive::new(store, cfg, &ctx.shutdown);
     history(way, args).await
 }
 

@@ -144,11 +144,7 @@ pub async fn check(
     cfg: &RestoreConfig,
     ctx: &Context,
 ) -> anyhow::Result<Vec<CrossCheck>> {
-    let way = Archive {
-        store,
-        cfg,
-        shutdown: &ctx.shutdown,
-    };
+    let way = Archive::new(store, cfg, &ctx.shutdown);
     cross_check(way).await
 }
 

@@ -106,11 +106,7 @@ pub async fn run(
             .await
             .map(Restoring::Backup);
     };
-    let way = Archive {
-        store,
-        cfg,
-        shutdown: &ctx.shutdown,
-    };
+    let way = Archive::new(store, cfg, &ctx.shutdown);
     let to = Target {
         output: &args.output,
         force: args.force,

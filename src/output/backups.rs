@@ -3,10 +3,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::{as_json, table, Render};
+use super::{table, Render};
 use crate::commands::check::Freshness;
 use crate::commands::list::ListRow;
 use crate::commands::prune::Pruned;
@@ -65,13 +64,6 @@ impl Render for Vec<ListRow> {
 impl Render for VerifiedFile {
     fn table(&self) -> String {
         verified_table(&self.verified, self.codec)
-    }
-}
-
-/// `-o json`: not the fields as they are.
-impl Serialize for VerifiedFile {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_json(self.json_form(), s)
     }
 }
 
@@ -152,13 +144,6 @@ impl Render for Restoration {
     }
 }
 
-/// `-o json`: not the fields as they are.
-impl Serialize for Restoration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_json(self.json_form(), s)
-    }
-}
-
 impl Restoration {
     fn json_form(&self) -> serde_json::Result<Value> {
         let r = &self.restored;
@@ -194,13 +179,6 @@ impl Render for Pruned {
             ));
         }
         out
-    }
-}
-
-/// `-o json`: not the fields as they are.
-impl Serialize for Pruned {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_json(self.json_form(), s)
     }
 }
 
@@ -258,13 +236,6 @@ impl Render for Generated {
     }
 }
 
-/// `-o json`: not the fields as they are.
-impl Serialize for Generated {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_json(self.json_form(), s)
-    }
-}
-
 impl Generated {
     fn json_form(&self) -> serde_json::Result<Value> {
         Ok(serde_json::json!({
@@ -275,3 +246,5 @@ impl Generated {
         }))
     }
 }
+
+super::serialize_as_json_form!(VerifiedFile, Restoration, Pruned, Generated);

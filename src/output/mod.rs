@@ -9,7 +9,7 @@ mod stream;
 
 use std::fmt::Write;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 /// `-o table|json`: a table for people, one line of JSON for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,13 +35,19 @@ pub trait Render: Serialize {
     fn table(&self) -> String;
 }
 
-/// Serializes the JSON form a result builds for itself.
-fn as_json<S: Serializer>(
-    form: serde_json::Result<serde_json::Value>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    form.map_err(serde::ser::Error::custom)?.serialize(s)
+/// `Serialize` for results whose JSON is a form of their own (an inherent `json_form`), not
+/// their fields as they are.
+macro_rules! serialize_as_json_form {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let form = self.json_form().map_err(serde::ser::Error::custom)?;
+                serde::Serialize::serialize(&form, s)
+            }
+        }
+    )*};
 }
+use serialize_as_json_form;
 
 /// Pads columns to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

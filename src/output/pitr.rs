@@ -3,11 +3,10 @@
 
 use std::fmt::Write;
 
-use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::backups::{verified_json, verified_table};
-use super::{as_json, table, Render};
+use super::{table, Render};
 use crate::commands::diff::DiffRow;
 use crate::commands::get::Got;
 use crate::commands::history::HistoryRow;
@@ -51,13 +50,6 @@ impl Render for PointRestored {
             self.plan.revision
         );
         text
-    }
-}
-
-/// `-o json`: not the fields as they are.
-impl Serialize for PointRestored {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_json(self.json_form(), s)
     }
 }
 
@@ -228,3 +220,5 @@ impl Render for Restoring {
         }
     }
 }
+
+super::serialize_as_json_form!(PointRestored);

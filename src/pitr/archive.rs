@@ -30,6 +30,14 @@ pub struct Archive<'a> {
 }
 
 impl<'a> Archive<'a> {
+    pub fn new(store: &'a Store, cfg: &'a RestoreConfig, shutdown: &'a Shutdown) -> Archive<'a> {
+        Archive {
+            store,
+            cfg,
+            shutdown,
+        }
+    }
+
     /// Every generation the bucket holds, as the plan reads them.
     pub async fn sources(&self) -> anyhow::Result<Vec<Source>> {
         let view = self
