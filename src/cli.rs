@@ -49,6 +49,9 @@ pub enum Command {
         /// HashKV (downloads both bases and the segments between; exit 1 if any differs).
         #[arg(long, requires = "generations")]
         check: bool,
+        /// With --check and BACKUP_VERIFY_KEY: read unsigned segments and records too.
+        #[arg(long, requires = "check")]
+        allow_unsigned_history: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },

@@ -132,10 +132,12 @@ async fn dispatch(command: Command, env: &Env, ctx: &Context) -> anyhow::Result<
             output,
             generations,
             check,
+            allow_unsigned_history: unsigned,
         } => {
             if check {
                 let cfg = env.restore()?;
-                return show(output, &pitr::check(&store(&cfg.store)?, &cfg, ctx).await?);
+                let s = store(&cfg.store)?;
+                return show(output, &pitr::check(&s, &cfg, unsigned, ctx).await?);
             }
             let cfg = env.prune()?;
             let s = store(&cfg.store)?;

@@ -25,8 +25,13 @@ use std::path::{Path, PathBuf};
 
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
-/// The SSH signature namespace of everything we sign (`ssh-keygen -Y ... -n etcd-backup`).
+/// The SSH signature namespace of a backup's manifest (`ssh-keygen -Y ... -n etcd-backup`).
 pub const NAMESPACE: &str = "etcd-backup";
+/// The namespace of a stream segment's signature: a signature of one kind never passes as
+/// another's.
+pub const SEGMENT_NAMESPACE: &str = "etcd-backup-segment";
+/// The namespace of a stream record's signature (start, base, trimmed, end).
+pub const RECORD_NAMESPACE: &str = "etcd-backup-record";
 
 /// An armored Ed25519 SSH signature is about 300 bytes; the bucket is not trusted to keep it so.
 pub const MAX_SIGNATURE: u64 = 16 << 10;
@@ -69,10 +74,15 @@ impl SigningKey {
         Ok(SigningKey { key })
     }
 
-    /// The armored signature of `msg`, as `ssh-keygen -Y sign` writes it.
+    /// The armored signature of `msg`, as `ssh-keygen -Y sign -n etcd-backup` writes it.
     pub fn sign(&self, msg: &[u8]) -> Result<String, ssh_key::Error> {
+        self.sign_in(NAMESPACE, msg)
+    }
+
+    /// The armored signature of `msg` in `namespace` (`ssh-keygen -Y sign -n NAMESPACE`).
+    pub fn sign_in(&self, namespace: &str, msg: &[u8]) -> Result<String, ssh_key::Error> {
         self.key
-            .sign(NAMESPACE, HashAlg::Sha512, msg)?
+            .sign(namespace, HashAlg::Sha512, msg)?
             .to_pem(LineEnding::LF)
     }
 
@@ -144,6 +154,16 @@ impl VerifyKeys {
     /// Checks an armored signature of `msg`: the fingerprint of the key that made it, or why
     /// it is refused.
     pub fn check(&self, msg: &[u8], armored: &[u8]) -> Result<String, BadSignature> {
+        self.check_in(NAMESPACE, msg, armored)
+    }
+
+    /// [`VerifyKeys::check`] in `namespace`.
+    pub fn check_in(
+        &self,
+        namespace: &str,
+        msg: &[u8],
+        armored: &[u8],
+    ) -> Result<String, BadSignature> {
         let sig = SshSig::from_pem(armored).map_err(|_| BadSignature::Unreadable)?;
         let Some(key) = self.0.iter().find(|k| k.key_data() == sig.public_key()) else {
             let by = PublicKey::from(sig.public_key().clone());
@@ -151,7 +171,7 @@ impl VerifyKeys {
                 by.fingerprint(HashAlg::Sha256).to_string(),
             ));
         };
-        key.verify(NAMESPACE, msg, &sig)
+        key.verify(namespace, msg, &sig)
             .map_err(|_| BadSignature::Invalid)?;
         Ok(key.fingerprint(HashAlg::Sha256).to_string())
     }

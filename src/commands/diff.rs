@@ -20,6 +20,10 @@ pub struct DiffArgs {
     /// Only keys under this prefix.
     #[arg(long, default_value = "")]
     pub prefix: String,
+    /// With BACKUP_VERIFY_KEY: read the stream's unsigned segments and records too (written
+    /// before the stream had BACKUP_SIGNING_KEY_FILE). A bad signature is never allowed.
+    #[arg(long)]
+    pub allow_unsigned_history: bool,
 }
 
 /// The `diff` command.
@@ -29,8 +33,8 @@ pub async fn run(
     args: &DiffArgs,
     ctx: &Context,
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let way = Archive::new(store, cfg, &ctx.shutdown);
-    diff(way, args.from, args.to, args.prefix.as_bytes()).await
+    let way = Archive::new(store, cfg, &ctx.shutdown, args.allow_unsigned_history);
+    diff(&way, args.from, args.to, args.prefix.as_bytes()).await
 }
 
 impl Outcome for Vec<DiffRow> {}
@@ -47,7 +51,7 @@ pub struct DiffRow {
 /// `diff P1 P2 [--prefix P]`: the keys whose state differs between the two points, from the
 /// segments between them (one unbroken run of one generation).
 pub async fn diff(
-    way: Archive<'_>,
+    way: &Archive<'_>,
     from: Point,
     to: Point,
     prefix: &[u8],

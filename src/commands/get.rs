@@ -26,6 +26,10 @@ pub struct GetArgs {
     /// Write the value's bytes to this file.
     #[arg(long, value_name = "FILE")]
     pub value_file: Option<PathBuf>,
+    /// With BACKUP_VERIFY_KEY: read the stream's unsigned segments and records too (written
+    /// before the stream had BACKUP_SIGNING_KEY_FILE). A bad signature is never allowed.
+    #[arg(long)]
+    pub allow_unsigned_history: bool,
 }
 
 /// The `get` command: the key at the point, its value written to `--value-file` when it
@@ -36,8 +40,8 @@ pub async fn run(
     args: &GetArgs,
     ctx: &Context,
 ) -> anyhow::Result<Got> {
-    let way = Archive::new(store, cfg, &ctx.shutdown);
-    let got = get(way, args.key.as_bytes(), args.at).await?;
+    let way = Archive::new(store, cfg, &ctx.shutdown, args.allow_unsigned_history);
+    let got = get(&way, args.key.as_bytes(), args.at).await?;
     if let (Some(path), Some(v)) = (&args.value_file, &got.found) {
         std::fs::write(path, &v.bytes)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
@@ -97,7 +101,7 @@ impl GotValue {
 
 /// `get KEY --at P`: the segments after the nearest base first; the base only when none of
 /// them touched the key.
-pub async fn get(way: Archive<'_>, key: &[u8], at: Point) -> anyhow::Result<Got> {
+pub async fn get(way: &Archive<'_>, key: &[u8], at: Point) -> anyhow::Result<Got> {
     let sources = way.sources().await?;
     let plan = way.plan(&sources, at).await?;
     let revision = plan.revision;

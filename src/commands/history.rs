@@ -23,6 +23,10 @@ pub struct HistoryArgs {
     /// Only changes received at or after this time (RFC 3339).
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,
+    /// With BACKUP_VERIFY_KEY: read the stream's unsigned segments and records too (written
+    /// before the stream had BACKUP_SIGNING_KEY_FILE). A bad signature is never allowed.
+    #[arg(long)]
+    pub allow_unsigned_history: bool,
 }
 
 /// The `history` command.
@@ -32,8 +36,8 @@ pub async fn run(
     args: &HistoryArgs,
     ctx: &Context,
 ) -> anyhow::Result<Vec<HistoryRow>> {
-    let way = Archive::new(store, cfg, &ctx.shutdown);
-    history(way, args).await
+    let way = Archive::new(store, cfg, &ctx.shutdown, args.allow_unsigned_history);
+    history(&way, args).await
 }
 
 impl Outcome for Vec<HistoryRow> {}
@@ -52,7 +56,7 @@ pub struct HistoryRow {
 
 /// `history KEY [--prefix] [--since T]`: every change of the key (or the keys under the
 /// prefix) in the segments of every generation, oldest first, from the segments alone.
-pub async fn history(way: Archive<'_>, args: &HistoryArgs) -> anyhow::Result<Vec<HistoryRow>> {
+pub async fn history(way: &Archive<'_>, args: &HistoryArgs) -> anyhow::Result<Vec<HistoryRow>> {
     let (key, prefix, since) = (args.key.as_bytes(), args.prefix, args.since);
     let sources = way.sources().await?;
     let mut rows = Vec::new();

@@ -50,7 +50,7 @@ pub struct PointRestored {
 /// checks a backup, the segments, the rebuild, then our own check of the file (trailer, walk,
 /// revision) before it is renamed into place.
 pub async fn restore_to(
-    way: Archive<'_>,
+    way: &Archive<'_>,
     point: Point,
     to: &Target<'_>,
 ) -> anyhow::Result<PointRestored> {
@@ -142,10 +142,11 @@ impl CrossCheck {
 pub async fn check(
     store: &Store,
     cfg: &RestoreConfig,
+    allow_unsigned_history: bool,
     ctx: &Context,
 ) -> anyhow::Result<Vec<CrossCheck>> {
-    let way = Archive::new(store, cfg, &ctx.shutdown);
-    cross_check(way).await
+    let way = Archive::new(store, cfg, &ctx.shutdown, allow_unsigned_history);
+    cross_check(&way).await
 }
 
 /// Exit 1 when any base differs from its rebuild, or could not be compared.
@@ -164,7 +165,7 @@ impl Outcome for Vec<CrossCheck> {
 /// `list --generations --check`: every base that the base before it reaches through whole
 /// segments is rebuilt offline from that base and compared with itself by HashKV: a proof,
 /// without etcd, that the segments between them hold every change.
-pub async fn cross_check(way: Archive<'_>) -> anyhow::Result<Vec<CrossCheck>> {
+pub async fn cross_check(way: &Archive<'_>) -> anyhow::Result<Vec<CrossCheck>> {
     use crate::snapshot::hashkv;
     let sources = way.sources().await?;
     let mut out = Vec::new();

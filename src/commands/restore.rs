@@ -67,6 +67,10 @@ pub struct PointArgs {
     /// HashKV then no longer matches revision R.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
     pub bump_revision: Option<i64>,
+    /// With BACKUP_VERIFY_KEY and --to-revision or --to-time: read the stream's unsigned
+    /// segments and records too. A bad signature is never allowed.
+    #[arg(long)]
+    pub allow_unsigned_history: bool,
 }
 
 impl PointArgs {
@@ -106,14 +110,14 @@ pub async fn run(
             .await
             .map(Restoring::Backup);
     };
-    let way = Archive::new(store, cfg, &ctx.shutdown);
+    let way = Archive::new(store, cfg, &ctx.shutdown, args.point.allow_unsigned_history);
     let to = Target {
         output: &args.output,
         force: args.force,
         bump: args.point.bump_revision,
         flags: &args.flags,
     };
-    super::pitr::restore_to(way, point, &to)
+    super::pitr::restore_to(&way, point, &to)
         .await
         .map(Restoring::Point)
 }

@@ -7,50 +7,89 @@
 use std::fs::File;
 use std::path::Path;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 
-use super::feed::{self, Reading};
+use super::feed::{self, Reading, Trusting};
 use super::plan::{self, Plan, Point, Source, Unreachable};
 use super::rebuild::{self, Rebuild, Rebuilt};
 use crate::config::RestoreConfig;
 use crate::restore::{choose, restore, Destination, Which};
 use crate::shutdown::Shutdown;
+use crate::sign::{BadSignature, RECORD_NAMESPACE};
 use crate::snapshot::verify::{self, Verified};
 use crate::store::Store;
 use crate::stream::kv::KeyValue;
-use crate::stream::records::StreamView;
+use crate::stream::names::Name;
+use crate::stream::objects;
+use crate::stream::records::{StreamView, Vouch};
 use crate::stream::segment::Record;
 
-/// The bucket, the settings of the way back, and the shutdown that stops it.
-#[derive(Clone, Copy)]
+/// The bucket, the settings of the way back, what it trusts, and the shutdown that stops it.
 pub struct Archive<'a> {
     pub store: &'a Store,
     pub cfg: &'a RestoreConfig,
     pub shutdown: &'a Shutdown,
+    /// With BACKUP_VERIFY_KEY: only what one of its keys signed.
+    pub trust: Trusting,
 }
 
 impl<'a> Archive<'a> {
-    pub fn new(store: &'a Store, cfg: &'a RestoreConfig, shutdown: &'a Shutdown) -> Archive<'a> {
+    /// The way back through `store`; with verify keys, unsigned history is refused unless
+    /// `allow_unsigned` (`--allow-unsigned-history`).
+    pub fn new(
+        store: &'a Store,
+        cfg: &'a RestoreConfig,
+        shutdown: &'a Shutdown,
+        allow_unsigned: bool,
+    ) -> Archive<'a> {
         Archive {
             store,
             cfg,
             shutdown,
+            trust: Trusting {
+                keys: cfg.verify_keys.clone(),
+                allow_unsigned,
+            },
         }
     }
 
-    /// Every generation the bucket holds, as the plan reads them.
+    /// Every generation the bucket holds, as the plan reads them. With verify keys, a start
+    /// record that does not pass leaves its generation out, a base record its base, each
+    /// refusal logged by name: what is left is what a signed history reaches.
     pub async fn sources(&self) -> anyhow::Result<Vec<Source>> {
-        let view = self
+        let mut view = self
             .shutdown
             .or_interrupted(async { Ok(StreamView::read(self.store).await?) })
             .await?;
+        let url = |n: &Name| objects::url(self.store, n);
+        for g in &mut view.generations {
+            if let Some(why) =
+                refusal(&self.trust, g.start_vouch.as_ref()).filter(|_| g.start.is_some())
+            {
+                tracing::warn!(
+                    "refusing {}: {why}; the generation is left out",
+                    url(&Name::Start(g.generation))
+                );
+                g.start = None;
+            }
+            g.bases.retain(|b| {
+                match refusal(&self.trust, b.vouch.as_ref()).filter(|_| b.record.is_some()) {
+                    Some(why) => {
+                        tracing::warn!("refusing {}: {why}; the base is left out", url(&b.name));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
         Ok(plan::sources(&view))
     }
 
-    fn reading(&self) -> Reading<'a> {
+    fn reading(&self) -> Reading<'_> {
         Reading {
             tmp_dir: &self.cfg.tmp_dir,
             identities: &self.cfg.identities,
+            trust: &self.trust,
             shutdown: self.shutdown,
         }
     }
@@ -114,11 +153,7 @@ impl<'a> Archive<'a> {
         &self,
         plan: &Plan,
     ) -> anyhow::Result<(tempfile::TempPath, Verified)> {
-        let Archive {
-            store,
-            cfg,
-            shutdown,
-        } = *self;
+        let (store, cfg, shutdown) = (self.store, self.cfg, self.shutdown);
         let which: Which = plan.base.parse().map_err(|e| {
             anyhow!(
                 "the base {:?} named by generation {}: {e}",
@@ -149,7 +184,32 @@ impl<'a> Archive<'a> {
         )
         .await
         .with_context(|| format!("restoring the base {}", plan.base))?;
+        // The record that named the base must be the base's own: an older backup named as a
+        // later base would silently drop every change between the two.
+        let got = restored.verified.status.revision;
+        if got.max(1) != plan.base_revision.max(1) {
+            bail!("refusing the base {} of generation {}: its snapshot is at revision {got}, but the generation's record says {} (a record naming another backup, or one planted)", plan.base, plan.generation, plan.base_revision);
+        }
+        if let Some(cluster) = trust.vouched().and_then(|v| v.get("etcd-cluster-id")) {
+            if cluster != plan.cluster_id {
+                bail!("refusing the base {} of generation {}: its signed manifest says cluster {cluster}, the generation's record {}", plan.base, plan.generation, plan.cluster_id);
+            }
+        }
         Ok((path, restored.verified))
+    }
+}
+
+/// Why a stream record does not count, with verify keys set; `None` when it does.
+pub fn refusal(trust: &Trusting, vouch: Option<&Vouch>) -> Option<String> {
+    let keys = trust.keys.as_ref()?;
+    match vouch.and_then(|v| v.signature.as_ref().map(|s| (v, s))) {
+        Some((v, sig)) => match keys.check_in(RECORD_NAMESPACE, &v.message, sig.as_bytes()) {
+            Ok(_) => None,
+            Err(BadSignature::Invalid) => Some("its signature does not match its contents or its name (it was changed or moved after signing, by someone who can write to the bucket)".into()),
+            Err(why) => Some(format!("{why}; it was planted by someone who can write to the bucket")),
+        },
+        None if trust.allow_unsigned => None,
+        None => Some("it is not signed, and BACKUP_VERIFY_KEY is set (pass --allow-unsigned-history to use unsigned history)".into()),
     }
 }
 
@@ -188,4 +248,98 @@ pub fn base_name(sources: &[Source], plan: &Plan) -> String {
         .find(|b| b.0 == plan.revision)
         .map(|b| b.1.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::{SigningKey, VerifyKeys};
+    use crate::stream::names::Generation;
+    use crate::stream::records::{signed_message, StartRecord};
+
+    #[test]
+    fn a_record_counts_only_signed_by_a_verify_key_for_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str| {
+            let made = crate::sign::keygen(&dir.path().join(name)).unwrap();
+            let verify = VerifyKeys::parse(&made.public_key).unwrap();
+            (SigningKey::read(&made.private).unwrap(), verify)
+        };
+        let ((ours, verify), (theirs, _)) = (key("ours"), key("theirs"));
+        let g = |s| Name::Start(Generation::parse(s).unwrap());
+        let (here, elsewhere) = (g("20261204T170000Z"), g("20261203T090000Z"));
+        let record = StartRecord {
+            cluster_id: "cafe".into(),
+            base: "20261204-170000.db.zst".into(),
+            base_revision: 10,
+            started: Generation::parse("20261204T170000Z").unwrap().0,
+        };
+        let sign = |k: &SigningKey, name: &Name| {
+            k.sign_in(RECORD_NAMESPACE, &signed_message(name, &record))
+                .unwrap()
+        };
+        let stored_here = |signature: Option<String>| Vouch {
+            message: signed_message(&here, &record),
+            signature,
+        };
+        let mut changed = record.clone();
+        changed.base_revision = 9;
+        let trust = |allow_unsigned| Trusting {
+            keys: Some(verify.clone()),
+            allow_unsigned,
+        };
+        // (what, the vouch as read, allow unsigned, the refusal or None)
+        let cases: Vec<(&str, Vouch, bool, Option<&str>)> = vec![
+            (
+                "signed here",
+                stored_here(Some(sign(&ours, &here))),
+                false,
+                None,
+            ),
+            (
+                "moved from another generation",
+                stored_here(Some(sign(&ours, &elsewhere))),
+                false,
+                Some("does not match its contents or its name"),
+            ),
+            (
+                "changed after signing",
+                Vouch {
+                    message: signed_message(&here, &changed),
+                    signature: Some(sign(&ours, &here)),
+                },
+                false,
+                Some("does not match"),
+            ),
+            (
+                "signed by another key",
+                stored_here(Some(sign(&theirs, &here))),
+                false,
+                Some("not one of BACKUP_VERIFY_KEY"),
+            ),
+            (
+                "unsigned",
+                stored_here(None),
+                false,
+                Some("it is not signed"),
+            ),
+            ("unsigned, allowed", stored_here(None), true, None),
+            (
+                "a bad signature, allowed unsigned",
+                stored_here(Some(sign(&theirs, &here))),
+                true,
+                Some("not one of BACKUP_VERIFY_KEY"),
+            ),
+        ];
+        for (what, vouch, allow, want) in cases {
+            let got = refusal(&trust(allow), Some(&vouch));
+            match (want, &got) {
+                (None, None) => {}
+                (Some(w), Some(g)) if g.contains(w) => {}
+                _ => panic!("{what}: want {want:?}, got {got:?}"),
+            }
+            // Without verify keys nothing is refused.
+            assert_eq!(refusal(&Trusting::default(), Some(&vouch)), None, "{what}");
+        }
+    }
 }

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::plan::{Plan, Point, Source};
 use crate::crypt::Identities;
 use crate::shutdown::Shutdown;
+use crate::sign::{BadSignature, VerifyKeys, SEGMENT_NAMESPACE};
 use crate::snapshot::verify;
 use crate::store::Store;
 use crate::stream::names::Name;
@@ -32,6 +33,7 @@ use crate::stream::segment::{Reader, Record, Revision};
 pub struct Reading<'a> {
     pub tmp_dir: &'a Path,
     pub identities: &'a Option<std::sync::Arc<Identities>>,
+    pub trust: &'a Trusting,
     pub shutdown: &'a Shutdown,
 }
 
@@ -84,6 +86,7 @@ async fn fetch(
 struct Feed<'a> {
     rx: mpsc::Receiver<anyhow::Result<Fetched>>,
     ids: Option<&'a Identities>,
+    trust: Trusting,
     url: String,
     generation: String,
     cluster_id: String,
@@ -97,12 +100,14 @@ impl<'a> Feed<'a> {
     fn new(
         rx: mpsc::Receiver<anyhow::Result<Fetched>>,
         ids: Option<&'a Identities>,
+        trust: Trusting,
         url: String,
         plan: &Plan,
     ) -> Feed<'a> {
         Feed {
             rx,
             ids,
+            trust,
             url,
             generation: plan.generation.to_string(),
             cluster_id: plan.cluster_id.clone(),
@@ -122,7 +127,10 @@ impl<'a> Feed<'a> {
                     .with_context(|| format!("reading {}{name}", self.url))?
                 {
                     Some(rec) => return Ok(Some(rec)),
-                    None => self.current = None,
+                    None => {
+                        self.vouch()?;
+                        self.current = None;
+                    }
                 }
             }
             let Some(got) = self.rx.blocking_recv() else {
@@ -154,6 +162,49 @@ impl<'a> Feed<'a> {
             self.current = Some((f.name, r));
         }
     }
+
+    /// With verify keys, whether the segment just read to its end is signed by one of them.
+    fn vouch(&self) -> anyhow::Result<()> {
+        let (Some((name, r)), Some(keys)) = (&self.current, &self.trust.keys) else {
+            return Ok(());
+        };
+        let at = format!("{}{name}", self.url);
+        match r.signature() {
+            Some((msg, sig)) => match keys.check_in(SEGMENT_NAMESPACE, msg, sig) {
+                Ok(_) => Ok(()),
+                Err(BadSignature::Invalid) => bail!("refusing {at}: its signature does not match its contents (it was changed after signing, by someone who can write to the bucket)"),
+                Err(why) => bail!("refusing {at}: {why}; it was changed or planted by someone who can write to the bucket"),
+            },
+            None if self.trust.allow_unsigned => {
+                tracing::warn!("{at} is not signed; reading it anyway (--allow-unsigned-history)");
+                Ok(())
+            }
+            None => bail!("refusing {at}: it is not signed, and BACKUP_VERIFY_KEY is set (a segment from before the stream had BACKUP_SIGNING_KEY_FILE, or one planted in the bucket); pass --allow-unsigned-history to read unsigned segments anyway"),
+        }
+    }
+
+    /// Reads the segment in hand to its end, so that its hash and signature are checked even
+    /// when the reader stopped inside it (the last segment of a plan is rarely read whole).
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some((name, r)) = &mut self.current {
+            while r
+                .next_record()
+                .with_context(|| format!("reading {}{name}", self.url))?
+                .is_some()
+            {}
+            self.vouch()?;
+            self.current = None;
+        }
+        Ok(())
+    }
+}
+
+/// What the way back trusts: with verify keys, only segments signed by one of them (and with
+/// `allow_unsigned` unsigned ones too; never a bad signature).
+#[derive(Debug, Clone, Default)]
+pub struct Trusting {
+    pub keys: Option<VerifyKeys>,
+    pub allow_unsigned: bool,
 }
 
 /// Runs `work` on a blocking thread over the records of `plan`'s segments, downloaded beside
@@ -172,9 +223,12 @@ pub async fn over_segments<T: Send + 'static>(
     let url = objects::url(store, &Name::Start(plan.generation));
     let url = url.trim_end_matches("generation.json").to_string();
     let plan = plan.clone();
+    let trust = read.trust.clone();
     let worker = tokio::task::spawn_blocking(move || {
-        let mut feed = Feed::new(rx, ids.as_deref(), url, &plan);
-        work(&mut || feed.next())
+        let mut feed = Feed::new(rx, ids.as_deref(), trust, url, &plan);
+        let done = work(&mut || feed.next())?;
+        feed.finish()?;
+        Ok(done)
     });
     let fetching = fetch(store, names, read.tmp_dir, tx);
     let (_, done) = read
@@ -274,8 +328,9 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
+    use crate::sign::SigningKey;
     use crate::stream::names::Generation;
-    use crate::stream::segment::tests::{put, sealed};
+    use crate::stream::segment::tests::{put, sealed_by};
     use crate::stream::segment::Header;
 
     const CLUSTER: &str = "cafe";
@@ -291,12 +346,24 @@ mod tests {
     /// A segment of revisions `first..=last` as the stream seals it (zstd, no age), with the
     /// header fields the test gives.
     fn segment(g: Generation, cluster: &str, first: i64, last: i64, previous: &str) -> Vec<u8> {
+        signed(g, cluster, (first, last), previous, None, b"v")
+    }
+
+    /// [`segment`], signed with `key`, every value `value`.
+    fn signed(
+        g: Generation,
+        cluster: &str,
+        (first, last): (i64, i64),
+        previous: &str,
+        key: Option<&SigningKey>,
+        value: &[u8],
+    ) -> Vec<u8> {
         let records: Vec<Record> = (first..=last)
             .map(|r| {
                 Record::Revision(Revision {
                     revision: r,
                     received_ms: r * 1000,
-                    events: vec![put(r, &format!("/k/{r}"), b"v")],
+                    events: vec![put(r, &format!("/k/{r}"), value)],
                 })
             })
             .collect();
@@ -309,7 +376,7 @@ mod tests {
             events: records.len() as u64,
             previous: previous.into(),
         };
-        zstd::encode_all(&sealed(&records, &header)[..], 3).unwrap()
+        zstd::encode_all(&sealed_by(&records, &header, key)[..], 3).unwrap()
     }
 
     fn name(g: Generation, first: i64, last: i64) -> Name {
@@ -342,15 +409,26 @@ mod tests {
 
     /// Reads every record of `names` through the feed; the revisions read, or the refusal.
     async fn read(store: &Store, names: &[Name]) -> Result<Vec<i64>, String> {
+        read_upto(store, names, &Trusting::default(), i64::MAX).await
+    }
+
+    /// [`read`] up to revision `upto`, trusting as `trust` says.
+    async fn read_upto(
+        store: &Store,
+        names: &[Name],
+        trust: &Trusting,
+        upto: i64,
+    ) -> Result<Vec<i64>, String> {
         let tmp = tempfile::tempdir().unwrap();
         let reading = Reading {
             tmp_dir: tmp.path(),
             identities: &None,
+            trust,
             shutdown: &Shutdown::never(),
         };
-        over_segments(store, &plan(names), names.to_vec(), &reading, |next| {
+        over_segments(store, &plan(names), names.to_vec(), &reading, move |next| {
             let mut seen = Vec::new();
-            revisions_between(next, 0, i64::MAX, |r| seen.push(r.revision))?;
+            revisions_between(next, 0, upto, |r| seen.push(r.revision))?;
             Ok(seen)
         })
         .await
@@ -447,5 +525,107 @@ mod tests {
         }
         // The bite: the same reads pass on the untouched chain.
         assert!(read(&store, &names).await.is_ok());
+    }
+
+    /// A key pair: the signing key and the verify keys that accept it.
+    fn keys(dir: &std::path::Path, name: &str) -> (SigningKey, VerifyKeys) {
+        let made = crate::sign::keygen(&dir.join(name)).unwrap();
+        let key = SigningKey::read(&made.private).unwrap();
+        (key, VerifyKeys::parse(&made.public_key).unwrap())
+    }
+
+    /// The chain of [`chain`], each segment signed by `key`.
+    async fn signed_chain(key: &SigningKey) -> (Store, Vec<Name>) {
+        let store = Store::new(Arc::new(InMemory::new()), "memory://b", "etcd/", None);
+        let mut previous = "base:10".to_string();
+        let mut names = Vec::new();
+        for (first, last) in [(11, 20), (21, 30), (31, 40)] {
+            let n = name(gen(), first, last);
+            let body = signed(gen(), CLUSTER, (first, last), &previous, Some(key), b"v");
+            previous = store_as(&store, n, body).await;
+            names.push(n);
+        }
+        (store, names)
+    }
+
+    #[tokio::test]
+    async fn with_verify_keys_only_what_they_signed_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, ours_verify) = keys(dir.path(), "ours");
+        let (theirs, _) = keys(dir.path(), "theirs");
+        let trusting = |allow_unsigned| Trusting {
+            keys: Some(ours_verify.clone()),
+            allow_unsigned,
+        };
+        let (store, names) = signed_chain(&ours).await;
+        let all: Vec<i64> = (11..=40).collect();
+        assert_eq!(
+            read_upto(&store, &names, &trusting(false), 40)
+                .await
+                .unwrap(),
+            all
+        );
+
+        // The newest segment rewritten in place: one value changed, its inner SHA-256
+        // recomputed, the same previous hash, the same name. Signed by another key, or keeping
+        // the old signature, or with none: each refused by name, even when the reader stops
+        // inside it (at revision 35).
+        let prev = verify::hex(&objects::sha256(&store, &names[1]).await.unwrap().unwrap().0);
+        let rewritten = |key| signed(gen(), CLUSTER, (31, 40), &prev, key, b"planted");
+        let plain = |stored: &[u8]| zstd::decode_all(stored).unwrap();
+        // Where the signature's length field starts: 4 bytes before its armor.
+        let tail = |p: &[u8]| {
+            let armor = b"-----BEGIN SSH SIGNATURE-----";
+            p.len() - p.windows(armor.len()).rposition(|w| w == armor).unwrap() + 4
+        };
+        let original = {
+            let mut body = Vec::new();
+            let (_, mut stream) = objects::download(&store, &names[2]).await.unwrap();
+            while let Some(chunk) = futures::TryStreamExt::try_next(&mut stream).await.unwrap() {
+                body.extend_from_slice(&chunk);
+            }
+            plain(&body)
+        };
+        let old_signature_kept = {
+            let planted = plain(&rewritten(Some(&ours)));
+            let mut forged = planted[..planted.len() - tail(&planted)].to_vec();
+            forged.extend_from_slice(&original[original.len() - tail(&original)..]);
+            zstd::encode_all(&forged[..], 3).unwrap()
+        };
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "signed by another key",
+                rewritten(Some(&theirs)),
+                "which is not one of BACKUP_VERIFY_KEY",
+            ),
+            (
+                "the old signature kept",
+                old_signature_kept,
+                "its signature does not match its contents",
+            ),
+            ("unsigned", rewritten(None), "it is not signed"),
+        ];
+        for (what, body, refusal) in cases {
+            let (store, names) = signed_chain(&ours).await;
+            store_as(&store, names[2], body.clone()).await;
+            for upto in [40, 35] {
+                let e = read_upto(&store, &names, &trusting(false), upto)
+                    .await
+                    .unwrap_err();
+                assert!(e.contains(refusal), "{what}, up to {upto}: {e}");
+                assert!(e.contains(&names[2].to_string()), "{what}: names it: {e}");
+            }
+            // The bite: without verify keys the planted segment is read.
+            assert_eq!(
+                read_upto(&store, &names, &Trusting::default(), 40)
+                    .await
+                    .unwrap(),
+                all,
+                "{what}"
+            );
+            // --allow-unsigned-history reads an unsigned one, never a bad signature.
+            let allowed = read_upto(&store, &names, &trusting(true), 40).await;
+            assert_eq!(allowed.is_ok(), what == "unsigned", "{what}: {allowed:?}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::chain::{follows, Assembler, Break};
 use super::names::{Generation, Name};
-use super::seal::{seal, Sealed};
+use super::seal::{seal, Keys, Sealed};
 use super::segment::{Header, Kind, Record, Records, Revision};
 use crate::config::EtcdConfig;
 use crate::etcd::Members;
@@ -24,6 +24,8 @@ pub struct Settings<'a> {
     pub etcd: &'a EtcdConfig,
     pub tmp_dir: &'a std::path::Path,
     pub recipients: &'a [String],
+    /// Signs every segment when set (BACKUP_SIGNING_KEY_FILE).
+    pub signing: Option<&'a std::sync::Arc<crate::sign::SigningKey>>,
     pub segment_interval: Duration,
     pub segment_max_bytes: u64,
     pub spool_max_bytes: u64,
@@ -141,9 +143,14 @@ impl Watcher<'_> {
             encrypted: !self.s.recipients.is_empty(),
         };
         let (dir, recipients) = (self.s.tmp_dir.to_path_buf(), self.s.recipients.to_vec());
+        let signing = self.s.signing.cloned();
         let received = open.last_received_ms;
         let sealed = tokio::task::spawn_blocking(move || {
-            seal(open.records, &header, name, &dir, &recipients, received)
+            let keys = Keys {
+                recipients: &recipients,
+                signing: signing.as_deref(),
+            };
+            seal(open.records, &header, name, &dir, &keys, received)
         })
         .await??;
         self.chain.previous = crate::snapshot::verify::hex(&sealed.sha256);

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::names::{continuity, floor, Generation, Name, Span};
 use super::objects::{self, Listed};
 use super::retention::{Base, View};
+use crate::sign::{SigningKey, RECORD_NAMESPACE};
 use crate::store::{Store, StoreError};
 
 pub use super::objects::MAX_RECORD;
@@ -48,18 +49,59 @@ pub struct EndRecord {
     pub ended: DateTime<Utc>,
 }
 
-/// Writes a record whole.
-pub async fn put<T: Serialize>(store: &Store, name: &Name, record: &T) -> Result<(), StoreError> {
-    let body = serde_json::to_vec_pretty(record).expect("plain struct");
-    objects::put(store, name, body.into()).await
+/// A record as stored: its fields, and when the stream has a signing key, a signature of
+/// [`signed_message`] (namespace `etcd-backup-record`). Readers that do not check signatures
+/// see the fields as before.
+#[derive(Serialize, Deserialize)]
+struct Stored<T> {
+    #[serde(flatten)]
+    record: T,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+}
+
+/// What a record's signature signs: the record's object name (so that a record moved to
+/// another name or generation no longer passes) and its fields as compact JSON.
+pub fn signed_message<T: Serialize>(name: &Name, record: &T) -> Vec<u8> {
+    let mut m = format!("{name}\n").into_bytes();
+    m.extend(serde_json::to_vec(record).expect("plain struct"));
+    m
+}
+
+/// What vouches for a record: the message its signature would sign, and the signature found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vouch {
+    pub message: Vec<u8>,
+    pub signature: Option<String>,
+}
+
+/// Writes a record whole, signed with `signing` when there is one.
+pub async fn put<T: Serialize>(
+    store: &Store,
+    name: &Name,
+    record: &T,
+    signing: Option<&SigningKey>,
+) -> anyhow::Result<()> {
+    let signature = match signing {
+        Some(key) => Some(key.sign_in(RECORD_NAMESPACE, &signed_message(name, record))?),
+        None => None,
+    };
+    let stored = Stored { record, signature };
+    let body = serde_json::to_vec_pretty(&stored).expect("plain struct");
+    Ok(objects::put(store, name, body.into()).await?)
 }
 
 /// Writes the end record of a generation that broke. Retried: without it, a restart would try
 /// to continue the generation and find the same break again (which is safe, only slower).
-pub async fn put_end(store: &Store, generation: Generation, record: &EndRecord) {
+pub async fn put_end(
+    store: &Store,
+    generation: Generation,
+    record: &EndRecord,
+    signing: Option<&SigningKey>,
+) {
     let name = Name::End(generation);
     for attempt in 1..=3 {
-        match put(store, &name, record).await {
+        match put(store, &name, record, signing).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(
@@ -72,21 +114,27 @@ pub async fn put_end(store: &Store, generation: Generation, record: &EndRecord) 
     }
 }
 
-/// A record read and parsed; `None` when it is missing or not ours (logged).
-async fn get<T: for<'de> Deserialize<'de>>(
+/// A record read and parsed, with what vouches for it; `None` when it is missing, an error
+/// when it is not ours (logged).
+async fn get<T: for<'de> Deserialize<'de> + Serialize>(
     store: &Store,
     name: &Name,
-) -> Result<Option<Result<T, String>>, StoreError> {
+) -> Result<Option<Result<(T, Vouch), String>>, StoreError> {
     let Some(body) = objects::get_record(store, name).await? else {
         return Ok(None);
     };
-    Ok(Some(serde_json::from_slice(&body).map_err(|e| {
-        let why = format!(
-            "{} is not a record of ours ({e}); ignoring it",
-            objects::url(store, name)
-        );
+    let parsed = serde_json::from_slice::<Stored<T>>(&body).map_err(|e| {
+        let url = objects::url(store, name);
+        let why = format!("{url} is not a record of ours ({e}); ignoring it");
         tracing::warn!("{why}");
         why
+    });
+    Ok(Some(parsed.map(|s| {
+        let vouch = Vouch {
+            message: signed_message(name, &s.record),
+            signature: s.signature,
+        };
+        (s.record, vouch)
     })))
 }
 
@@ -107,6 +155,7 @@ pub struct LaterBase {
     pub name: Name,
     pub revision: i64,
     pub record: Option<BaseRecord>,
+    pub vouch: Option<Vouch>,
 }
 
 /// That a generation ended, and why.
@@ -123,6 +172,7 @@ pub struct GenerationView {
     pub generation: Generation,
     /// `None` when the start record is missing or not ours: nothing of it can be restored.
     pub start: Option<StartRecord>,
+    pub start_vouch: Option<Vouch>,
     /// Later bases, by revision.
     pub bases: Vec<LaterBase>,
     /// Segments, by name (so by revision).
@@ -137,6 +187,7 @@ impl GenerationView {
         GenerationView {
             generation,
             start: None,
+            start_vouch: None,
             bases: Vec::new(),
             segments: Vec::new(),
             trims: Vec::new(),
@@ -216,9 +267,9 @@ impl StreamView {
         let mut records = BTreeMap::new();
         for o in &listed {
             let record = match o.name {
-                Name::Start(_) => get(store, &o.name).await?.map(|r| r.map(Record::Start)),
-                Name::Base { .. } => get(store, &o.name).await?.map(|r| r.map(Record::Base)),
-                Name::End(_) => get(store, &o.name).await?.map(|r| r.map(Record::End)),
+                Name::Start(_) => read_as(store, &o.name, Record::Start).await?,
+                Name::Base { .. } => read_as(store, &o.name, Record::Base).await?,
+                Name::End(_) => read_as(store, &o.name, Record::End).await?,
                 Name::Segment { .. } | Name::Trimmed { .. } => continue,
             };
             records.insert(o.name, record);
@@ -227,10 +278,7 @@ impl StreamView {
     }
 
     /// The view of a listing, given the records read for it (pure).
-    pub fn of(
-        listed: &[Listed],
-        records: &BTreeMap<Name, Option<Result<Record, String>>>,
-    ) -> StreamView {
+    pub fn of(listed: &[Listed], records: &BTreeMap<Name, Read>) -> StreamView {
         let mut by: BTreeMap<Generation, GenerationView> = BTreeMap::new();
         for o in listed {
             let g = o.name.generation();
@@ -238,8 +286,9 @@ impl StreamView {
             let record = records.get(&o.name);
             match o.name {
                 Name::Start(_) => {
-                    if let Some(Some(Ok(Record::Start(r)))) = record {
+                    if let Some(Some(Ok((Record::Start(r), vouch)))) = record {
                         v.start = Some(r.clone());
+                        v.start_vouch = Some(vouch.clone());
                     }
                 }
                 Name::Segment { first, last, .. } => v.segments.push(Segment {
@@ -249,20 +298,24 @@ impl StreamView {
                     size: o.size,
                     uploaded: o.last_modified,
                 }),
-                Name::Base { revision, .. } => v.bases.push(LaterBase {
-                    name: o.name,
-                    revision,
-                    record: match record {
-                        Some(Some(Ok(Record::Base(r)))) if r.revision == revision => {
-                            Some(r.clone())
+                Name::Base { revision, .. } => {
+                    let (record, vouch) = match record {
+                        Some(Some(Ok((Record::Base(r), vouch)))) if r.revision == revision => {
+                            (Some(r.clone()), Some(vouch.clone()))
                         }
-                        _ => None,
-                    },
-                }),
+                        _ => (None, None),
+                    };
+                    v.bases.push(LaterBase {
+                        name: o.name,
+                        revision,
+                        record,
+                        vouch,
+                    })
+                }
                 Name::Trimmed { revision, .. } => v.trims.push(revision),
                 Name::End(_) => {
                     let reason = match record {
-                        Some(Some(Ok(Record::End(r)))) => r.reason.clone(),
+                        Some(Some(Ok((Record::End(r), _)))) => r.reason.clone(),
                         _ => "ended (its end record is not readable)".into(),
                     };
                     v.end = Some(Ending {
@@ -284,6 +337,19 @@ impl StreamView {
     pub fn newest(&self) -> Option<&GenerationView> {
         self.generations.last()
     }
+}
+
+/// A record as read: `None` when it was gone, an error when it is not ours.
+pub type Read = Option<Result<(Record, Vouch), String>>;
+
+async fn read_as<T: for<'de> Deserialize<'de> + Serialize>(
+    store: &Store,
+    name: &Name,
+    kind: fn(T) -> Record,
+) -> Result<Read, StoreError> {
+    Ok(get::<T>(store, name)
+        .await?
+        .map(|r| r.map(|(t, v)| (kind(t), v))))
 }
 
 /// A record, as read.

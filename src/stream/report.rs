@@ -136,7 +136,14 @@ mod tests {
     use super::*;
     use crate::stream::names::{Generation, Name};
     use crate::stream::objects::Listed;
-    use crate::stream::records::{EndRecord, Record, StartRecord};
+    use crate::stream::records::{EndRecord, Read, Record, StartRecord, Vouch};
+
+    fn vouch() -> Vouch {
+        Vouch {
+            message: Vec::new(),
+            signature: None,
+        }
+    }
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
@@ -164,14 +171,14 @@ mod tests {
         listed(name, 100, at)
     }
 
-    fn start(gen: i64, base: i64) -> (Name, Option<Result<Record, String>>) {
+    fn start(gen: i64, base: i64) -> (Name, Read) {
         let r = StartRecord {
             cluster_id: "c".into(),
             base: "b.db.zst".into(),
             base_revision: base,
             started: t(gen),
         };
-        (Name::Start(g(gen)), Some(Ok(Record::Start(r))))
+        (Name::Start(g(gen)), Some(Ok((Record::Start(r), vouch()))))
     }
 
     #[test]
@@ -201,7 +208,7 @@ mod tests {
         let records = BTreeMap::from([
             start(0, 10),
             start(100, 50),
-            (Name::End(g(0)), Some(Ok(Record::End(end)))),
+            (Name::End(g(0)), Some(Ok((Record::End(end), vouch())))),
         ]);
         let rows = summarize(&StreamView::of(&objects, &records));
         assert_eq!(rows.len(), 2);

@@ -99,6 +99,7 @@ async fn generations(
         etcd: &cfg.backup.etcd,
         tmp_dir: &cfg.backup.pipeline.tmp_dir,
         recipients: &cfg.backup.pipeline.recipients,
+        signing: cfg.backup.pipeline.signing.as_ref(),
         segment_interval: cfg.stream.segment_interval,
         segment_max_bytes: cfg.stream.segment_max_bytes,
         spool_max_bytes: cfg.stream.spool_max_bytes,
@@ -135,7 +136,7 @@ async fn generations(
             Ended::Stopped => break,
             Ended::Broken(b) => {
                 tracing::error!(generation = %chain.generation, last = chain.last, "the generation ended: {b}; starting a new one from a fresh base");
-                end(store, &chain, &b).await;
+                end(cfg, store, &chain, &b).await;
                 status.generations_ended.fetch_add(1, Ordering::Relaxed);
                 done.generations_ended
                     .push((chain.generation, b.to_string()));
@@ -145,14 +146,15 @@ async fn generations(
     Ok(())
 }
 
-/// Writes the end record of a generation that broke.
-async fn end(store: &Store, chain: &Chain, why: &Break) {
+/// Writes the end record of a generation that broke (signed with the stream's key, if any).
+async fn end(cfg: &StreamConfig, store: &Store, chain: &Chain, why: &Break) {
+    let signing = cfg.backup.pipeline.signing.as_deref();
     let record = EndRecord {
         reason: why.to_string(),
         last: chain.last,
         ended: Utc::now(),
     };
-    records::put_end(store, chain.generation, &record).await;
+    records::put_end(store, chain.generation, &record, signing).await;
 }
 
 /// The generation to follow: the newest one in the bucket if it can be continued, else a new
@@ -176,7 +178,7 @@ async fn next_chain(
         Resumable::Ended(g) => Some(g),
         Resumable::Broken(c, b) => {
             tracing::error!(generation = %c.generation, "the generation in the bucket cannot be continued: {b}; starting a new one");
-            end(store, &c, &b).await;
+            end(cfg, store, &c, &b).await;
             done.generations_ended.push((c.generation, b.to_string()));
             Some(c.generation)
         }
@@ -215,7 +217,8 @@ async fn start(
         base_revision: revision,
         started: now,
     };
-    records::put(store, &Name::Start(generation), &record).await?;
+    let signing = cfg.backup.pipeline.signing.as_deref();
+    records::put(store, &Name::Start(generation), &record, signing).await?;
     Ok(Chain {
         generation,
         cluster_id: record.cluster_id,
@@ -252,7 +255,8 @@ async fn bases(
                 generation,
                 revision: record.revision,
             };
-            records::put(store, &name, &record).await?;
+            let signing = cfg.backup.pipeline.signing.as_deref();
+            records::put(store, &name, &record, signing).await?;
             anyhow::Ok(record.revision)
         };
         match taken.await {

@@ -1,5 +1,6 @@
-//! Sealing a segment: its records, framed by [`super::segment`], through zstd and (with
-//! recipients) age into a spool file, hashed as stored, so that the next segment can name it.
+//! Sealing a segment: its records, framed by [`super::segment`] (signed with a signing key),
+//! through zstd and (with recipients) age into a spool file, hashed as stored, so that the
+//! next segment can name it.
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -10,6 +11,7 @@ use tempfile::TempPath;
 use super::names::Name;
 use super::segment::{HashWriter, Header, Records};
 use crate::crypt::Sealer;
+use crate::sign::SigningKey;
 
 /// zstd's own default: a segment is small, and the stream runs all day beside etcd.
 const LEVEL: i32 = 3;
@@ -27,21 +29,28 @@ pub struct Sealed {
     pub revisions: u64,
 }
 
-/// Writes the segment of `records` under `header` to a new file in `dir`: compressed, then
-/// encrypted to `recipients` when there are any. Blocking (compression).
+/// Who may read a segment (age recipients; none: plain) and who vouches for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a> {
+    pub recipients: &'a [String],
+    pub signing: Option<&'a SigningKey>,
+}
+
+/// Writes the segment of `records` under `header` to a new file in `dir`: signed when there is
+/// a signing key, compressed, then encrypted when there are recipients. Blocking (compression).
 pub fn seal(
     records: Records,
     header: &Header,
     name: Name,
     dir: &Path,
-    recipients: &[String],
+    keys: &Keys<'_>,
     last_received_ms: i64,
 ) -> anyhow::Result<Sealed> {
     let file = crate::scratch::file(dir, ".seg")?;
     let counted = HashWriter::new(BufWriter::new(file.as_file().try_clone()?));
-    let sealer = Sealer::new(counted, recipients)?;
+    let sealer = Sealer::new(counted, keys.recipients)?;
     let mut z = zstd::stream::write::Encoder::new(sealer, LEVEL)?;
-    records.seal(header, &mut z)?;
+    records.seal(header, keys.signing, &mut z)?;
     let mut counted = z.finish()?.finish()?;
     counted.flush()?;
     let HashWriter { inner, sha, len } = counted;
@@ -109,7 +118,11 @@ mod tests {
                 last: 7,
                 encrypted: !recipients.is_empty(),
             };
-            let s = seal(records, &header, name, dir.path(), &recipients, 5).unwrap();
+            let keys = Keys {
+                recipients: &recipients,
+                signing: None,
+            };
+            let s = seal(records, &header, name, dir.path(), &keys, 5).unwrap();
             let stored = std::fs::read(&s.path).unwrap();
             assert_eq!(stored.len() as u64, s.len);
             assert_eq!(<[u8; 32]>::from(Sha256::digest(&stored)), s.sha256);
