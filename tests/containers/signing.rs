@@ -477,3 +477,143 @@ async fn a_backup_whose_signature_cannot_be_written_is_taken_back() {
     assert_eq!(s3.list("backups").await, Vec::<String>::new(), "{said}");
     assert_eq!(s3.open_uploads("backups").await, Vec::<String>::new());
 }
+
+/// The parts of a signed segment's plaintext: (everything up to and including END, the SHA-256
+/// after it, the signature's length field and armor).
+fn segment_parts(plain: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let armor = b"-----BEGIN SSH SIGNATURE-----";
+    let sig_at = plain
+        .windows(armor.len())
+        .rposition(|w| w == armor)
+        .expect("a signed segment")
+        - 4;
+    (
+        &plain[..sig_at - 32],
+        &plain[sig_at - 32..sig_at],
+        &plain[sig_at..],
+    )
+}
+
+#[tokio::test]
+async fn a_rewritten_segment_of_a_signed_stream_is_refused_with_a_verify_key() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (signing, public) = keygen(dir.path(), "signing").await;
+    let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+    c.env("BACKUP_SIGNING_KEY_FILE", &signing);
+    let stream = super::stream::Streaming::spawn_with(c);
+    stream.until("watching", 1).await;
+    let mut kv = etcd.client().kv_client();
+    let mut last = 0;
+    for i in 0..20 {
+        let r = kv.put(format!("/v/{i}"), "value-ok", None).await.unwrap();
+        last = r.header().unwrap().revision();
+    }
+    super::stream::until_safe(&s3, last, &stream).await;
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+
+    // The newest segment, as a bucket writer finds it.
+    let newest = s3
+        .list("backups")
+        .await
+        .into_iter()
+        .filter(|k| k.contains("/stream/") && k.ends_with(".seg.zst"))
+        .max()
+        .unwrap();
+    let stored = s3.get("backups", &newest).await.0;
+    let plain = zstd::decode_all(&stored[..]).unwrap();
+    assert_eq!(&plain[..16], b"etcd-backup-seg2", "signed segments say so");
+    let (signed_part, sha, sig) = segment_parts(&plain);
+
+    // The operator's own tool checks a segment's signature: its header and SHA-256, each on a
+    // line, in namespace etcd-backup-segment.
+    let header_len = u32::from_be_bytes(plain[16..20].try_into().unwrap()) as usize;
+    let mut message = plain[20..20 + header_len].to_vec();
+    message.push(b'\n');
+    message.extend(
+        sha.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .bytes(),
+    );
+    message.push(b'\n');
+    let allowed = dir.path().join("allowed_signers");
+    std::fs::write(&allowed, format!("etcd-backup {public}\n")).unwrap();
+    let sig_file = dir.path().join("segment.sig");
+    std::fs::write(&sig_file, &sig[4..]).unwrap();
+    let verify = |body: &[u8]| {
+        let mut child = std::process::Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(&allowed)
+            .args(["-I", "etcd-backup", "-n", "etcd-backup-segment", "-s"])
+            .arg(&sig_file)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), body).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = verify(&message);
+    assert!(o.status.success(), "ssh-keygen: {}", text(&o));
+
+    // The attack: one value changed, the inner SHA-256 recomputed, the signature kept (the
+    // writer has no key), zstd again, the same name.
+    let at = signed_part
+        .windows(8)
+        .position(|w| w == b"value-ok")
+        .unwrap();
+    let mut forged = signed_part.to_vec();
+    forged[at..at + 8].copy_from_slice(b"value-no");
+    let new_sha = <sha2::Sha256 as sha2::Digest>::digest(&forged);
+    assert!(!verify(&{
+        let mut m = plain[20..20 + header_len].to_vec();
+        m.push(b'\n');
+        m.extend(
+            new_sha
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .bytes(),
+        );
+        m.push(b'\n');
+        m
+    })
+    .status
+    .success());
+    forged.extend_from_slice(&new_sha);
+    forged.extend_from_slice(sig);
+    s3.put(
+        "backups",
+        &newest,
+        zstd::encode_all(&forged[..], 3).unwrap(),
+    )
+    .await;
+
+    let restore = |verify_key: Option<&str>, out: &Path| {
+        let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+        if let Some(v) = verify_key {
+            c.env("BACKUP_VERIFY_KEY", v);
+        }
+        c.args(["restore", "--to-revision", &last.to_string(), "-O"])
+            .arg(out);
+        c
+    };
+    let refused = dir.path().join("refused.db");
+    let o = rig::run(restore(Some(&public), &refused), 1).await;
+    assert!(
+        text(&o).contains("its signature does not match its contents")
+            && text(&o).contains(newest.rsplit('/').next().unwrap()),
+        "{}",
+        text(&o)
+    );
+    assert!(!refused.exists());
+    // The bite: without the verify key the planted value is restored.
+    let planted = dir.path().join("planted.db");
+    rig::run(restore(None, &planted), 0).await;
+    let bytes = std::fs::read(&planted).unwrap();
+    assert!(bytes.windows(8).any(|w| w == b"value-no"));
+}
