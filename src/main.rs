@@ -142,7 +142,7 @@ async fn dispatch(command: Command, env: &Env, ctx: &Context) -> anyhow::Result<
             let cfg = env.prune()?;
             let s = store(&cfg.store)?;
             match generations {
-                true => show(output, &list::generations(&s, ctx).await?)?,
+                true => show(output, &list::generations(&s, &cfg, ctx).await?)?,
                 false => show(output, &list::run(&s, &cfg, ctx).await?)?,
             }
         }

@@ -131,7 +131,7 @@ pub async fn lag(store: &Store, max_lag: Duration, ctx: &Context) -> anyhow::Res
         .shutdown
         .or_interrupted(async { Ok(StreamView::read(store).await?) })
         .await?;
-    let mut lag = report::lag(&report::summarize(&view), ctx.now, max_lag);
+    let mut lag = report::lag(&report::summarize(&view, None), ctx.now, max_lag);
     lag.url = store.url_prefix().to_string();
     Ok(lag)
 }

@@ -63,13 +63,18 @@ pub async fn rows(store: &Store, by: &Pruning<'_>, ctx: &Context) -> anyhow::Res
         .await
 }
 
-/// `list --generations`: the stream's generations, oldest first.
-pub async fn generations(store: &Store, ctx: &Context) -> anyhow::Result<Vec<GenerationRow>> {
+/// `list --generations`: the stream's generations, oldest first, each start record's signature
+/// checked against BACKUP_VERIFY_KEY when it is set.
+pub async fn generations(
+    store: &Store,
+    cfg: &PruneConfig,
+    ctx: &Context,
+) -> anyhow::Result<Vec<GenerationRow>> {
     let view = ctx
         .shutdown
         .or_interrupted(async { Ok(StreamView::read(store).await?) })
         .await?;
-    Ok(summarize(&view))
+    Ok(summarize(&view, cfg.verify_keys.as_ref()))
 }
 
 impl Outcome for Vec<ListRow> {}

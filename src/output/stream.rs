@@ -22,6 +22,7 @@ impl Render for Vec<GenerationRow> {
                     r.segments.to_string(),
                     r.bytes.to_string(),
                     (1 + r.bases.len()).to_string(),
+                    r.signed.clone(),
                     r.verdict(),
                 ]
             })
@@ -34,6 +35,7 @@ impl Render for Vec<GenerationRow> {
             "SEGMENTS",
             "BYTES",
             "BASES",
+            "SIGNED",
             "CONTINUITY",
         ];
         table(&header, &cells)

@@ -15,7 +15,7 @@ use super::rebuild::{self, Rebuild, Rebuilt};
 use crate::config::RestoreConfig;
 use crate::restore::{choose, restore, Destination, Which};
 use crate::shutdown::Shutdown;
-use crate::sign::{BadSignature, RECORD_NAMESPACE};
+use crate::sign::BadSignature;
 use crate::snapshot::verify::{self, Verified};
 use crate::store::Store;
 use crate::stream::kv::KeyValue;
@@ -202,12 +202,10 @@ impl<'a> Archive<'a> {
 /// Why a stream record does not count, with verify keys set; `None` when it does.
 pub fn refusal(trust: &Trusting, vouch: Option<&Vouch>) -> Option<String> {
     let keys = trust.keys.as_ref()?;
-    match vouch.and_then(|v| v.signature.as_ref().map(|s| (v, s))) {
-        Some((v, sig)) => match keys.check_in(RECORD_NAMESPACE, &v.message, sig.as_bytes()) {
-            Ok(_) => None,
-            Err(BadSignature::Invalid) => Some("its signature does not match its contents or its name (it was changed or moved after signing, by someone who can write to the bucket)".into()),
-            Err(why) => Some(format!("{why}; it was planted by someone who can write to the bucket")),
-        },
+    match vouch.and_then(|v| v.check(keys)) {
+        Some(Ok(_)) => None,
+        Some(Err(BadSignature::Invalid)) => Some("its signature does not match its contents or its name (it was changed or moved after signing, by someone who can write to the bucket)".into()),
+        Some(Err(why)) => Some(format!("{why}; it was planted by someone who can write to the bucket")),
         None if trust.allow_unsigned => None,
         None => Some("it is not signed, and BACKUP_VERIFY_KEY is set (pass --allow-unsigned-history to use unsigned history)".into()),
     }
@@ -253,7 +251,7 @@ pub fn base_name(sources: &[Source], plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::{SigningKey, VerifyKeys};
+    use crate::sign::{SigningKey, VerifyKeys, RECORD_NAMESPACE};
     use crate::stream::names::Generation;
     use crate::stream::records::{signed_message, StartRecord};
 

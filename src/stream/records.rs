@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::names::{continuity, floor, Generation, Name, Span};
 use super::objects::{self, Listed};
 use super::retention::{Base, View};
-use crate::sign::{SigningKey, RECORD_NAMESPACE};
+use crate::sign::{BadSignature, SigningKey, VerifyKeys, RECORD_NAMESPACE};
 use crate::store::{Store, StoreError};
 
 pub use super::objects::MAX_RECORD;
@@ -73,6 +73,15 @@ pub fn signed_message<T: Serialize>(name: &Name, record: &T) -> Vec<u8> {
 pub struct Vouch {
     pub message: Vec<u8>,
     pub signature: Option<String>,
+}
+
+impl Vouch {
+    /// With `keys`: who signed the record, or why its signature does not pass; `None` when it
+    /// is not signed.
+    pub fn check(&self, keys: &VerifyKeys) -> Option<Result<String, BadSignature>> {
+        let sig = self.signature.as_ref()?;
+        Some(keys.check_in(RECORD_NAMESPACE, &self.message, sig.as_bytes()))
+    }
 }
 
 /// Writes a record whole, signed with `signing` when there is one.

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::names::Span;
-use super::records::StreamView;
+use super::records::{GenerationView, StreamView};
+use crate::sign::VerifyKeys;
 
 /// One generation as the bucket holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,6 +32,9 @@ pub struct GenerationRow {
     pub ended: Option<String>,
     /// Runs, gaps and overlaps of its revisions after the base.
     pub continuity: Vec<Span>,
+    /// Its start record's signature: "ok" (it passed BACKUP_VERIFY_KEY), "BAD" (it did not),
+    /// "no" (not signed), "unchecked" (signed, no key to check it), "-" (no start record).
+    pub signed: String,
 }
 
 impl GenerationRow {
@@ -52,8 +56,24 @@ impl GenerationRow {
     }
 }
 
-/// The rows of `view`, oldest generation first.
-pub fn summarize(view: &StreamView) -> Vec<GenerationRow> {
+/// The signature column of a start record.
+fn signed(v: &GenerationView, keys: Option<&VerifyKeys>) -> &'static str {
+    let Some(vouch) = v.start_vouch.as_ref().filter(|_| v.start.is_some()) else {
+        return "-";
+    };
+    match (keys, vouch.signature.is_some()) {
+        (None, true) => "unchecked",
+        (_, false) => "no",
+        (Some(keys), true) => match vouch.check(keys) {
+            Some(Ok(_)) => "ok",
+            _ => "BAD",
+        },
+    }
+}
+
+/// The rows of `view`, oldest generation first; with `keys`, each start record's signature
+/// checked.
+pub fn summarize(view: &StreamView, keys: Option<&VerifyKeys>) -> Vec<GenerationRow> {
     view.generations
         .iter()
         .map(|v| {
@@ -71,6 +91,7 @@ pub fn summarize(view: &StreamView) -> Vec<GenerationRow> {
                 bytes: v.segments.iter().map(|s| s.size).sum(),
                 ended: v.end.as_ref().map(|e| e.reason.clone()),
                 continuity: v.continuity(),
+                signed: signed(v, keys).into(),
             }
         })
         .collect()
@@ -137,6 +158,10 @@ mod tests {
     use crate::stream::names::{Generation, Name};
     use crate::stream::objects::Listed;
     use crate::stream::records::{EndRecord, Read, Record, StartRecord, Vouch};
+
+    fn summarize_all(view: &StreamView) -> Vec<GenerationRow> {
+        summarize(view, None)
+    }
 
     fn vouch() -> Vouch {
         Vouch {
@@ -210,7 +235,7 @@ mod tests {
             start(100, 50),
             (Name::End(g(0)), Some(Ok((Record::End(end), vouch())))),
         ]);
-        let rows = summarize(&StreamView::of(&objects, &records));
+        let rows = summarize_all(&StreamView::of(&objects, &records));
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].verdict(), "gap 21..23");
         assert_eq!(rows[0].ended.as_deref(), Some("compacted"));
@@ -242,12 +267,12 @@ mod tests {
             BTreeMap::new(),
             BTreeMap::from([(Name::Start(g(0)), Some(Err("not JSON".to_string())))]),
         ] {
-            let rows = summarize(&StreamView::of(&objects[..3], &records));
+            let rows = summarize_all(&StreamView::of(&objects[..3], &records));
             assert!(rows[0].verdict().starts_with("no start record"));
             assert!(lag(&rows, t(20), minute).problem.is_some());
         }
         // An end record that cannot be read still ends the generation.
-        let rows = summarize(&StreamView::of(
+        let rows = summarize_all(&StreamView::of(
             &objects[..4],
             &BTreeMap::from([start(0, 10)]),
         ));

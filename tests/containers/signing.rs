@@ -514,6 +514,17 @@ async fn a_rewritten_segment_of_a_signed_stream_is_refused_with_a_verify_key() {
     let (code, _, log) = stream.stop().await;
     assert_eq!(code, Some(0), "{log}");
 
+    // `list --generations` checks the start record's signature with the verify key.
+    for (key, want) in [(Some(&public), "ok"), (None, "unchecked")] {
+        let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+        if let Some(k) = key {
+            c.env("BACKUP_VERIFY_KEY", k);
+        }
+        let o = rig::run(c.args(["list", "--generations", "-o", "json"]), 0).await;
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(rows[0]["signed"], want, "{}", text(&o));
+    }
+
     // The newest segment, as a bucket writer finds it.
     let newest = s3
         .list("backups")

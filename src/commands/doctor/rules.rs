@@ -131,12 +131,12 @@ pub fn signing(key: Option<&SigningKey>, verify: Option<&VerifyKeys>) -> Finding
         (Some(k), None) => finding(
             check,
             Level::Ok,
-            format!("manifests signed by {} (set BACKUP_VERIFY_KEY to its .pub where you restore)", k.fingerprint()),
+            format!("manifests and the stream's history signed by {} (set BACKUP_VERIFY_KEY to its .pub where you restore)", k.fingerprint()),
         ),
         (Some(k), Some(v)) if v.contains(k.public()) => finding(
             check,
             Level::Ok,
-            format!("manifests signed by {}, one of BACKUP_VERIFY_KEY", k.fingerprint()),
+            format!("manifests and the stream's history signed by {}, one of BACKUP_VERIFY_KEY", k.fingerprint()),
         ),
         (Some(k), Some(_)) => finding(
             check,
