@@ -94,6 +94,8 @@ struct Feed<'a> {
     /// starts at when the generation's first segment chains to it.
     previous: Option<(i64, String, String)>,
     current: Option<(Name, Reader<Box<dyn Read + Send + 'a>>)>,
+    /// The newest revision of the segments read whole and vouched for.
+    reached: Option<i64>,
 }
 
 impl<'a> Feed<'a> {
@@ -116,6 +118,7 @@ impl<'a> Feed<'a> {
                 (plan.base_revision, base.clone(), base)
             }),
             current: None,
+            reached: None,
         }
     }
 
@@ -128,7 +131,9 @@ impl<'a> Feed<'a> {
                 {
                     Some(rec) => return Ok(Some(rec)),
                     None => {
+                        let last = r.header().last;
                         self.vouch()?;
+                        self.reached = Some(last);
                         self.current = None;
                     }
                 }
@@ -183,6 +188,17 @@ impl<'a> Feed<'a> {
         }
     }
 
+    /// A refusal, with what is still reachable before the refused segment.
+    fn reachable(&self, e: anyhow::Error) -> anyhow::Error {
+        match self.reached {
+            Some(r) if format!("{e:#}").contains("refusing ") => anyhow!(
+                "{e:#}\nbefore it, revisions up to {r} are whole{} (`restore --to-revision {r}` reaches them)",
+                if self.trust.keys.is_some() { " and signed" } else { "" }
+            ),
+            _ => e,
+        }
+    }
+
     /// Reads the segment in hand to its end, so that its hash and signature are checked even
     /// when the reader stopped inside it (the last segment of a plan is rarely read whole).
     fn finish(&mut self) -> anyhow::Result<()> {
@@ -226,9 +242,8 @@ pub async fn over_segments<T: Send + 'static>(
     let trust = read.trust.clone();
     let worker = tokio::task::spawn_blocking(move || {
         let mut feed = Feed::new(rx, ids.as_deref(), trust, url, &plan);
-        let done = work(&mut || feed.next())?;
-        feed.finish()?;
-        Ok(done)
+        let done = work(&mut || feed.next()).and_then(|d| feed.finish().map(|()| d));
+        done.map_err(|e| feed.reachable(e))
     });
     let fetching = fetch(store, names, read.tmp_dir, tx);
     let (_, done) = read
@@ -614,6 +629,10 @@ mod tests {
                     .unwrap_err();
                 assert!(e.contains(refusal), "{what}, up to {upto}: {e}");
                 assert!(e.contains(&names[2].to_string()), "{what}: names it: {e}");
+                assert!(
+                    e.contains("revisions up to 30 are whole and signed"),
+                    "{what}: says what is reachable: {e}"
+                );
             }
             // The bite: without verify keys the planted segment is read.
             assert_eq!(
