@@ -668,3 +668,68 @@ async fn trust_of(store: &Store, key: BackupKey, keys: &etcd_backup::sign::Verif
             .unwrap(),
     ))
 }
+
+#[tokio::test]
+async fn a_base_whose_snapshot_is_not_what_its_record_says_is_refused() {
+    use etcd_backup::pitr::archive::Archive;
+    use etcd_backup::pitr::plan::Plan;
+    use etcd_backup::stream::names::Generation;
+    // small.db is at revision 4, a backup of cluster "cafe".
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(InMemory::new()), "mem://b", "etcd/", None);
+    let k = key(Codec::Zstd);
+    publish(
+        chunks(read_data("small.db"), 4096),
+        &store,
+        k,
+        &cfg(Codec::Zstd, tmp.path()),
+        &limits(Duration::from_secs(60)),
+        vec![("etcd-cluster-id", "cafe".to_string())],
+        no_check,
+    )
+    .await
+    .unwrap();
+    let env: etcd_backup::config::Env = [
+        ("BACKUP_BUCKET", "backups"),
+        ("BACKUP_TMP_DIR", tmp.path().to_str().unwrap()),
+    ]
+    .into_iter()
+    .collect();
+    let restore_cfg = env.restore().unwrap();
+    let never = Shutdown::never();
+    let way = Archive::new(&store, &restore_cfg, &never, false);
+    let plan = |base_revision: i64, cluster: &str| Plan {
+        generation: Generation::parse("20261204T170000Z").unwrap(),
+        cluster_id: cluster.into(),
+        base_revision,
+        base: k.to_string(),
+        start_base: true,
+        segments: vec![],
+        revision: base_revision,
+    };
+    // (the record's revision and cluster, the refusal or None)
+    let cases = [
+        (4, "cafe", None),
+        (
+            9,
+            "cafe",
+            Some("its snapshot is at revision 4, but the generation's record says 9"),
+        ),
+        (
+            4,
+            "beef",
+            Some("it is a backup of cluster cafe, the generation's record says beef"),
+        ),
+    ];
+    for (revision, cluster, want) in cases {
+        let got = way.restore_base(&plan(revision, cluster)).await;
+        match (want, &got) {
+            (None, Ok((_, v))) => assert_eq!(v.status.revision, 4),
+            (Some(w), Err(e)) => assert!(format!("{e:#}").contains(w), "{e:#}"),
+            _ => panic!(
+                "{revision} {cluster}: want {want:?}, got {:?}",
+                got.map(|g| g.1.status.revision)
+            ),
+        }
+    }
+}

@@ -190,10 +190,19 @@ impl<'a> Archive<'a> {
         if got.max(1) != plan.base_revision.max(1) {
             bail!("refusing the base {} of generation {}: its snapshot is at revision {got}, but the generation's record says {} (a record naming another backup, or one planted)", plan.base, plan.generation, plan.base_revision);
         }
-        if let Some(cluster) = trust.vouched().and_then(|v| v.get("etcd-cluster-id")) {
-            if cluster != plan.cluster_id {
-                bail!("refusing the base {} of generation {}: its signed manifest says cluster {cluster}, the generation's record {}", plan.base, plan.generation, plan.cluster_id);
-            }
+        // The cluster its (signed, when there are verify keys) manifest names; without one,
+        // what the object's metadata says.
+        let cluster = match trust.vouched() {
+            Some(v) => v.get("etcd-cluster-id").map(str::to_string),
+            None => store
+                .metadata(&key)
+                .await?
+                .into_iter()
+                .find(|(k, _)| k == "etcd-cluster-id")
+                .map(|(_, v)| v),
+        };
+        if let Some(cluster) = cluster.filter(|c| *c != plan.cluster_id) {
+            bail!("refusing the base {} of generation {}: it is a backup of cluster {cluster}, the generation's record says {} (a record naming another cluster's backup, or one planted)", plan.base, plan.generation, plan.cluster_id);
         }
         Ok((path, restored.verified))
     }
