@@ -186,7 +186,7 @@ impl<'a> Archive<'a> {
         .with_context(|| format!("restoring the base {}", plan.base))?;
         // The record that named the base must be the base's own: an older backup named as a
         // later base would silently drop every change between the two.
-        let got = restored.verified.status.revision;
+        let got = restored.verified.status.opened_at();
         if got.max(1) != plan.base_revision.max(1) {
             bail!("refusing the base {} of generation {}: its snapshot is at revision {got}, but the generation's record says {} (a record naming another backup, or one planted)", plan.base, plan.generation, plan.base_revision);
         }

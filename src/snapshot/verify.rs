@@ -117,6 +117,19 @@ pub struct Status {
     /// Why there is no HashKV, for a sound file whose HashKV was not computed.
     #[serde(rename = "hashKVSkipped", skip_serializing_if = "Option::is_none")]
     pub hash_kv_skipped: Option<String>,
+    /// The compact revision recorded in the file (the larger of the scheduled and the finished
+    /// one; -1 or 0 when never compacted). Not in etcdutl's status.
+    #[serde(skip)]
+    pub compact_revision: i64,
+}
+
+impl Status {
+    /// The revision etcd opens the file at: its newest key's, or its compact revision when that
+    /// is higher (a compaction at a delete removes the tombstone before etcd's fix #18274, so
+    /// the newest key can be older than the compaction).
+    pub fn opened_at(&self) -> i64 {
+        self.revision.max(self.compact_revision)
+    }
 }
 
 struct StatusVisitor<'l> {
@@ -226,6 +239,7 @@ pub fn walk(file: &dyn bbolt::ReadAt, db_len: u64) -> Result<Status, Corruption>
         txid: meta.txid,
         hash_kv,
         hash_kv_skipped: skipped,
+        compact_revision: compact,
         ..status
     })
 }

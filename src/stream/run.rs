@@ -210,7 +210,7 @@ async fn start(
     base.log();
     // An etcd that was never written holds no key, so the file says revision 0; etcd's store
     // starts at revision 1, which has no events, and the first write is revision 2.
-    let revision = base.published.verified.status.revision.max(1);
+    let revision = base.published.verified.status.opened_at().max(1);
     let record = StartRecord {
         cluster_id: base.member.cluster_id.clone(),
         base: base.published.key.to_string(),
@@ -248,7 +248,7 @@ async fn bases(
             base.log();
             let record = BaseRecord {
                 base: base.published.key.to_string(),
-                revision: base.published.verified.status.revision,
+                revision: base.published.verified.status.opened_at(),
                 taken: now,
             };
             let name = Name::Base {

@@ -751,3 +751,46 @@ async fn a_second_stream_waits_for_the_first_then_continues_its_generation() {
         .iter()
         .any(|k| k.ends_with("stream/lock.json")));
 }
+
+/// etcd before its fix #18274 (3.5.1 here) removes the tombstone of a delete it compacts at,
+/// so the base's newest key is older than the compaction: the stream must open its watch after
+/// the compaction, not after that key.
+#[tokio::test]
+async fn a_compaction_at_a_delete_before_the_stream_starts_does_not_end_its_generation() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let mut kv = etcd.client().kv_client();
+    kv.put("/kept", "k", None).await.unwrap();
+    kv.put("/gone", "g", None).await.unwrap();
+    let deleted = kv.delete("/gone", None).await.unwrap();
+    let at = deleted.header().unwrap().revision();
+    kv.compact(
+        at,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    let stream = Streaming::spawn(&pki, &etcd, &s3);
+    stream.until("watching", 1).await;
+    let after = kv.put("/after", "a", None).await.unwrap();
+    until_safe(&s3, after.header().unwrap().revision(), &stream).await;
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("the generation ended"), "{log}");
+    let starts: Vec<Name> = stream_objects(&s3)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| matches!(n, Name::Start(_) | Name::End(_)))
+        .collect();
+    assert!(
+        matches!(starts[..], [Name::Start(_)]),
+        "one generation, not ended: {starts:?}"
+    );
+    let body = s3
+        .get("backups", &format!("etcd/{DIR}{}", starts[0]))
+        .await
+        .0;
+    let start: StartRecord = serde_json::from_slice(&body).unwrap();
+    assert_eq!(start.base_revision, at, "the base opens at the compaction");
+}
