@@ -24,6 +24,8 @@ pub struct Settings<'a> {
     pub etcd: &'a EtcdConfig,
     pub tmp_dir: &'a std::path::Path,
     pub recipients: &'a [String],
+    /// The lock, checked before every upload (`None`: not checked).
+    pub held: Option<&'a super::lock::Held>,
     /// Signs every segment when set (BACKUP_SIGNING_KEY_FILE).
     pub signing: Option<&'a std::sync::Arc<crate::sign::SigningKey>>,
     pub segment_interval: Duration,
@@ -92,7 +94,7 @@ pub async fn follow(
     let (tx, rx) = mpsc::unbounded_channel();
     let (watched, uploaded) = tokio::join!(
         watch(s, chain, status, tx, shutdown),
-        upload(store, rx, status, shutdown)
+        upload(store, s.held, rx, status, shutdown)
     );
     uploaded?;
     watched
@@ -412,6 +414,7 @@ async fn watch(
 /// shutdown, what is still queued has until the grace period ends.
 async fn upload(
     store: &Store,
+    held: Option<&super::lock::Held>,
     mut rx: mpsc::UnboundedReceiver<Sealed>,
     status: &Status,
     shutdown: &Shutdown,
@@ -436,6 +439,12 @@ async fn upload(
                 anyhow::bail!(
                     "stopped with {waiting} segment(s) not in the bucket (it did not take them within the grace period); the next start continues from revision {next} if etcd still holds it"
                 );
+            }
+            if let Some(held) = held {
+                if !held.still_ours(store).await {
+                    // The stream's owner drops this work once it hears of it; write nothing.
+                    std::future::pending::<()>().await;
+                }
             }
             let put = tokio::select! {
                 r = super::objects::put(store, &sealed.name, body.clone()) => r,

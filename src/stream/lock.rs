@@ -1,6 +1,8 @@
 //! One writer per prefix: a stream holds `stream/lock.json` while it writes, renewing it every
 //! [`RENEW`]; a second stream waits until the holder lets go (on SIGTERM) or stops renewing
-//! (a crash: the lock expires after [`TTL`]), then continues the generation from the bucket.
+//! (a crash: the lock expires after [`TTL`]), then continues the generation from the bucket. A
+//! stream restarted in the same pod (the same HOSTNAME) after a crash takes its own dead lock at
+//! once instead of waiting it out.
 //!
 //! S3 has no compare-and-swap every server supports, so taking the lock is write, wait
 //! [`SETTLE`], read back: of two streams that both found it free, the one whose write landed
@@ -44,15 +46,52 @@ pub enum Decision {
     },
 }
 
-/// Whether `me` may take the lock `current` at `now`: when there is none, it is ours, or it
-/// expired.
-pub fn decide(current: Option<&Lock>, me: &str, now: DateTime<Utc>) -> Decision {
+/// Whether `me` may take the lock `current` at `now`: when there is none, it is ours, it
+/// expired, or its holder was a process of this host (this pod: HOSTNAME survives a container's
+/// restart) that no longer runs ([`gone`], with `alive` telling whether a process id of this
+/// host runs).
+pub fn decide(
+    current: Option<&Lock>,
+    me: &str,
+    now: DateTime<Utc>,
+    alive: impl Fn(u32) -> bool,
+) -> Decision {
     match current {
-        Some(l) if l.holder != me && l.expires > now => Decision::Wait {
-            holder: l.holder.clone(),
-            until: l.expires,
-        },
+        Some(l) if l.holder != me && l.expires > now && !gone(&l.holder, me, alive) => {
+            Decision::Wait {
+                holder: l.holder.clone(),
+                until: l.expires,
+            }
+        }
         _ => Decision::Take,
+    }
+}
+
+/// Whether `holder` was an earlier process of this host that is gone: the same host, and
+/// either this very process id (a restarted container is process 1 again) or one not running.
+pub fn gone(holder: &str, me: &str, alive: impl Fn(u32) -> bool) -> bool {
+    let parts = |h: &str| {
+        let mut p = h.rsplitn(3, '/');
+        let (_nonce, pid, host) = (p.next()?, p.next()?.parse::<u32>().ok()?, p.next()?);
+        Some((host.to_string(), pid))
+    };
+    match (parts(holder), parts(me)) {
+        (Some((host, pid)), Some((my_host, my_pid))) if host == my_host => {
+            pid == my_pid || !alive(pid)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a process of this id runs on this host (signal 0: nothing is sent).
+pub fn alive(pid: u32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        // It runs, under another user: alive all the same.
+        Err(e) => e == rustix::io::Errno::PERM,
     }
 }
 
@@ -120,7 +159,7 @@ pub async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(),
                 continue;
             }
         };
-        match decide(current.as_ref(), me, now) {
+        match decide(current.as_ref(), me, now, alive) {
             Decision::Take => {
                 let mine = Lock {
                     holder: me.to_string(),
@@ -185,6 +224,42 @@ pub async fn hold(store: &Store, me: &str, shutdown: &Shutdown) {
     }
 }
 
+/// The lock as its holder carries it while it writes: who it is, and where a writer says
+/// that the lock is no longer its own. Checked before every upload, so that a stream that was
+/// paused past its lock's expiry never writes after the next holder began.
+pub struct Held {
+    pub me: String,
+    lost: tokio::sync::Notify,
+}
+
+impl Held {
+    pub fn new(me: String) -> Held {
+        Held {
+            me,
+            lost: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether the lock is still this stream's; when another's name is in it, says so to
+    /// [`Held::lost`]. A lock that cannot be read (the bucket is away) counts as still held:
+    /// the upload it guards cannot land either.
+    pub async fn still_ours(&self, store: &Store) -> bool {
+        match read(store).await {
+            Ok(Some(l)) if l.holder != self.me => {
+                self.lost.notify_waiters();
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Returns once a writer found another's name in the lock (after this was first polled:
+    /// nothing is remembered from an earlier hold).
+    pub async fn lost(&self) {
+        self.lost.notified().await
+    }
+}
+
 /// Lets go of the lock if it is still ours, so that a waiting stream continues at once.
 pub async fn release(store: &Store, me: &str) {
     match read(store).await {
@@ -224,8 +299,26 @@ mod tests {
             ),
         ];
         for (current, want) in cases {
-            assert_eq!(decide(current.as_ref(), "me", now), want, "{current:?}");
+            assert_eq!(decide(current.as_ref(), "me", now, |_| true), want, "{current:?}");
         }
         assert!(holder().contains(&format!("/{}/", std::process::id())));
+
+        // A holder of this host that is gone is taken at once; one that runs, or of another
+        // host, is waited for. (holder, alive, taken)
+        let me = "pod-0/1/0000beef";
+        let cases = [
+            ("pod-0/1/0000cafe", true, true),
+            ("pod-0/77/0000cafe", false, true),
+            ("pod-0/77/0000cafe", true, false),
+            ("pod-1/1/0000cafe", false, false),
+            ("a/b/pod-0/77/0000cafe", false, false),
+            ("not a holder", false, false),
+        ];
+        for (other, runs, taken) in cases {
+            let got = decide(Some(&lock(other, 20)), me, now, |_| runs);
+            assert_eq!(got == Decision::Take, taken, "{other} alive {runs}: {got:?}");
+        }
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX >> 2), "no such process");
     }
 }

@@ -63,22 +63,24 @@ pub async fn run(
         r = store.check() => r?,
         i = shutdown.requested() => return Err(i.into()),
     };
-    let me = lock::holder();
+    let held = lock::Held::new(lock::holder());
+    let me = held.me.as_str();
     let mut done = Streamed::default();
     loop {
-        if lock::acquire(store, &me, shutdown).await.is_err() {
+        if lock::acquire(store, me, shutdown).await.is_err() {
             break;
         }
         tokio::select! {
-            r = generations(cfg, store, status, shutdown, &mut done) => {
-                lock::release(store, &me).await;
+            r = generations(cfg, store, status, &held, shutdown, &mut done) => {
+                lock::release(store, me).await;
                 r?;
                 break;
             }
-            () = lock::hold(store, &me, shutdown) => {
-                tracing::warn!("another stream took the lock {} (this one was paused or cut off past its expiry): stopping to write, dropping what was not uploaded, and waiting for the lock again", lock::url(store));
-            }
+            // The renewal found another's name in the lock, or a writer did before an upload.
+            () = lock::hold(store, me, shutdown) => {}
+            () = held.lost() => {}
         }
+        tracing::warn!("another stream took the lock {} (this one was paused or cut off past its expiry): stopping to write, dropping what was not uploaded, and waiting for the lock again", lock::url(store));
     }
     done.segments = status.segments.load(Ordering::Relaxed);
     done.bytes = status.bytes.load(Ordering::Relaxed);
@@ -92,10 +94,12 @@ async fn generations(
     cfg: &StreamConfig,
     store: &Store,
     status: &Status,
+    held: &lock::Held,
     shutdown: &Shutdown,
     done: &mut Streamed,
 ) -> anyhow::Result<()> {
     let settings = Settings {
+        held: Some(held),
         etcd: &cfg.backup.etcd,
         tmp_dir: &cfg.backup.pipeline.tmp_dir,
         recipients: &cfg.backup.pipeline.recipients,

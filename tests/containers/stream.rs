@@ -389,6 +389,9 @@ async fn every_revision_is_in_the_bucket_once_across_sigstop_sigkill_and_bursts(
     c.env("BACKUP_METRICS_LISTEN", format!("127.0.0.1:{port}"));
     let second = Streaming::spawn_with(c);
     second.until("continuing the generation", 1).await;
+    // The killed stream's lock is of this host and its process is gone: taken at once, not
+    // waited out.
+    assert!(!second.log().contains("another stream ("), "{}", second.log());
     kv.put("/after", "restart", None).await.unwrap();
     let newest = kv
         .get("/after", None)
