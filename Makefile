@@ -1,5 +1,5 @@
 # Tasks for etcd-backup. `make` alone lists them.
-.PHONY: help setup images demo test cargo-test image-test checks lint build bench pitr-bench latency gentle upload spool weights fuzz manifests arm64
+.PHONY: help setup images demo test cargo-test image-test checks lint build bench pitr-bench latency gentle upload spool restart weights fuzz manifests arm64
 .DEFAULT_GOAL := help
 
 help: ## List the tasks
@@ -53,6 +53,9 @@ gentle: setup images ## how gentle a backup is with etcd: adaptive pacing, windo
 
 upload: setup images ## the backup through a 40 ms link at 200 Mbit/s per connection, per upload concurrency (bench/upload.sh)
 	bash bench/upload.sh
+
+restart: setup images ## seconds a stream's crash costs, restarted in the same pod against a new one (bench/restart.sh)
+	bash bench/restart.sh
 
 spool: setup images ## etcd's latency with the backup's spool on etcd's disk or on tmpfs (bench/spool.sh)
 	bash bench/spool.sh

@@ -62,6 +62,7 @@ impl Summary {
 /// run's metrics are pushed at the end, whatever the outcome.
 pub async fn run(store: &Store, cfg: &BackupConfig, ctx: &Context) -> anyhow::Result<Summary> {
     let now = ctx.now;
+    crate::scratch::sweep_logged(&cfg.pipeline.tmp_dir);
     let started = Instant::now();
     if let Some(w) = cfg
         .etcd

@@ -9,5 +9,6 @@ pub use crate::stream::run::Streamed;
 /// Runs the stream until `ctx.shutdown` fires. Only a failure to stop cleanly is an error: etcd
 /// or the bucket going away is waited out.
 pub async fn run(store: &Store, cfg: &StreamConfig, ctx: &Context) -> anyhow::Result<Streamed> {
+    crate::scratch::sweep_logged(&cfg.backup.pipeline.tmp_dir);
     crate::stream::run::run(cfg, store, std::sync::Arc::default(), &ctx.shutdown).await
 }

@@ -164,11 +164,7 @@ impl<'a> Archive<'a> {
         let (key, trust, _) = shutdown
             .or_interrupted(choose(store, which, cfg.verify_keys.as_ref(), &[]))
             .await?;
-        let path = tempfile::Builder::new()
-            .prefix(".etcd-backup-base-")
-            .tempfile_in(&cfg.tmp_dir)
-            .with_context(|| format!("creating a scratch file in {}", cfg.tmp_dir.display()))?
-            .into_temp_path();
+        let path = crate::scratch::file(&cfg.tmp_dir, ".base.db")?.into_temp_path();
         let to = Destination {
             path: path.to_path_buf(),
             force: true,

@@ -83,17 +83,6 @@ pub fn gone(holder: &str, me: &str, alive: impl Fn(u32) -> bool) -> bool {
     }
 }
 
-/// Whether a process of this id runs on this host (signal 0: nothing is sent).
-pub fn alive(pid: u32) -> bool {
-    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        // It runs, under another user: alive all the same.
-        Err(e) => e == rustix::io::Errno::PERM,
-    }
-}
 
 /// This process's name in the lock.
 pub fn holder() -> String {
@@ -159,7 +148,7 @@ pub async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(),
                 continue;
             }
         };
-        match decide(current.as_ref(), me, now, alive) {
+        match decide(current.as_ref(), me, now, crate::scratch::running) {
             Decision::Take => {
                 let mine = Lock {
                     holder: me.to_string(),
@@ -318,7 +307,7 @@ mod tests {
             let got = decide(Some(&lock(other, 20)), me, now, |_| runs);
             assert_eq!(got == Decision::Take, taken, "{other} alive {runs}: {got:?}");
         }
-        assert!(alive(std::process::id()));
-        assert!(!alive(u32::MAX >> 2), "no such process");
+        assert!(crate::scratch::running(std::process::id()));
+        assert!(!crate::scratch::running(u32::MAX >> 2), "no such process");
     }
 }
