@@ -13,6 +13,7 @@ use etcd_backup::commands::prune::PruneArgs;
 use etcd_backup::commands::restore::RestoreArgs;
 use etcd_backup::config;
 use etcd_backup::output::Format;
+use etcd_backup::pitr::archive::Choice;
 
 #[derive(Parser)]
 #[command(name = "etcd-backup", version, about = "Streamed, verified etcd snapshots to S3-compatible storage.",
@@ -49,9 +50,9 @@ pub enum Command {
         /// HashKV (downloads both bases and the segments between; exit 1 if any differs).
         #[arg(long, requires = "generations")]
         check: bool,
-        /// With --check and BACKUP_VERIFY_KEY: read unsigned segments and records too.
-        #[arg(long, requires = "check")]
-        allow_unsigned_history: bool,
+        /// With --check: which history to trust and read.
+        #[command(flatten)]
+        history: Choice,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },

@@ -132,12 +132,12 @@ async fn dispatch(command: Command, env: &Env, ctx: &Context) -> anyhow::Result<
             output,
             generations,
             check,
-            allow_unsigned_history: unsigned,
+            history,
         } => {
             if check {
                 let cfg = env.restore()?;
                 let s = store(&cfg.store)?;
-                return show(output, &pitr::check(&s, &cfg, unsigned, ctx).await?);
+                return show(output, &pitr::check(&s, &cfg, &history, ctx).await?);
             }
             let cfg = env.prune()?;
             let s = store(&cfg.store)?;

@@ -172,7 +172,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id();
         let dead = u32::MAX >> 2;
-        let live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let names = [
             (format!(".etcd-backup-{dead}-abc.db"), false),
             (format!(".etcd-backup-{me}-abc.seg"), false),

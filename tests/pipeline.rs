@@ -697,7 +697,7 @@ async fn a_base_whose_snapshot_is_not_what_its_record_says_is_refused() {
     .collect();
     let restore_cfg = env.restore().unwrap();
     let never = Shutdown::never();
-    let way = Archive::new(&store, &restore_cfg, &never, false);
+    let way = Archive::new(&store, &restore_cfg, &never, &Default::default());
     let plan = |base_revision: i64, cluster: &str| Plan {
         generation: Generation::parse("20261204T170000Z").unwrap(),
         cluster_id: cluster.into(),

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Context, Outcome};
 use crate::config::RestoreConfig;
-use crate::pitr::archive::Archive;
+use crate::pitr::archive::{Archive, Choice};
 use crate::pitr::changes::{Change, Changes};
 use crate::pitr::feed::revisions_between;
 use crate::pitr::plan::{self, Point};
@@ -20,10 +20,8 @@ pub struct DiffArgs {
     /// Only keys under this prefix.
     #[arg(long, default_value = "")]
     pub prefix: String,
-    /// With BACKUP_VERIFY_KEY: read the stream's unsigned segments and records too (written
-    /// before the stream had BACKUP_SIGNING_KEY_FILE). A bad signature is never allowed.
-    #[arg(long)]
-    pub allow_unsigned_history: bool,
+    #[command(flatten)]
+    pub history: Choice,
 }
 
 /// The `diff` command.
@@ -33,7 +31,7 @@ pub async fn run(
     args: &DiffArgs,
     ctx: &Context,
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let way = Archive::new(store, cfg, &ctx.shutdown, args.allow_unsigned_history);
+    let way = Archive::new(store, cfg, &ctx.shutdown, &args.history);
     diff(&way, args.from, args.to, args.prefix.as_bytes()).await
 }
 

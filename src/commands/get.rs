@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Context, Outcome, Verdict};
 use crate::config::RestoreConfig;
-use crate::pitr::archive::{latest_in_base, Archive};
+use crate::pitr::archive::{latest_in_base, Archive, Choice};
 use crate::pitr::feed::revisions_between;
 use crate::pitr::k8s::{self, Decoded};
 use crate::pitr::plan::Point;
@@ -26,10 +26,8 @@ pub struct GetArgs {
     /// Write the value's bytes to this file.
     #[arg(long, value_name = "FILE")]
     pub value_file: Option<PathBuf>,
-    /// With BACKUP_VERIFY_KEY: read the stream's unsigned segments and records too (written
-    /// before the stream had BACKUP_SIGNING_KEY_FILE). A bad signature is never allowed.
-    #[arg(long)]
-    pub allow_unsigned_history: bool,
+    #[command(flatten)]
+    pub history: Choice,
 }
 
 /// The `get` command: the key at the point, its value written to `--value-file` when it
@@ -40,7 +38,7 @@ pub async fn run(
     args: &GetArgs,
     ctx: &Context,
 ) -> anyhow::Result<Got> {
-    let way = Archive::new(store, cfg, &ctx.shutdown, args.allow_unsigned_history);
+    let way = Archive::new(store, cfg, &ctx.shutdown, &args.history);
     let got = get(&way, args.key.as_bytes(), args.at).await?;
     if let (Some(path), Some(v)) = (&args.value_file, &got.found) {
         std::fs::write(path, &v.bytes)

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Context, Outcome};
 use crate::config::RestoreConfig;
-use crate::pitr::archive::Archive;
+use crate::pitr::archive::{Archive, Choice};
 use crate::pitr::k8s::{self, Decoded};
 use crate::pitr::plan::Plan;
 use crate::store::Store;
@@ -23,10 +23,8 @@ pub struct HistoryArgs {
     /// Only changes received at or after this time (RFC 3339).
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,
-    /// With BACKUP_VERIFY_KEY: read the stream's unsigned segments and records too (written
-    /// before the stream had BACKUP_SIGNING_KEY_FILE). A bad signature is never allowed.
-    #[arg(long)]
-    pub allow_unsigned_history: bool,
+    #[command(flatten)]
+    pub history: Choice,
 }
 
 /// The `history` command.
@@ -36,7 +34,7 @@ pub async fn run(
     args: &HistoryArgs,
     ctx: &Context,
 ) -> anyhow::Result<Vec<HistoryRow>> {
-    let way = Archive::new(store, cfg, &ctx.shutdown, args.allow_unsigned_history);
+    let way = Archive::new(store, cfg, &ctx.shutdown, &args.history);
     history(&way, args).await
 }
 

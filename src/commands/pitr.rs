@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{Context, Outcome, Verdict};
 use crate::config::RestoreConfig;
-use crate::pitr::archive::{base_name, Archive};
+use crate::pitr::archive::{base_name, Archive, Choice};
 use crate::pitr::plan::{self, Plan, Point};
 use crate::pitr::rebuild::Rebuilt;
 use crate::restore::{etcdutl_command, part_file, publish, Destination, RestoreFlags};
@@ -147,10 +147,10 @@ impl CrossCheck {
 pub async fn check(
     store: &Store,
     cfg: &RestoreConfig,
-    allow_unsigned_history: bool,
+    history: &Choice,
     ctx: &Context,
 ) -> anyhow::Result<Vec<CrossCheck>> {
-    let way = Archive::new(store, cfg, &ctx.shutdown, allow_unsigned_history);
+    let way = Archive::new(store, cfg, &ctx.shutdown, history);
     cross_check(&way).await
 }
 

@@ -13,7 +13,7 @@ use super::pitr::{PointRestored, Target};
 use super::{Context, Outcome};
 use crate::config::RestoreConfig;
 use crate::key::BackupKey;
-use crate::pitr::archive::Archive;
+use crate::pitr::archive::{Archive, Choice};
 use crate::pitr::plan::Point;
 use crate::restore::{
     choose, etcdutl_command, restore, Destination, RestoreFlags, Restored, Which,
@@ -67,10 +67,8 @@ pub struct PointArgs {
     /// HashKV then no longer matches revision R.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
     pub bump_revision: Option<i64>,
-    /// With BACKUP_VERIFY_KEY and --to-revision or --to-time: read the stream's unsigned
-    /// segments and records too. A bad signature is never allowed.
-    #[arg(long)]
-    pub allow_unsigned_history: bool,
+    #[command(flatten)]
+    pub history: Choice,
 }
 
 impl PointArgs {
@@ -110,7 +108,7 @@ pub async fn run(
             .await
             .map(Restoring::Backup);
     };
-    let way = Archive::new(store, cfg, &ctx.shutdown, args.point.allow_unsigned_history);
+    let way = Archive::new(store, cfg, &ctx.shutdown, &args.point.history);
     let to = Target {
         output: &args.output,
         force: args.force,

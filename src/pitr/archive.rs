@@ -24,6 +24,20 @@ use crate::stream::objects;
 use crate::stream::records::{StreamView, Vouch};
 use crate::stream::segment::Record;
 
+/// Which history the way back reads: `--allow-unsigned-history` and `--cluster-id`, the flags
+/// of every command over the stream.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Choice {
+    /// With BACKUP_VERIFY_KEY: read the stream's unsigned segments and records too (written
+    /// before the stream had BACKUP_SIGNING_KEY_FILE). A bad signature is never allowed.
+    #[arg(long)]
+    pub allow_unsigned_history: bool,
+    /// Read only the generations of this etcd cluster (its id, as `list --generations` shows
+    /// it); needed when streams of several clusters share the prefix.
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+}
+
 /// The bucket, the settings of the way back, what it trusts, and the shutdown that stops it.
 pub struct Archive<'a> {
     pub store: &'a Store,
@@ -31,16 +45,17 @@ pub struct Archive<'a> {
     pub shutdown: &'a Shutdown,
     /// With BACKUP_VERIFY_KEY: only what one of its keys signed.
     pub trust: Trusting,
+    /// Only this cluster's generations.
+    pub cluster_id: Option<String>,
 }
 
 impl<'a> Archive<'a> {
-    /// The way back through `store`; with verify keys, unsigned history is refused unless
-    /// `allow_unsigned` (`--allow-unsigned-history`).
+    /// The way back through `store`, reading the history `choice` says.
     pub fn new(
         store: &'a Store,
         cfg: &'a RestoreConfig,
         shutdown: &'a Shutdown,
-        allow_unsigned: bool,
+        choice: &Choice,
     ) -> Archive<'a> {
         Archive {
             store,
@@ -48,8 +63,9 @@ impl<'a> Archive<'a> {
             shutdown,
             trust: Trusting {
                 keys: cfg.verify_keys.clone(),
-                allow_unsigned,
+                allow_unsigned: choice.allow_unsigned_history,
             },
+            cluster_id: choice.cluster_id.clone(),
         }
     }
 
@@ -82,7 +98,7 @@ impl<'a> Archive<'a> {
                 }
             });
         }
-        Ok(plan::sources(&view))
+        one_cluster(plan::sources(&view), self.cluster_id.as_deref())
     }
 
     fn reading(&self) -> Reading<'_> {
@@ -202,6 +218,39 @@ impl<'a> Archive<'a> {
         }
         Ok((path, restored.verified))
     }
+}
+
+/// The sources of one cluster: `chosen`'s, or the only one there is. Generations of two clusters
+/// share no revision numbers' meaning, so a plan never mixes them: with several and none
+/// chosen, a refusal that lists them.
+pub fn one_cluster(sources: Vec<Source>, chosen: Option<&str>) -> anyhow::Result<Vec<Source>> {
+    let mut clusters: Vec<(&str, String, String)> = Vec::new();
+    for s in &sources {
+        let g = s.generation.to_string();
+        match clusters.iter_mut().find(|c| c.0 == s.cluster_id) {
+            Some(c) => c.2 = g,
+            None => clusters.push((&s.cluster_id, g.clone(), g)),
+        }
+    }
+    if let Some(id) = chosen {
+        if !clusters.iter().any(|c| c.0 == id) {
+            let there: Vec<&str> = clusters.iter().map(|c| c.0).collect();
+            bail!("no stream generation of cluster {id} here (the clusters there are: {}); check --cluster-id against `list --generations`", there.join(", "));
+        }
+        return Ok(sources.into_iter().filter(|s| s.cluster_id == id).collect());
+    }
+    if clusters.len() > 1 {
+        let listed: Vec<String> = clusters
+            .iter()
+            .map(|(id, first, last)| format!("{id} (generations {first} to {last})"))
+            .collect();
+        bail!(
+            "streams of {} clusters share this prefix: {}; pass --cluster-id to choose one",
+            clusters.len(),
+            listed.join(", ")
+        );
+    }
+    Ok(sources)
 }
 
 /// Why a stream record does not count, with verify keys set; `None` when it does.
@@ -344,5 +393,50 @@ mod tests {
             // Without verify keys nothing is refused.
             assert_eq!(refusal(&Trusting::default(), Some(&vouch)), None, "{what}");
         }
+    }
+
+    #[test]
+    fn a_plan_reads_one_cluster_the_one_chosen_or_the_only_one() {
+        let source = |g: &str, cluster: &str| Source {
+            generation: Generation::parse(g).unwrap(),
+            cluster_id: cluster.into(),
+            bases: vec![(10, "b".into())],
+            floor: 10,
+            segments: vec![],
+        };
+        let one = vec![
+            source("20261201T000000Z", "aa"),
+            source("20261202T000000Z", "aa"),
+        ];
+        let two = vec![
+            source("20261201T000000Z", "aa"),
+            source("20261202T000000Z", "bb"),
+            source("20261203T000000Z", "aa"),
+        ];
+        let ids = |r: anyhow::Result<Vec<Source>>| {
+            r.map(|v| {
+                v.iter()
+                    .map(|s| s.generation.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(ids(one_cluster(one.clone(), None)).unwrap().len(), 2);
+        assert_eq!(ids(one_cluster(one, Some("aa"))).unwrap().len(), 2);
+        let e = ids(one_cluster(two.clone(), None)).unwrap_err();
+        assert!(
+            e.contains("streams of 2 clusters share this prefix: aa (generations 20261201T000000Z to 20261203T000000Z), bb (generations 20261202T000000Z to 20261202T000000Z); pass --cluster-id"),
+            "{e}"
+        );
+        assert_eq!(
+            ids(one_cluster(two.clone(), Some("bb"))).unwrap(),
+            ["20261202T000000Z"]
+        );
+        let e = ids(one_cluster(two, Some("cc"))).unwrap_err();
+        assert!(
+            e.contains("no stream generation of cluster cc here (the clusters there are: aa, bb)"),
+            "{e}"
+        );
+        assert!(ids(one_cluster(vec![], None)).unwrap().is_empty());
     }
 }

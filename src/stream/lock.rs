@@ -83,7 +83,6 @@ pub fn gone(holder: &str, me: &str, alive: impl Fn(u32) -> bool) -> bool {
     }
 }
 
-
 /// This process's name in the lock.
 pub fn holder() -> String {
     let host = std::env::var("HOSTNAME")
@@ -288,7 +287,11 @@ mod tests {
             ),
         ];
         for (current, want) in cases {
-            assert_eq!(decide(current.as_ref(), "me", now, |_| true), want, "{current:?}");
+            assert_eq!(
+                decide(current.as_ref(), "me", now, |_| true),
+                want,
+                "{current:?}"
+            );
         }
         assert!(holder().contains(&format!("/{}/", std::process::id())));
 
@@ -305,7 +308,11 @@ mod tests {
         ];
         for (other, runs, taken) in cases {
             let got = decide(Some(&lock(other, 20)), me, now, |_| runs);
-            assert_eq!(got == Decision::Take, taken, "{other} alive {runs}: {got:?}");
+            assert_eq!(
+                got == Decision::Take,
+                taken,
+                "{other} alive {runs}: {got:?}"
+            );
         }
         assert!(crate::scratch::running(std::process::id()));
         assert!(!crate::scratch::running(u32::MAX >> 2), "no such process");

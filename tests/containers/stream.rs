@@ -391,7 +391,11 @@ async fn every_revision_is_in_the_bucket_once_across_sigstop_sigkill_and_bursts(
     second.until("continuing the generation", 1).await;
     // The killed stream's lock is of this host and its process is gone: taken at once, not
     // waited out.
-    assert!(!second.log().contains("another stream ("), "{}", second.log());
+    assert!(
+        !second.log().contains("another stream ("),
+        "{}",
+        second.log()
+    );
     kv.put("/after", "restart", None).await.unwrap();
     let newest = kv
         .get("/after", None)
