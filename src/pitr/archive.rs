@@ -325,6 +325,7 @@ mod tests {
             base: "20261204-170000.db.zst".into(),
             base_revision: 10,
             started: Generation::parse("20261204T170000Z").unwrap().0,
+            completed: None,
         };
         let sign = |k: &SigningKey, name: &Name| {
             k.sign_in(RECORD_NAMESPACE, &signed_message(name, &record))
@@ -403,6 +404,7 @@ mod tests {
             bases: vec![(10, "b".into())],
             floor: 10,
             segments: vec![],
+            base_completed: None,
         };
         let one = vec![
             source("20261201T000000Z", "aa"),

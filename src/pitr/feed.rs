@@ -13,6 +13,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -278,8 +279,13 @@ pub fn revisions_between(
     Ok(())
 }
 
-/// Resolves a point to a revision: a time is the last revision received at or before it, in
-/// the newest generation started by then.
+/// Resolves a point to a revision: a time is the newest revision the stream had received at
+/// or before it, by the receipt times the segments themselves record (the S3 server's clock,
+/// `Last-Modified`, is never asked), in the newest generation started by then. Receipt times
+/// grow with the revisions, so the segment that holds the answer is found by a binary search
+/// over the first receipt time of each (a download each, about log2 of the segments). A time
+/// before the generation's first received revision reaches its base only if the base had been
+/// published by then; else it is refused with the earliest time that can be reached.
 pub async fn resolve(
     store: &Store,
     sources: &[Source],
@@ -298,40 +304,74 @@ pub async fn resolve(
     };
     let mut segments = s.segments.clone();
     segments.sort_by_key(|g| (g.first, g.last));
-    let start = s.bases.iter().map(|b| b.0).min().unwrap_or(0);
-    // Segments stored by T hold only revisions received by T; the answer is in the first one
-    // stored after, or a later one whose upload was delayed, or is the last of those before.
-    let split = segments.iter().position(|g| g.uploaded > t);
-    let Some(split) = split else {
-        return Ok(segments.iter().map(|g| g.last).max().unwrap_or(start));
-    };
-    let before = if split == 0 {
-        start
-    } else {
-        segments[split - 1].last
-    };
-    let names: Vec<Name> = segments[split..].iter().map(|g| g.name).collect();
-    let plan = Plan {
+    let t_ms = t.timestamp_millis();
+    let plan = |names: Vec<Name>| Plan {
         generation: s.generation,
         cluster_id: s.cluster_id.clone(),
-        base_revision: before,
+        base_revision: 0,
         base: String::new(),
         start_base: false,
-        segments: names.clone(),
+        segments: names,
         revision: 0,
     };
-    let t_ms = t.timestamp_millis();
-    over_segments(store, &plan, names, read, move |next| {
-        let mut found = before;
+    // Each probe reads one segment (whole: its hash and signature are checked).
+    let first_received = |i: usize| {
+        let names = vec![segments[i].name];
+        let plan = plan(names.clone());
+        async move {
+            over_segments(store, &plan, names, read, |next| {
+                while let Some(rec) = next()? {
+                    if let Record::Revision(r) = rec {
+                        return Ok(r.received_ms);
+                    }
+                }
+                bail!("a segment without a revision")
+            })
+            .await
+        }
+    };
+    // The number of segments whose first revision was received by T.
+    let (mut lo, mut hi) = (0, segments.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if first_received(mid).await? <= t_ms {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == 0 {
+        let base = s.bases.iter().map(|b| b.0).min().unwrap_or(0);
+        return match s.base_completed {
+            Some(done) if done <= t => Ok(base),
+            done => {
+                let earliest = match (done, segments.is_empty()) {
+                    (Some(done), _) => done.to_rfc3339(),
+                    (None, false) => {
+                        let ms = first_received(0).await?;
+                        DateTime::<Utc>::from_timestamp_millis(ms)
+                            .map(|d| d.to_rfc3339())
+                            .unwrap_or_else(|| format!("{ms} ms"))
+                    }
+                    (None, true) => "not yet: it has no segment".into(),
+                };
+                bail!("{t} is before the earliest moment generation {} reaches: {earliest} (its base, revision {base}, was taken after {t}, so it may hold later changes)", s.generation)
+            }
+        };
+    }
+    let names = vec![segments[lo - 1].name];
+    over_segments(store, &plan(names.clone()), names, read, move |next| {
+        let mut found = None;
         while let Some(rec) = next()? {
             if let Record::Revision(r) = rec {
                 if r.received_ms > t_ms {
                     break;
                 }
-                found = found.max(r.revision);
+                found = Some(r.revision);
             }
         }
-        Ok(found)
+        found
+            .ok_or_else(|| anyhow!("a segment whose first revision was received by {t} holds none"))
     })
     .await
 }
@@ -343,6 +383,7 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
+    use crate::pitr::plan::Point;
     use crate::sign::SigningKey;
     use crate::stream::names::Generation;
     use crate::stream::segment::tests::{put, sealed_by};
@@ -377,7 +418,7 @@ mod tests {
             .map(|r| {
                 Record::Revision(Revision {
                     revision: r,
-                    received_ms: r * 1000,
+                    received_ms: gen().0.timestamp_millis() + r * 1000,
                     events: vec![put(r, &format!("/k/{r}"), value)],
                 })
             })
@@ -646,5 +687,80 @@ mod tests {
             let allowed = read_upto(&store, &names, &trusting(true), 40).await;
             assert_eq!(allowed.is_ok(), what == "unsigned", "{what}: {allowed:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_time_is_the_newest_revision_received_by_then_by_the_segments_own_times() {
+        // Revision r was received r seconds after the generation started; its base (revision
+        // 10) was published 5 s after.
+        let (store, names) = chain().await;
+        let at = |secs: i64| gen().0 + chrono::TimeDelta::milliseconds(secs * 1000 + 500);
+        let source = |completed: Option<i64>| Source {
+            generation: gen(),
+            cluster_id: CLUSTER.into(),
+            bases: vec![(10, "base".into())],
+            floor: 10,
+            segments: names
+                .iter()
+                .map(|&n| {
+                    let Name::Segment { first, last, .. } = n else {
+                        unreachable!()
+                    };
+                    crate::pitr::plan::Segment {
+                        name: n,
+                        first,
+                        last,
+                        // The server's clock says nothing of when a revision arrived.
+                        uploaded: gen().0 - chrono::TimeDelta::days(1),
+                    }
+                })
+                .collect(),
+            base_completed: completed.map(|s| gen().0 + chrono::TimeDelta::seconds(s)),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let trust = Trusting::default();
+        let reading = Reading {
+            tmp_dir: tmp.path(),
+            identities: &None,
+            trust: &trust,
+            shutdown: &Shutdown::never(),
+        };
+        // (seconds after the start, the base's publication, the revision or the refusal)
+        let cases: Vec<(i64, Option<i64>, Result<i64, &str>)> = vec![
+            (25, Some(5), Ok(25)),
+            (20, Some(5), Ok(20)),
+            (11, Some(5), Ok(11)),
+            (31, Some(5), Ok(31)),
+            (99, Some(5), Ok(40)),
+            (7, Some(5), Ok(10)),
+            (3, Some(5), Err("before the earliest moment generation 20261204T170000Z reaches: 2026-12-04T17:00:05")),
+            (7, None, Err("reaches: 2026-12-04T17:00:11")),
+        ];
+        for (secs, completed, want) in cases {
+            let got = resolve(
+                &store,
+                &[source(completed)],
+                Point::Time(at(secs)),
+                &reading,
+            )
+            .await
+            .map_err(|e| e.to_string());
+            match (&want, &got) {
+                (Ok(w), Ok(g)) if w == g => {}
+                (Err(w), Err(g)) if g.contains(w) => {}
+                _ => {
+                    panic!("at +{secs}s (base published {completed:?}): want {want:?}, got {got:?}")
+                }
+            }
+        }
+        let e = resolve(
+            &store,
+            &[source(None)],
+            Point::Time(gen().0 - chrono::TimeDelta::seconds(1)),
+            &reading,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("no stream generation"), "{e}");
     }
 }

@@ -57,6 +57,7 @@ pub fn sources(view: &StreamView) -> Vec<Source> {
                 cluster_id: start.cluster_id.clone(),
                 bases,
                 floor: v.floor()?,
+                base_completed: start.completed,
                 segments: v
                     .segments
                     .iter()
@@ -83,6 +84,8 @@ pub struct Source {
     pub floor: i64,
     /// Its segments, as listed.
     pub segments: Vec<Segment>,
+    /// When its first base had been published (the stream's clock), when its record says.
+    pub base_completed: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +324,7 @@ mod tests {
             bases: bases.iter().map(|&b| (b, format!("base-{b}"))).collect(),
             floor,
             segments: segs.iter().map(|&(a, b)| seg(generation, a, b)).collect(),
+            base_completed: None,
         }
     }
 

@@ -29,6 +29,10 @@ pub struct StartRecord {
     /// The base's revision, read from the snapshot file itself.
     pub base_revision: i64,
     pub started: DateTime<Utc>,
+    /// When the base had been published, by the stream's clock: the earliest moment a restore
+    /// "to a time" can reach (absent in records of older releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<DateTime<Utc>>,
 }
 
 /// A base taken inside a generation (`base-{revision}.json`).

@@ -202,6 +202,7 @@ mod tests {
             base: "b.db.zst".into(),
             base_revision: base,
             started: t(gen),
+            completed: None,
         };
         (Name::Start(g(gen)), Some(Ok((Record::Start(r), vouch()))))
     }

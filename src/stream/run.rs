@@ -220,6 +220,7 @@ async fn start(
         base: base.published.key.to_string(),
         base_revision: revision,
         started: now,
+        completed: Some(Utc::now()),
     };
     let signing = cfg.backup.pipeline.signing.as_deref();
     records::put(store, &Name::Start(generation), &record, signing).await?;
