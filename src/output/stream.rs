@@ -15,6 +15,7 @@ impl Render for Vec<GenerationRow> {
                         .as_ref()
                         .map_or_else(|| "open".to_string(), |why| format!("ended: {why}")),
                     format!("{}..{}", opt(r.base_revision), opt(r.last_revision)),
+                    format!("{}..{}", opt(r.restorable_from), opt(r.restorable_to)),
                     r.last_upload.map_or_else(
                         || "-".into(),
                         |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -31,6 +32,7 @@ impl Render for Vec<GenerationRow> {
             "GENERATION",
             "STATE",
             "REVISIONS",
+            "RESTORABLE",
             "LAST UPLOAD",
             "SEGMENTS",
             "BYTES",

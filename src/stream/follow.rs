@@ -67,6 +67,12 @@ pub struct Status {
     pub generations_ended: AtomicU64,
     pub upload_failures: AtomicU64,
     pub watch_restarts: AtomicU64,
+    /// The oldest revision a restore can reach in the current generation, and when its base
+    /// had been taken (Unix ms), as the bucket said when they were last read.
+    pub restorable_oldest: AtomicI64,
+    pub restorable_oldest_ms: AtomicI64,
+    /// BACKUP_PITR_WINDOW: how far back the history should reach.
+    pub pitr_window_s: AtomicI64,
 }
 
 /// How a generation's following ended.

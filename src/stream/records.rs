@@ -233,6 +233,31 @@ impl GenerationView {
             .or(self.start.as_ref().map(|s| s.base_revision))
     }
 
+    /// The revisions a restore can reach in it, from the base it counts from (its own, or the
+    /// one prune trimmed it to) to the last before the first gap or overlap, with when that
+    /// base had been taken (the stream's clock); `None` without a start record.
+    pub fn restorable(&self) -> Option<Restorable> {
+        let start = self.start.as_ref()?;
+        let from = self.floor()?;
+        let at = if from == start.base_revision {
+            start.completed.unwrap_or(start.started)
+        } else {
+            self.bases
+                .iter()
+                .filter(|b| b.revision == from)
+                .find_map(|b| b.record.as_ref().map(|r| r.taken))
+                .unwrap_or(start.started)
+        };
+        let mut to = from;
+        for span in self.continuity() {
+            match span {
+                Span::Ok { first, last } if first == to + 1 => to = last,
+                _ => break,
+            }
+        }
+        Some(Restorable { from, at, to })
+    }
+
     /// What prune's stream retention needs to know of it.
     pub fn retention(&self) -> View {
         View {
@@ -265,6 +290,15 @@ impl GenerationView {
             ended: self.end.as_ref().map(|e| e.listed),
         }
     }
+}
+
+/// The revisions of a generation a restore can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restorable {
+    pub from: i64,
+    /// When the base at `from` had been taken (the stream's clock).
+    pub at: DateTime<Utc>,
+    pub to: i64,
 }
 
 /// Every generation under the prefix, oldest first.

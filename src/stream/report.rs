@@ -32,6 +32,10 @@ pub struct GenerationRow {
     pub ended: Option<String>,
     /// Runs, gaps and overlaps of its revisions after the base.
     pub continuity: Vec<Span>,
+    /// The revisions a restore can reach: from the base it counts from to the last before
+    /// its first gap.
+    pub restorable_from: Option<i64>,
+    pub restorable_to: Option<i64>,
     /// Its start record's signature: "ok" (it passed BACKUP_VERIFY_KEY), "BAD" (it did not),
     /// "no" (not signed), "unchecked" (signed, no key to check it), "-" (no start record).
     pub signed: String,
@@ -92,6 +96,8 @@ pub fn summarize(view: &StreamView, keys: Option<&VerifyKeys>) -> Vec<Generation
                 ended: v.end.as_ref().map(|e| e.reason.clone()),
                 continuity: v.continuity(),
                 signed: signed(v, keys).into(),
+                restorable_from: v.restorable().map(|r| r.from),
+                restorable_to: v.restorable().map(|r| r.to),
             }
         })
         .collect()
@@ -239,6 +245,14 @@ mod tests {
         let rows = summarize_all(&StreamView::of(&objects, &records));
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].verdict(), "gap 21..23");
+        assert_eq!(
+            (rows[0].restorable_from, rows[0].restorable_to),
+            (Some(10), Some(20))
+        );
+        assert_eq!(
+            (rows[1].restorable_from, rows[1].restorable_to),
+            (Some(50), Some(70))
+        );
         assert_eq!(rows[0].ended.as_deref(), Some("compacted"));
         assert_eq!(
             (rows[1].segments, rows[1].bytes, rows[1].last_revision),

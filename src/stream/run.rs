@@ -59,6 +59,11 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("serving metrics on BACKUP_METRICS_LISTEN={addr}: {e}; choose a free address and port"))?;
     }
     let status = &*status;
+    let window_s = cfg.backup.policy.pitr_window.as_secs();
+    status.pitr_window_s.store(
+        i64::try_from(window_s).unwrap_or(i64::MAX),
+        Ordering::Relaxed,
+    );
     tokio::select! {
         r = store.check() => r?,
         i = shutdown.requested() => return Err(i.into()),
@@ -130,11 +135,12 @@ async fn generations(
             .store(chain.generation.0.timestamp(), Ordering::Relaxed);
         status.safe.fetch_max(chain.last, Ordering::Relaxed);
         status.received.fetch_max(chain.last, Ordering::Relaxed);
+        window(store, chain.generation, status).await;
         let generation = chain.generation;
         let following = follow::follow(&settings, store, &mut chain, status, shutdown);
         let ended = tokio::select! {
             r = following => r?,
-            n = bases(cfg, store, generation, shutdown) => match n {},
+            n = bases(cfg, store, generation, status, shutdown) => match n {},
         };
         match ended {
             Ended::Stopped => break,
@@ -148,6 +154,29 @@ async fn generations(
         }
     }
     Ok(())
+}
+
+/// Reads where the restorable window of `generation` starts (prune may have trimmed it since)
+/// into `status`; a bucket that cannot be read leaves the last figures.
+async fn window(store: &Store, generation: Generation, status: &Status) {
+    let view = match StreamView::read(store).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("reading the stream's objects for the restorable window failed: {e}");
+            return;
+        }
+    };
+    let restorable = view
+        .generations
+        .iter()
+        .find(|g| g.generation == generation)
+        .and_then(|g| g.restorable());
+    if let Some(r) = restorable {
+        status.restorable_oldest.store(r.from, Ordering::Relaxed);
+        status
+            .restorable_oldest_ms
+            .store(r.at.timestamp_millis(), Ordering::Relaxed);
+    }
 }
 
 /// Writes the end record of a generation that broke (signed with the stream's key, if any).
@@ -240,6 +269,7 @@ async fn bases(
     cfg: &StreamConfig,
     store: &Store,
     generation: Generation,
+    status: &Status,
     shutdown: &Shutdown,
 ) -> std::convert::Infallible {
     loop {
@@ -265,7 +295,10 @@ async fn bases(
             anyhow::Ok(record.revision)
         };
         match taken.await {
-            Ok(revision) => tracing::info!(%generation, revision, "a new base of the generation"),
+            Ok(revision) => {
+                tracing::info!(%generation, revision, "a new base of the generation");
+                window(store, generation, status).await;
+            }
             Err(_) if shutdown.fired().is_some() => {}
             Err(e) => {
                 tracing::error!(%generation, "taking a new base failed: {e:#}; the generation goes on, and the next base is due in {}", humantime::format_duration(cfg.stream.base_interval))

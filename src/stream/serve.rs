@@ -19,6 +19,15 @@ pub fn render(s: &Status) -> String {
     };
     let int = |v: &std::sync::atomic::AtomicI64| v.load(Ordering::Relaxed).to_string();
     let count = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed).to_string();
+    let (oldest_ms, newest_ms) = (
+        s.restorable_oldest_ms.load(Ordering::Relaxed),
+        s.safe_received_ms.load(Ordering::Relaxed),
+    );
+    let window = if oldest_ms > 0 && newest_ms > 0 {
+        format!("{:.3}", (newest_ms - oldest_ms).max(0) as f64 / 1000.0)
+    } else {
+        "0".into()
+    };
     // (name, kind, help, value)
     let metrics = [
         ("received_revision", "gauge", "The newest revision received from etcd's watch.", int(&s.received)),
@@ -32,6 +41,10 @@ pub fn render(s: &Status) -> String {
         ("generations_ended_total", "counter", "Generations that broke (a gap, a compaction, a cluster change) since the process started.", count(&s.generations_ended)),
         ("upload_failures_total", "counter", "Segment uploads that failed and were retried.", count(&s.upload_failures)),
         ("watch_restarts_total", "counter", "Times the watch broke and was reopened.", count(&s.watch_restarts)),
+        ("restorable_oldest_revision", "gauge", "The oldest revision a restore can reach in the current generation (0: not known yet).", int(&s.restorable_oldest)),
+        ("restorable_oldest_timestamp_seconds", "gauge", "When the base of the oldest restorable revision had been taken (0: not known yet).", secs(&s.restorable_oldest_ms)),
+        ("restorable_window_seconds", "gauge", "How far back a restore can reach: from the oldest restorable base to the newest change in the bucket (0: not known yet).", window),
+        ("pitr_window_seconds", "gauge", "BACKUP_PITR_WINDOW: how far back prune keeps the history.", int(&s.pitr_window_s)),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in metrics {

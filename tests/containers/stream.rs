@@ -425,6 +425,28 @@ async fn every_revision_is_in_the_bucket_once_across_sigstop_sigkill_and_bursts(
     assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
     let g = read_generation(&s3, &objects, starts[0]).await;
     assert!(g.end.is_none());
+    // The restorable window starts at the generation's base, when its base was published.
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("etcd_backup_stream_{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(
+        gauge("restorable_oldest_revision"),
+        g.start.base_revision as f64
+    );
+    let base_at = g
+        .start
+        .completed
+        .expect("a completed time")
+        .timestamp_millis() as f64
+        / 1000.0;
+    assert_eq!(gauge("restorable_oldest_timestamp_seconds"), base_at);
+    assert!(gauge("restorable_window_seconds") > 0.0, "{metrics}");
+    assert_eq!(gauge("pitr_window_seconds"), 7.0 * 86_400.0);
     assert!(g.segments >= 3, "{}", g.segments);
     assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
     // The base backup the start record names is in the bucket.
