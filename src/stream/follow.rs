@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::chain::{follows, Assembler, Break};
 use super::names::{Generation, Name};
+use super::prelude::Replay;
 use super::seal::{seal, Keys, Sealed};
 use super::segment::{Header, Kind, Record, Records, Revision};
 use crate::config::EtcdConfig;
@@ -96,10 +97,11 @@ pub async fn follow(
     chain: &mut Chain,
     status: &Status,
     shutdown: &Shutdown,
+    prelude: Option<Replay>,
 ) -> anyhow::Result<Ended> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (watched, uploaded) = tokio::join!(
-        watch(s, chain, status, tx, shutdown),
+        watch(s, chain, status, tx, shutdown, prelude),
         upload(store, s.held, rx, status, shutdown)
     );
     uploaded?;
@@ -256,6 +258,7 @@ async fn watch(
     status: &Status,
     tx: mpsc::UnboundedSender<Sealed>,
     shutdown: &Shutdown,
+    mut prelude: Option<Replay>,
 ) -> anyhow::Result<Ended> {
     let mut w = Watcher {
         s,
@@ -303,6 +306,26 @@ async fn watch(
                 was: w.chain.cluster_id.clone(),
                 now: member.status.cluster_id.clone(),
             }));
+        }
+        // What the watch opened before the base received, first: the revisions after the base.
+        if let Some(mut replay) = prelude.take() {
+            loop {
+                let batch = replay.next(w.chain.last, 256)?;
+                let Some(first) = batch.first().map(|r| r.revision) else {
+                    break;
+                };
+                if first != w.chain.last + 1 {
+                    tracing::warn!(after = w.chain.last, first, "the watch opened before the base does not reach back to it; watching from the base's revision");
+                    break;
+                }
+                if let Err(b) = w.add(batch, &mut member.client).await? {
+                    w.seal().await?;
+                    return Ok(Ended::Broken(b));
+                }
+                if w.full() {
+                    w.seal().await?;
+                }
+            }
         }
         let from = w.chain.last + 1;
         let opts = WatchOptions::new()

@@ -12,6 +12,7 @@
 //! - [`chain`]: which revision may follow which, and how watch responses become revisions;
 //! - [`seal`]: a segment through zstd and age onto scratch disk;
 //! - [`follow`]: the watch into sealed segments, and their upload beside it;
+//! - [`prelude`]: the watch a new generation opens before its base, spooled while it is taken;
 //! - [`run`]: a stream's life: the lock, generations started, resumed and ended, later bases;
 //! - [`lock`]: one writer per prefix (acquire, hold, release);
 //! - [`names`]: the names of a stream's objects, and what they say about continuity;
@@ -30,6 +31,7 @@ pub mod kv;
 pub mod lock;
 pub mod names;
 pub mod objects;
+pub mod prelude;
 pub mod records;
 pub mod report;
 pub mod retention;

@@ -15,6 +15,7 @@ use super::follow::{self, Chain, Ended, Settings, Status};
 use super::lock;
 use super::names::{Generation, Name, Span};
 use super::objects;
+use super::prelude::{self, Replay};
 use super::records::{self, BaseRecord, EndRecord, StartRecord, StreamView};
 use crate::backup::take;
 use crate::config::StreamConfig;
@@ -115,7 +116,7 @@ async fn generations(
     };
     let mut backoff = Duration::from_secs(1);
     loop {
-        let chain = match next_chain(cfg, store, shutdown, done).await {
+        let (chain, prelude) = match next_chain(cfg, store, shutdown, done).await {
             Ok(c) => c,
             Err(_) if shutdown.fired().is_some() => break,
             Err(e) => {
@@ -137,7 +138,7 @@ async fn generations(
         status.received.fetch_max(chain.last, Ordering::Relaxed);
         window(store, chain.generation, status).await;
         let generation = chain.generation;
-        let following = follow::follow(&settings, store, &mut chain, status, shutdown);
+        let following = follow::follow(&settings, store, &mut chain, status, shutdown, prelude);
         let ended = tokio::select! {
             r = following => r?,
             n = bases(cfg, store, generation, status, shutdown) => match n {},
@@ -197,7 +198,7 @@ async fn next_chain(
     store: &Store,
     shutdown: &Shutdown,
     done: &mut Streamed,
-) -> anyhow::Result<Chain> {
+) -> anyhow::Result<(Chain, Option<Replay>)> {
     let newest = tokio::select! {
         r = resume(store) => r?,
         i = shutdown.requested() => return Err(i.into()),
@@ -205,7 +206,7 @@ async fn next_chain(
     let after = match newest {
         Resumable::Chain(c) => {
             tracing::info!(generation = %c.generation, from = c.last + 1, "continuing the generation in the bucket");
-            return Ok(c);
+            return Ok((c, None));
         }
         Resumable::None => None,
         Resumable::Ended(g) => Some(g),
@@ -225,21 +226,34 @@ async fn next_chain(
         }
         now = Utc::now().trunc_subsecs(0);
     }
-    let chain = start(cfg, store, now, shutdown).await?;
+    let started = start(cfg, store, now, shutdown).await?;
     done.generations_started += 1;
-    Ok(chain)
+    Ok(started)
 }
 
-/// Takes a base and writes the start record of a new generation.
+/// Takes a base and writes the start record of a new generation; with it, what the watch
+/// opened before the base received ([`super::prelude`]).
 async fn start(
     cfg: &StreamConfig,
     store: &Store,
     now: DateTime<Utc>,
     shutdown: &Shutdown,
-) -> anyhow::Result<Chain> {
+) -> anyhow::Result<(Chain, Option<Replay>)> {
     let generation = Generation(now);
+    let tmp_dir = &cfg.backup.pipeline.tmp_dir;
+    let holding = prelude::open(
+        &cfg.backup.etcd,
+        tmp_dir.clone(),
+        cfg.stream.spool_max_bytes,
+    )
+    .await;
     tracing::info!(%generation, "starting a generation: taking its base snapshot");
-    let base = take(&cfg.backup, store, now, shutdown, &mut None).await?;
+    let taken = take(&cfg.backup, store, now, shutdown, &mut None).await;
+    let spooled = match holding {
+        Some(h) => h.finish().await,
+        None => None,
+    };
+    let base = taken?;
     base.log();
     // An etcd that was never written holds no key, so the file says revision 0; etcd's store
     // starts at revision 1, which has no events, and the first write is revision 2.
@@ -253,13 +267,24 @@ async fn start(
     };
     let signing = cfg.backup.pipeline.signing.as_deref();
     records::put(store, &Name::Start(generation), &record, signing).await?;
-    Ok(Chain {
+    let replay = match spooled {
+        Some(s) if s.cluster_id == record.cluster_id => match s.replay(tmp_dir) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("reading back what the watch received before the base failed ({e:#}); watching from the base's revision");
+                None
+            }
+        },
+        _ => None,
+    };
+    let chain = Chain {
         generation,
         cluster_id: record.cluster_id,
         base_revision: revision,
         last: revision,
         previous: format!("base:{revision}"),
-    })
+    };
+    Ok((chain, replay))
 }
 
 /// Takes a new base every BACKUP_BASE_INTERVAL while the generation runs, beside the watch, so

@@ -823,3 +823,84 @@ async fn a_compaction_at_a_delete_before_the_stream_starts_does_not_end_its_gene
     let start: StartRecord = serde_json::from_slice(&body).unwrap();
     assert_eq!(start.base_revision, at, "the base opens at the compaction");
 }
+
+/// The Kubernetes case: etcd compacted every second to the revision of a second before, while
+/// a base paced to 1 MiB/s takes several seconds. The watch opened before the base keeps what
+/// the compactions would take from a watch opened after it: one generation, every revision.
+#[tokio::test]
+async fn a_base_slower_than_the_compaction_interval_keeps_its_generation() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    etcd.load(3000).await;
+    let client = etcd.client().clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writes and compactions, as an API server does them, until the test ends.
+    let load = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut kv = client.kv_client();
+            let mut seen = std::collections::VecDeque::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = kv
+                    .put(format!("/load/{}", i % 50), "v", None)
+                    .await
+                    .unwrap();
+                seen.push_back((std::time::Instant::now(), r.header().unwrap().revision()));
+                i += 1;
+                if i % 20 == 0 {
+                    // Compact to the revision of a second ago.
+                    while seen.len() > 1 && seen[1].0.elapsed() > Duration::from_secs(1) {
+                        seen.pop_front();
+                    }
+                    if let Some(&(t, rev)) = seen.front() {
+                        if t.elapsed() > Duration::from_secs(1) {
+                            kv.compact(rev, None).await.unwrap();
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut c = rig::cmd(&pki, &etcd.url, &s3, "backups");
+    c.env("ETCD_SNAPSHOT_RATE", "1MiB")
+        .env("ETCD_SNAPSHOT_PACING", "off");
+    let stream = Streaming::spawn_with(c);
+    stream.until("the watch opened before the base", 1).await;
+    stream.until("watching", 1).await;
+    let mut kv = client.kv_client();
+    let newest = put_revision(&mut kv, "/after", "base").await;
+    until_safe(&s3, newest, &stream).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let puts = load.await.unwrap();
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(puts > 100, "{puts} puts during the test");
+    assert!(!log.contains("the generation ended"), "{log}");
+    let objects = stream_objects(&s3).await;
+    let starts: Vec<Name> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
+    let g = read_generation(&s3, &objects, starts[0]).await;
+    assert!(g.end.is_none());
+    // The load went on until the stream stopped: every revision up to its last.
+    let last = g.revisions.last().map_or(0, |r| r.revision);
+    assert!(last >= newest, "{last} < {newest}");
+    assert_continuous(&g.revisions, g.start.base_revision + 1, last);
+    // The base took longer than the compaction interval: the revision after it was compacted
+    // before the base was done, so only the early watch could hold it.
+    let took = log
+        .lines()
+        .find(|l| l.contains("base published"))
+        .and_then(|l| l.split("stream_s=\"").nth(1))
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse::<f64>().ok())
+        .expect("the base's stream time in the log");
+    assert!(took > 3.0, "the base took {took} s\n{log}");
+}
