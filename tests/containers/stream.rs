@@ -904,3 +904,56 @@ async fn a_base_slower_than_the_compaction_interval_keeps_its_generation() {
         .expect("the base's stream time in the log");
     assert!(took > 3.0, "the base took {took} s\n{log}");
 }
+
+/// A DeleteRange of 100,000 keys is one revision whose events (about 5 MiB) etcd sends in
+/// fragments of its request limit: the stream puts them back together as that one revision.
+#[tokio::test]
+async fn a_revision_etcd_sends_in_fragments_is_one_revision() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let mut kv = etcd.client().kv_client();
+    let stream = Streaming::spawn(&pki, &etcd, &s3);
+    stream.until("watching", 1).await;
+    let n = 100_000;
+    for chunk in (0..n).collect::<Vec<u32>>().chunks(128) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|i| {
+                TxnOp::put(
+                    format!("/registry/fragmented/namespace-one/{i:06}"),
+                    "",
+                    None,
+                )
+            })
+            .collect();
+        kv.txn(Txn::new().and_then(ops)).await.unwrap();
+    }
+    let deleted = kv
+        .delete(
+            "/registry/fragmented/",
+            Some(DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted(), i64::from(n));
+    let revision = deleted.header().unwrap().revision();
+    until_safe(&s3, revision, &stream).await;
+    let (code, _, log) = stream.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let objects = stream_objects(&s3).await;
+    let start = objects
+        .iter()
+        .find(|(n, _)| matches!(n, Name::Start(_)))
+        .unwrap()
+        .0;
+    let g = read_generation(&s3, &objects, start).await;
+    let r = g
+        .revisions
+        .iter()
+        .find(|r| r.revision == revision)
+        .expect("the DeleteRange's revision");
+    assert_eq!(r.events.len(), n as usize);
+    assert!(r.events.iter().all(|e| e.kind == Kind::Delete));
+    let bytes: usize = r.events.iter().map(|e| e.kv.encode().len()).sum();
+    assert!(bytes > 4 << 20, "the events exceed 4 MiB: {bytes}");
+}
