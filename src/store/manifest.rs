@@ -131,14 +131,28 @@ impl Store {
         url: &str,
         max: u64,
     ) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .read_small_tagged(path, url, max)
+            .await?
+            .map(|(b, _)| b))
+    }
+
+    /// [`Store::read_small`], with the object's ETag when the store gives one.
+    pub(super) async fn read_small_tagged(
+        &self,
+        path: &Path,
+        url: &str,
+        max: u64,
+    ) -> Result<Option<(Bytes, Option<String>)>, StoreError> {
         let got = match self.inner.get(path).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.err("reading", url.to_string())(e)),
         };
+        let e_tag = got.meta.e_tag.clone();
         let too_big = || {
             tracing::warn!("{url} is larger than {max} bytes: not one of ours; ignoring it");
-            Ok(Some(Bytes::new()))
+            Ok(Some((Bytes::new(), None)))
         };
         if got.meta.size > max {
             return too_big();
@@ -155,6 +169,6 @@ impl Store {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Some(body.into()))
+        Ok(Some((body.into(), e_tag)))
     }
 }

@@ -30,6 +30,26 @@ pub enum Kind {
     Record,
 }
 
+/// What a conditional write must find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// No object at the path (S3's `If-None-Match: *`).
+    Absent,
+    /// The object as it was read, by its ETag (`If-Match`).
+    Unchanged(String),
+}
+
+/// How a conditional write went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// Written; the new object's ETag when the store gives one.
+    Written(Option<String>),
+    /// The object was not as the condition said: another writer came first.
+    Lost,
+    /// The store does not do conditional writes.
+    Unsupported,
+}
+
 impl Store {
     fn at(&self, path: &str) -> Path {
         Path::from(format!("{}{path}", self.prefix))
@@ -83,6 +103,58 @@ impl Store {
             .await
             .map_err(self.err("writing", self.url_of(path)))?;
         Ok(())
+    }
+
+    /// Writes the object at `path` whole only if it is as `condition` says, so that of two
+    /// writers that read the same object, one writes and the other learns it lost.
+    pub async fn put_if(
+        &self,
+        path: &str,
+        body: Bytes,
+        condition: Condition,
+    ) -> Result<Conditional, StoreError> {
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/json"),
+        );
+        let mode = match condition {
+            Condition::Absent => PutMode::Create,
+            Condition::Unchanged(e_tag) => PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(e_tag),
+                version: None,
+            }),
+        };
+        let opts = PutOptions {
+            attributes,
+            mode,
+            ..Default::default()
+        };
+        match self.inner.put_opts(&self.at(path), body.into(), opts).await {
+            Ok(r) => Ok(Conditional::Written(r.e_tag)),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(Conditional::Lost),
+            Err(object_store::Error::NotImplemented { .. }) => Ok(Conditional::Unsupported),
+            // A server that does not know the headers answers 501 or 400.
+            Err(e)
+                if ["501", "NotImplemented"]
+                    .iter()
+                    .any(|s| e.to_string().contains(s)) =>
+            {
+                Ok(Conditional::Unsupported)
+            }
+            Err(e) => Err(self.err("writing", self.url_of(path))(e)),
+        }
+    }
+
+    /// [`Store::get_small`] with the object's ETag, for a later [`Condition::Unchanged`].
+    pub async fn get_small_tagged(
+        &self,
+        path: &str,
+        max: u64,
+    ) -> Result<Option<(Bytes, Option<String>)>, StoreError> {
+        self.read_small_tagged(&self.at(path), &self.url_of(path), max)
+            .await
     }
 
     /// The object's bytes, at most `max` of them (a larger one is reported and read as empty:

@@ -4,11 +4,13 @@
 //! stream restarted in the same pod (the same HOSTNAME) after a crash takes its own dead lock at
 //! once instead of waiting it out.
 //!
-//! S3 has no compare-and-swap every server supports, so taking the lock is write, wait
-//! [`SETTLE`], read back: of two streams that both found it free, the one whose write landed
-//! last holds it, and the other sees that and waits. A holder that finds another's name in the
-//! lock (it was paused past the expiry) stops writing at once and waits again, dropping what it
-//! had not uploaded: the new holder continues from the bucket's last segment.
+//! The lock is taken and renewed with S3's conditional writes (created only if absent,
+//! replaced only if its ETag is the one read), so two streams can never both hold it; on a
+//! store without them, taking it is write, wait [`SETTLE`], read back: of two streams that both
+//! found it free, the one whose write landed last holds it, and the other sees that and waits.
+//! A holder that finds another's name in the lock (it was paused past the expiry), or whose
+//! conditional renewal fails, stops writing at once and waits again, dropping what it had not
+//! uploaded: the new holder continues from the bucket's last segment.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::names::DIR;
 use super::objects::MAX_RECORD;
 use crate::shutdown::{Interrupted, Shutdown};
-use crate::store::objects::Kind;
+use crate::store::objects::{Condition, Conditional, Kind};
 use crate::store::{Store, StoreError};
 
 /// How long a lock holds without renewal.
@@ -128,8 +130,60 @@ async fn write(store: &Store, lock: &Lock) -> Result<(), StoreError> {
     store.put_object(&path(), body.into(), Kind::Record).await
 }
 
-/// Waits until this stream holds the lock; an error only for a shutdown.
-pub async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(), Interrupted> {
+/// The lock as stored with its ETag: `None` when there is none; the lock `None` when it is
+/// not one we wrote.
+async fn read_tagged(store: &Store) -> Result<Option<(Option<Lock>, Option<String>)>, StoreError> {
+    let got = store.get_small_tagged(&path(), MAX_RECORD).await?;
+    Ok(got.map(|(b, tag)| (serde_json::from_slice(&b).ok(), tag)))
+}
+
+/// How taking the lock went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// It is ours, with the ETag it was written with (when the store gives one).
+    Ours(Option<String>),
+    /// Another stream holds it, or wrote it first.
+    Theirs {
+        holder: String,
+        until: DateTime<Utc>,
+    },
+    /// Another stream wrote it between our read and our write: read it again.
+    Raced,
+    /// The store does not do conditional writes: write, wait, read back.
+    Unconditional,
+}
+
+/// One try at the lock at `now`: read it, decide, and write it only if it is still as read
+/// (created only if absent, replaced only if its ETag is the one read), so that of two streams
+/// that found it free, exactly one holds it.
+pub async fn try_take(store: &Store, me: &str, now: DateTime<Utc>) -> Result<Taken, StoreError> {
+    let current = read_tagged(store).await?;
+    let lock = current.as_ref().and_then(|(l, _)| l.as_ref());
+    if let Decision::Wait { holder, until } = decide(lock, me, now, crate::scratch::running) {
+        return Ok(Taken::Theirs { holder, until });
+    }
+    let condition = match current {
+        None => Condition::Absent,
+        Some((_, Some(tag))) => Condition::Unchanged(tag),
+        Some((_, None)) => return Ok(Taken::Unconditional),
+    };
+    let mine = Lock {
+        holder: me.to_string(),
+        expires: now + TTL,
+    };
+    let body = serde_json::to_vec(&mine).expect("plain struct");
+    Ok(match store.put_if(&path(), body.into(), condition).await? {
+        Conditional::Written(tag) => Taken::Ours(tag),
+        Conditional::Lost => Taken::Raced,
+        Conditional::Unsupported => Taken::Unconditional,
+    })
+}
+
+/// Waits until this stream holds the lock; an error only for a shutdown. Where the store does
+/// conditional writes the lock is taken by one ([`try_take`]); elsewhere by writing it,
+/// waiting [`SETTLE`] and reading it back.
+pub async fn acquire(store: &Store, held: &Held, shutdown: &Shutdown) -> Result<(), Interrupted> {
+    let me = held.me.as_str();
     let mut told = false;
     let pause = |d: Duration| async move {
         tokio::select! {
@@ -139,16 +193,22 @@ pub async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(),
     };
     loop {
         let now = Utc::now();
-        let current = match read(store).await {
-            Ok(c) => c,
+        let taken = match try_take(store, me, now).await {
+            Ok(t) => t,
             Err(e) => {
-                tracing::warn!("reading the stream's lock failed: {e}; trying again");
+                tracing::warn!("taking the stream's lock failed: {e}; trying again");
                 pause(Duration::from_secs(5)).await?;
                 continue;
             }
         };
-        match decide(current.as_ref(), me, now, crate::scratch::running) {
-            Decision::Take => {
+        match taken {
+            Taken::Ours(tag) => {
+                *held.e_tag.lock().expect("not poisoned") = tag;
+                tracing::info!(lock = %url(store), holder = me, "this stream writes to the prefix");
+                return Ok(());
+            }
+            Taken::Raced => continue,
+            Taken::Unconditional => {
                 let mine = Lock {
                     holder: me.to_string(),
                     expires: now + TTL,
@@ -161,12 +221,13 @@ pub async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(),
                 pause(SETTLE).await?;
                 if let Ok(Some(l)) = read(store).await {
                     if l.holder == me {
-                        tracing::info!(lock = %url(store), holder = me, "this stream writes to the prefix");
+                        *held.e_tag.lock().expect("not poisoned") = None;
+                        tracing::info!(lock = %url(store), holder = me, "this stream writes to the prefix (written and read back: the store does not do conditional writes)");
                         return Ok(());
                     }
                 }
             }
-            Decision::Wait { holder, until } => {
+            Taken::Theirs { holder, until } => {
                 if !told {
                     tracing::warn!(lock = %url(store), "another stream ({holder}) writes to this prefix; waiting until it stops or its lock expires (at {until})");
                     told = true;
@@ -179,14 +240,42 @@ pub async fn acquire(store: &Store, me: &str, shutdown: &Shutdown) -> Result<(),
 }
 
 /// Renews the lock every [`RENEW`] while the stream runs; returns only when another
-/// stream holds it. A renewal that fails (the bucket is away) is tried again at the next
-/// interval.
-pub async fn hold(store: &Store, me: &str, shutdown: &Shutdown) {
+/// stream holds it. Each renewal replaces the lock only if it is as this stream last wrote it
+/// (where the store does conditional writes). A renewal that fails (the bucket is away) is
+/// tried again at the next interval.
+pub async fn hold(store: &Store, held: &Held, shutdown: &Shutdown) {
+    let me = held.me.as_str();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RENEW) => {}
             // The stream is stopping: it lets go of the lock itself.
             _ = shutdown.requested() => std::future::pending::<()>().await,
+        }
+        let mine = Lock {
+            holder: me.to_string(),
+            expires: Utc::now() + TTL,
+        };
+        let tag = held.e_tag.lock().expect("not poisoned").clone();
+        if let Some(tag) = tag {
+            let body = serde_json::to_vec(&mine).expect("plain struct");
+            match store
+                .put_if(&path(), body.into(), Condition::Unchanged(tag))
+                .await
+            {
+                Ok(Conditional::Written(t)) => {
+                    *held.e_tag.lock().expect("not poisoned") = t;
+                    continue;
+                }
+                Ok(Conditional::Lost) => return,
+                Ok(Conditional::Unsupported) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "renewing the stream's lock failed: {e}; trying again in {}s",
+                        RENEW.as_secs()
+                    );
+                    continue;
+                }
+            }
         }
         match read(store).await {
             Ok(Some(l)) if l.holder != me => return,
@@ -199,10 +288,6 @@ pub async fn hold(store: &Store, me: &str, shutdown: &Shutdown) {
                 continue;
             }
         }
-        let mine = Lock {
-            holder: me.to_string(),
-            expires: Utc::now() + TTL,
-        };
         if let Err(e) = write(store, &mine).await {
             tracing::warn!(
                 "renewing the stream's lock failed: {e}; trying again in {}s",
@@ -218,6 +303,8 @@ pub async fn hold(store: &Store, me: &str, shutdown: &Shutdown) {
 pub struct Held {
     pub me: String,
     lost: tokio::sync::Notify,
+    /// The ETag of the lock as this stream last wrote it (conditional renewals).
+    e_tag: std::sync::Mutex<Option<String>>,
 }
 
 impl Held {
@@ -225,6 +312,7 @@ impl Held {
         Held {
             me,
             lost: tokio::sync::Notify::new(),
+            e_tag: std::sync::Mutex::new(None),
         }
     }
 
@@ -316,5 +404,57 @@ mod tests {
         }
         assert!(crate::scratch::running(std::process::id()));
         assert!(!crate::scratch::running(u32::MAX >> 2), "no such process");
+    }
+
+    #[tokio::test]
+    async fn of_two_streams_that_find_the_lock_free_exactly_one_takes_it() {
+        use std::sync::Arc;
+        let store = Store::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory://b",
+            "etcd/",
+            None,
+        );
+        let now = Utc::now();
+        for round in 0..20 {
+            let (a, b) = (format!("a/{round}/1"), format!("b/{round}/1"));
+            let (ta, tb) = tokio::join!(try_take(&store, &a, now), try_take(&store, &b, now));
+            let (ta, tb) = (ta.unwrap(), tb.unwrap());
+            let ours = [&ta, &tb]
+                .iter()
+                .filter(|t| matches!(t, Taken::Ours(_)))
+                .count();
+            assert_eq!(ours, 1, "round {round}: {ta:?} {tb:?}");
+            let holder = read(&store).await.unwrap().unwrap().holder;
+            assert!(holder == a || holder == b);
+            // The loser sees the winner's live lock.
+            let loser = if holder == a { &b } else { &a };
+            assert!(matches!(
+                try_take(&store, loser, now).await.unwrap(),
+                Taken::Theirs { .. }
+            ));
+            store.delete_object(&path()).await.unwrap();
+        }
+
+        // Past its expiry a lock is replaced only as it was read: the old holder's renewal,
+        // conditional on what it wrote, then fails.
+        let Taken::Ours(old_tag) = try_take(&store, "a/0/1", now).await.unwrap() else {
+            panic!("a free lock is taken");
+        };
+        let later = now + chrono::TimeDelta::seconds(31);
+        assert!(matches!(
+            try_take(&store, "b/0/1", later).await.unwrap(),
+            Taken::Ours(_)
+        ));
+        let renewal = store
+            .put_if(
+                &path(),
+                b"{}".to_vec().into(),
+                Condition::Unchanged(old_tag.unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(renewal, Conditional::Lost);
+        assert_eq!(read(&store).await.unwrap().unwrap().holder, "b/0/1");
     }
 }

@@ -73,7 +73,7 @@ pub async fn run(
     let me = held.me.as_str();
     let mut done = Streamed::default();
     loop {
-        if lock::acquire(store, me, shutdown).await.is_err() {
+        if lock::acquire(store, &held, shutdown).await.is_err() {
             break;
         }
         tokio::select! {
@@ -83,7 +83,7 @@ pub async fn run(
                 break;
             }
             // The renewal found another's name in the lock, or a writer did before an upload.
-            () = lock::hold(store, me, shutdown) => {}
+            () = lock::hold(store, &held, shutdown) => {}
             () = held.lost() => {}
         }
         tracing::warn!("another stream took the lock {} (this one was paused or cut off past its expiry): stopping to write, dropping what was not uploaded, and waiting for the lock again", lock::url(store));

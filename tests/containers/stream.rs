@@ -957,3 +957,42 @@ async fn a_revision_etcd_sends_in_fragments_is_one_revision() {
     let bytes: usize = r.events.iter().map(|e| e.kv.encode().len()).sum();
     assert!(bytes > 4 << 20, "the events exceed 4 MiB: {bytes}");
 }
+
+/// Two streams started at the same instant: SeaweedFS does conditional writes, so exactly one
+/// takes the lock (no write-wait-read-back) and the other waits.
+#[tokio::test]
+async fn of_two_streams_started_at_once_exactly_one_writes() {
+    require_docker!();
+    let (pki, etcd, s3) = start().await;
+    let (one, two) = (
+        Streaming::spawn(&pki, &etcd, &s3),
+        Streaming::spawn(&pki, &etcd, &s3),
+    );
+    let writes = "this stream writes to the prefix";
+    for _ in 0..300 {
+        if one.log().contains(writes) || two.log().contains(writes) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (writer, waiter) = if one.log().contains(writes) {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    writer.until(writes, 1).await;
+    waiter.until("another stream (", 1).await;
+    writer.until("watching", 1).await;
+    let mut kv = etcd.client().kv_client();
+    let newest = put_revision(&mut kv, "/both", "started").await;
+    until_safe(&s3, newest, &writer).await;
+    assert!(!waiter.log().contains(writes), "{}", waiter.log());
+    assert!(
+        !writer.log().contains("written and read back"),
+        "{}",
+        writer.log()
+    );
+    let (code, _, log) = writer.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    drop(waiter);
+}

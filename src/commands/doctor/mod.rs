@@ -91,6 +91,7 @@ async fn checks(store: &Store, cfg: &BackupConfig, ctx: &Context) -> Vec<Finding
             ),
             Err(e) => finding("write, read back, delete", Level::Fail, format!("{e}; the credentials need s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket on the prefix")),
         });
+        out.push(conditional_writes(store).await);
         out.push(match store.multipart_probe().await {
             Ok(()) => finding(
                 "multipart upload",
@@ -206,6 +207,34 @@ async fn pushgateway(url: &url::Url, timeout: Duration) -> Finding {
                 "{ready}: {}; check BACKUP_PUSHGATEWAY_URL",
                 crate::describe(&e)
             ),
+        ),
+    }
+}
+
+/// Whether the store does conditional writes, which the stream's lock is taken with: a probe
+/// object created only if absent, twice (the second must be refused), then deleted.
+async fn conditional_writes(store: &Store) -> Finding {
+    use crate::store::objects::{Condition, Conditional};
+    let check = "conditional writes";
+    let path = format!(".etcd-backup-doctor-lock-{}", std::process::id());
+    let body = || bytes::Bytes::from_static(b"{}");
+    let first = store.put_if(&path, body(), Condition::Absent).await;
+    let second = match &first {
+        Ok(Conditional::Written(_)) => Some(store.put_if(&path, body(), Condition::Absent).await),
+        _ => None,
+    };
+    let _ = store.delete_object(&path).await;
+    match (first, second) {
+        (Ok(Conditional::Written(_)), Some(Ok(Conditional::Lost))) => finding(
+            check,
+            Level::Ok,
+            "supported: the stream's lock is taken and renewed by conditional writes, so two streams never both hold it",
+        ),
+        (Err(e), _) | (_, Some(Err(e))) => finding(check, Level::Warn, format!("{e}; the stream's lock falls back to writing it, waiting 2 s and reading it back")),
+        _ => finding(
+            check,
+            Level::Warn,
+            "not supported by this store: the stream's lock falls back to writing it, waiting 2 s and reading it back (two streams whose writes land more than 2 s apart could both believe they hold it)",
         ),
     }
 }
