@@ -206,15 +206,21 @@ async fn one_generation_to(s3: &S3, newest: i64, stream: Streaming) -> Read {
     until_safe(s3, newest, &stream).await;
     let (code, _, log) = stream.stop().await;
     assert_eq!(code, Some(0), "{log}");
-    let objects = stream_objects(s3).await;
-    let starts: Vec<_> = objects
-        .iter()
-        .filter(|(n, _)| matches!(n, Name::Start(_)))
-        .collect();
-    assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
-    let g = read_generation(s3, &objects, starts[0].0).await;
+    let g = the_generation(s3, &log).await;
     assert_continuous(&g.revisions, g.start.base_revision + 1, newest);
     g
+}
+
+/// The bucket's one generation, read (`log` is shown when there is not exactly one).
+async fn the_generation(s3: &S3, log: &str) -> Read {
+    let objects = stream_objects(s3).await;
+    let starts: Vec<Name> = objects
+        .iter()
+        .filter(|(n, _)| matches!(n, Name::Start(_)))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
+    read_generation(s3, &objects, starts[0]).await
 }
 
 fn hex(b: &[u8]) -> String {
@@ -416,14 +422,7 @@ async fn every_revision_is_in_the_bucket_once_across_sigstop_sigkill_and_bursts(
     assert_eq!(code, Some(0), "{log}");
     assert!(took < Duration::from_secs(10), "{took:?}\n{log}");
 
-    let objects = stream_objects(&s3).await;
-    let starts: Vec<Name> = objects
-        .iter()
-        .filter(|(n, _)| matches!(n, Name::Start(_)))
-        .map(|(n, _)| *n)
-        .collect();
-    assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
-    let g = read_generation(&s3, &objects, starts[0]).await;
+    let g = the_generation(&s3, &log).await;
     assert!(g.end.is_none());
     // The restorable window starts at the generation's base, when its base was published.
     let gauge = |name: &str| {
@@ -880,14 +879,7 @@ async fn a_base_slower_than_the_compaction_interval_keeps_its_generation() {
     assert_eq!(code, Some(0), "{log}");
     assert!(puts > 100, "{puts} puts during the test");
     assert!(!log.contains("the generation ended"), "{log}");
-    let objects = stream_objects(&s3).await;
-    let starts: Vec<Name> = objects
-        .iter()
-        .filter(|(n, _)| matches!(n, Name::Start(_)))
-        .map(|(n, _)| *n)
-        .collect();
-    assert_eq!(starts.len(), 1, "one generation: {objects:?}\n{log}");
-    let g = read_generation(&s3, &objects, starts[0]).await;
+    let g = the_generation(&s3, &log).await;
     assert!(g.end.is_none());
     // The load went on until the stream stopped: every revision up to its last.
     let last = g.revisions.last().map_or(0, |r| r.revision);
