@@ -310,7 +310,7 @@ async fn watch(
         // What the watch opened before the base received, first: the revisions after the base.
         if let Some(mut replay) = prelude.take() {
             loop {
-                let batch = replay.next(w.chain.last, 256)?;
+                let batch = replay.next(w.chain.last, 4 << 20)?;
                 let Some(first) = batch.first().map(|r| r.revision) else {
                     break;
                 };

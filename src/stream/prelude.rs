@@ -62,15 +62,24 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// The next revisions after `after`, up to `max` of them; empty at the end.
-    pub fn next(&mut self, after: i64, max: usize) -> anyhow::Result<Vec<Revision>> {
+    /// The next revisions after `after`, until their values and keys reach `max_bytes` (at
+    /// least one revision); empty at the end. Memory holds one batch.
+    pub fn next(&mut self, after: i64, max_bytes: usize) -> anyhow::Result<Vec<Revision>> {
         let mut out = Vec::new();
         let Some((r, _)) = &mut self.reader else {
             return Ok(out);
         };
-        while out.len() < max {
+        let mut bytes = 0;
+        while out.is_empty() || bytes < max_bytes {
             match r.next_record()? {
-                Some(Record::Revision(rev)) if rev.revision > after => out.push(rev),
+                Some(Record::Revision(rev)) if rev.revision > after => {
+                    bytes += rev
+                        .events
+                        .iter()
+                        .map(|e| e.kv.key.len() + e.kv.value.len())
+                        .sum::<usize>();
+                    out.push(rev)
+                }
                 Some(_) => {}
                 None => {
                     self.reader = None;
