@@ -86,6 +86,22 @@ impl Assembler {
     }
 
     /// Whether part of a revision waits for its next fragment.
+    /// Takes one watch response of etcd's; returns the revisions it completed.
+    pub fn push_response(
+        &mut self,
+        resp: &etcd_client::WatchResponse,
+        received_ms: i64,
+    ) -> Vec<Revision> {
+        let events = resp.events().iter().filter_map(|e| {
+            let kind = match e.event_type() {
+                etcd_client::EventType::Put => Kind::Put,
+                etcd_client::EventType::Delete => Kind::Delete,
+            };
+            e.kv().map(|kv| (kind, kv.into()))
+        });
+        self.push(events, resp.0.fragment, received_ms)
+    }
+
     pub fn pending(&self) -> bool {
         self.open.is_some()
     }

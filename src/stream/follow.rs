@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::WatchOptions;
 use tokio::sync::mpsc;
 
 use super::chain::{follows, Assembler, Break};
@@ -409,14 +409,7 @@ async fn watch(
                 }
             }
             let received = now_ms();
-            let events = resp.events().iter().filter_map(|e| {
-                let kind = match e.event_type() {
-                    EventType::Put => Kind::Put,
-                    EventType::Delete => Kind::Delete,
-                };
-                e.kv().map(|kv| (kind, kv.into()))
-            });
-            let revisions = assembler.push(events, resp.0.fragment, received);
+            let revisions = assembler.push_response(&resp, received);
             if let Err(b) = w.add(revisions, &mut member.client).await? {
                 w.seal().await?;
                 return Ok(Ended::Broken(b));

@@ -13,11 +13,11 @@
 
 use std::path::PathBuf;
 
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::WatchOptions;
 use tokio::sync::oneshot;
 
 use super::chain::{follows, Assembler};
-use super::segment::{Header, Kind, Record, Records, Revision};
+use super::segment::{Header, Record, Records, Revision};
 use crate::config::EtcdConfig;
 use crate::etcd::Members;
 
@@ -147,14 +147,7 @@ pub async fn open(etcd: &EtcdConfig, tmp_dir: PathBuf, max_bytes: u64) -> Option
                 );
             }
             let received = chrono::Utc::now().timestamp_millis();
-            let events = resp.events().iter().filter_map(|e| {
-                let kind = match e.event_type() {
-                    EventType::Put => Kind::Put,
-                    EventType::Delete => Kind::Delete,
-                };
-                e.kv().map(|kv| (kind, kv.into()))
-            });
-            for rev in assembler.push(events, resp.0.fragment, received) {
+            for rev in assembler.push_response(&resp, received) {
                 follows(last, rev.revision).map_err(|b| anyhow::anyhow!("{b}"))?;
                 last = rev.revision;
                 records.push(&Record::Revision(rev))?;
