@@ -330,11 +330,16 @@ pub async fn resolve(
             .await
         }
     };
-    // The number of segments whose first revision was received by T.
-    let (mut lo, mut hi) = (0, segments.len());
+    // The number of segments whose first revision was received by T; the first segment's
+    // time, once probed (a search that ends at 0 has probed it).
+    let (mut lo, mut hi, mut first) = (0, segments.len(), None);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if first_received(mid).await? <= t_ms {
+        let received = first_received(mid).await?;
+        if mid == 0 {
+            first = Some(received);
+        }
+        if received <= t_ms {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -345,15 +350,12 @@ pub async fn resolve(
         return match s.base_completed {
             Some(done) if done <= t => Ok(base),
             done => {
-                let earliest = match (done, segments.is_empty()) {
+                let earliest = match (done, first) {
                     (Some(done), _) => done.to_rfc3339(),
-                    (None, false) => {
-                        let ms = first_received(0).await?;
-                        DateTime::<Utc>::from_timestamp_millis(ms)
-                            .map(|d| d.to_rfc3339())
-                            .unwrap_or_else(|| format!("{ms} ms"))
-                    }
-                    (None, true) => "not yet: it has no segment".into(),
+                    (None, Some(ms)) => DateTime::<Utc>::from_timestamp_millis(ms)
+                        .map(|d| d.to_rfc3339())
+                        .unwrap_or_else(|| format!("{ms} ms")),
+                    (None, None) => "not yet: it has no segment".into(),
                 };
                 bail!("{t} is before the earliest moment generation {} reaches: {earliest} (its base, revision {base}, was taken after {t}, so it may hold later changes)", s.generation)
             }

@@ -82,6 +82,7 @@ pub fn summarize(view: &StreamView, keys: Option<&VerifyKeys>) -> Vec<Generation
         .iter()
         .map(|v| {
             let start = v.start.as_ref();
+            let restorable = v.restorable();
             GenerationRow {
                 generation: v.generation.to_string(),
                 cluster_id: start.map(|s| s.cluster_id.clone()),
@@ -96,8 +97,8 @@ pub fn summarize(view: &StreamView, keys: Option<&VerifyKeys>) -> Vec<Generation
                 ended: v.end.as_ref().map(|e| e.reason.clone()),
                 continuity: v.continuity(),
                 signed: signed(v, keys).into(),
-                restorable_from: v.restorable().map(|r| r.from),
-                restorable_to: v.restorable().map(|r| r.to),
+                restorable_from: restorable.map(|r| r.from),
+                restorable_to: restorable.map(|r| r.to),
             }
         })
         .collect()
