@@ -16,7 +16,7 @@ use super::lock;
 use super::names::{Generation, Name, Span};
 use super::objects;
 use super::prelude::{self, Replay};
-use super::records::{self, BaseRecord, EndRecord, StartRecord, StreamView};
+use super::records::{self, BaseRecord, EndRecord, Restorable, StartRecord, StreamView};
 use crate::backup::take;
 use crate::config::StreamConfig;
 use crate::shutdown::{Interrupted, Shutdown};
@@ -116,7 +116,11 @@ async fn generations(
     };
     let mut backoff = Duration::from_secs(1);
     loop {
-        let (chain, prelude) = match next_chain(cfg, store, shutdown, done).await {
+        let Next {
+            chain,
+            prelude,
+            restorable,
+        } = match next_chain(cfg, store, shutdown, done).await {
             Ok(c) => c,
             Err(_) if shutdown.fired().is_some() => break,
             Err(e) => {
@@ -136,7 +140,9 @@ async fn generations(
             .store(chain.generation.0.timestamp(), Ordering::Relaxed);
         status.safe.fetch_max(chain.last, Ordering::Relaxed);
         status.received.fetch_max(chain.last, Ordering::Relaxed);
-        window(store, chain.generation, status).await;
+        if let Some(r) = restorable {
+            show_window(status, r);
+        }
         let generation = chain.generation;
         let following = follow::follow(&settings, store, &mut chain, status, shutdown, prelude);
         let ended = tokio::select! {
@@ -173,11 +179,24 @@ async fn window(store: &Store, generation: Generation, status: &Status) {
         .find(|g| g.generation == generation)
         .and_then(|g| g.restorable());
     if let Some(r) = restorable {
-        status.restorable_oldest.store(r.from, Ordering::Relaxed);
-        status
-            .restorable_oldest_ms
-            .store(r.at.timestamp_millis(), Ordering::Relaxed);
+        show_window(status, r);
     }
+}
+
+/// Where the restorable window starts, for `/metrics`.
+fn show_window(status: &Status, r: Restorable) {
+    status.restorable_oldest.store(r.from, Ordering::Relaxed);
+    status
+        .restorable_oldest_ms
+        .store(r.at.timestamp_millis(), Ordering::Relaxed);
+}
+
+/// The generation to follow, what the watch opened before its base received (a new one only),
+/// and where its restorable window starts, as the bucket said when it was read.
+struct Next {
+    chain: Chain,
+    prelude: Option<Replay>,
+    restorable: Option<Restorable>,
 }
 
 /// Writes the end record of a generation that broke (signed with the stream's key, if any).
@@ -198,15 +217,19 @@ async fn next_chain(
     store: &Store,
     shutdown: &Shutdown,
     done: &mut Streamed,
-) -> anyhow::Result<(Chain, Option<Replay>)> {
+) -> anyhow::Result<Next> {
     let newest = tokio::select! {
         r = resume(store) => r?,
         i = shutdown.requested() => return Err(i.into()),
     };
     let after = match newest {
-        Resumable::Chain(c) => {
+        Resumable::Chain(c, restorable) => {
             tracing::info!(generation = %c.generation, from = c.last + 1, "continuing the generation in the bucket");
-            return Ok((c, None));
+            return Ok(Next {
+                chain: c,
+                prelude: None,
+                restorable,
+            });
         }
         Resumable::None => None,
         Resumable::Ended(g) => Some(g),
@@ -238,7 +261,7 @@ async fn start(
     store: &Store,
     now: DateTime<Utc>,
     shutdown: &Shutdown,
-) -> anyhow::Result<(Chain, Option<Replay>)> {
+) -> anyhow::Result<Next> {
     let generation = Generation(now);
     let tmp_dir = &cfg.backup.pipeline.tmp_dir;
     let holding = prelude::open(
@@ -284,7 +307,17 @@ async fn start(
         last: revision,
         previous: format!("base:{revision}"),
     };
-    Ok((chain, replay))
+    // Its window starts at its base, published now.
+    let restorable = record.completed.map(|at| Restorable {
+        from: revision,
+        at,
+        to: revision,
+    });
+    Ok(Next {
+        chain,
+        prelude: replay,
+        restorable,
+    })
 }
 
 /// Takes a new base every BACKUP_BASE_INTERVAL while the generation runs, beside the watch, so
@@ -337,7 +370,8 @@ enum Resumable {
     None,
     /// The newest one ended.
     Ended(Generation),
-    Chain(Chain),
+    /// It can be continued; with where its restorable window starts.
+    Chain(Chain, Option<Restorable>),
     /// The newest one cannot be continued, for this reason.
     Broken(Chain, Break),
 }
@@ -349,7 +383,7 @@ async fn resume(store: &Store) -> anyhow::Result<Resumable> {
         return Ok(Resumable::None);
     };
     let mut resumable = resumable(g);
-    if let Resumable::Chain(chain) = &mut resumable {
+    if let Resumable::Chain(chain, _) = &mut resumable {
         if let Some(last) = g.segments.iter().max_by_key(|s| s.last) {
             let Some((sha, _)) = objects::sha256(store, &last.name).await? else {
                 anyhow::bail!("{} was listed but is gone", objects::url(store, &last.name));
@@ -389,6 +423,6 @@ fn resumable(g: &records::GenerationView) -> Resumable {
                 reason: format!("{bad:?}"),
             },
         ),
-        None => Resumable::Chain(chain),
+        None => Resumable::Chain(chain, g.restorable()),
     }
 }
