@@ -18,7 +18,8 @@ if [ "$target" = judge ]; then
   printf '\x00-----BEGIN SSH SIGNATURE-----\nU1NIU0lHAAAAAQ==\n-----END SSH SIGNATURE-----\n{}' > corpus/judge/seed-raw
   max_len=4096
 elif [ "$target" = segment ]; then
-  # Seed: a segment of two revisions and a lease, between its magic and its hash.
+  # Seeds: a segment of two revisions and a lease, between its magic and its hash, unsigned and
+  # signed (a mode byte first: see fuzz_targets/segment.rs).
   python3 - corpus/segment/seed <<'PY'
 import json, struct, sys
 h = json.dumps({"generation": "20261204T170000Z", "cluster_id": "c", "first": 2, "last": 3,
@@ -30,7 +31,9 @@ for rev, keys in ((2, [b"a"]), (3, [b"b", b"c"])):
         kv = b"\x0a" + bytes([len(k)]) + k + b"\x18" + bytes([rev]) + b"\x2a\x01v" + b"\x30\x07"
         out += b"\x00" + struct.pack(">I", len(kv)) + kv
 out += b"\x00"
-open(sys.argv[1], "wb").write(out)
+# Mode 0: unsigned. Mode 13: signed, with a 6-byte trailer (a length of 2 and two bytes).
+open(sys.argv[1], "wb").write(b"\x00" + out)
+open(sys.argv[1] + "-signed", "wb").write(bytes([13]) + out + struct.pack(">I", 2) + b"ab")
 PY
   max_len=4096
 else
